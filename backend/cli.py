@@ -1,0 +1,217 @@
+"""The ``paintbridge`` command: ``serve`` (the daemon) and the headless client commands.
+
+Exit codes a script can rely on: 0 done; 1 the daemon refused or failed the job; 2 bad usage
+or input; 3 no daemon reachable (or it went silent); 130 interrupted (the job is cancelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from plugin import __version__
+from plugin.protocol import DEFAULT_ENDPOINT, ENDPOINT_ENV, KINDS, SAMPLERS, Limits
+
+EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "paintbridge" / "config.json"
+
+
+def _offline_env() -> None:
+    """Before torch/diffusers are imported: never touch a hub, never spin idle threads."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _offline_env()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = _load_config(args.config)
+    from . import device as dev
+    from .daemon import Daemon
+    from .registry import ModelEntry, ModelRegistry
+
+    explicit = []
+    for item in config.get("models", []):
+        path = Path(item["path"]).expanduser()
+        source = "folder" if path.is_dir() else "single_file"
+        cfg = Path(item["config"]).expanduser() if item.get("config") else None
+        explicit.append(ModelEntry(item.get("name") or path.stem, path, source, config=cfg))
+    roots = [Path(p) for p in config.get("model_dirs", [])] + [Path(p) for p in args.models]
+    registry = ModelRegistry(roots, explicit, include_embedded=not args.no_embedded,
+                             default=args.default_model or config.get("default_model"),
+                             cache_size=args.cache_size or config.get("cache_size", 2))
+    threads = dev.configure_threads(args.threads or config.get("threads"))
+    choice = dev.choose(args.device or config.get("device"), args.dtype or config.get("dtype"))
+    bind = args.bind or config.get("bind") or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+    limits = Limits(**{k: v for k, v in (("max_queue", args.max_queue),
+                                         ("max_queue_per_client", args.max_queue_per_client))
+                       if v is not None})
+    try:
+        daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype))
+    except ValueError as exc:
+        print(f"paintbridge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        print(f"paintbridge: cannot bind {bind}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    entries = registry.scan()
+    usable = [e for e in entries if e.error is None]
+    print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
+          f"(device {choice.device}, {choice.dtype_name}, {threads} threads)", flush=True)
+    for e in entries:
+        state = "ok" if e.error is None else f"UNUSABLE: {e.error}"
+        print(f"  model {e.name!r} [{e.arch or '?'}, {e.source}] {state}", flush=True)
+    if not usable:
+        print("  no usable model: pass --models DIR (a folder of .safetensors checkpoints or "
+              "diffusers folders); jobs will be refused until one is found", flush=True)
+    else:
+        print(f"  default model: {registry.default}", flush=True)
+    daemon.serve()
+    print("paintbridge daemon stopped", flush=True)
+    return EXIT_OK
+
+
+def _load_config(path: str | None) -> dict[str, Any]:
+    cfg = Path(path) if path else _config_path()
+    if not cfg.is_file():
+        if path:
+            raise SystemExit(f"paintbridge: config file {cfg} not found")
+        return {}
+    try:
+        data = json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise SystemExit(f"paintbridge: {cfg} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"paintbridge: {cfg} must hold a JSON object")
+    return data
+
+
+# --------------------------------------------------------------------------- client commands
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from plugin.client import Client
+
+    return Client(args.endpoint)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from plugin.client import DaemonError
+
+    with _client(args) as client:
+        try:
+            header = client.request("models", timeout=args.timeout)[0]
+        except DaemonError as exc:
+            print(f"paintbridge: {exc.message}", file=sys.stderr)
+            return EXIT_UNREACHABLE if exc.code in ("unreachable", "timeout") else EXIT_JOB
+    if args.json:
+        print(json.dumps(header["models"], indent=2))
+        return EXIT_OK
+    for m in header["models"]:
+        mark = "*" if m["name"] == header.get("default") else " "
+        state = "" if m["usable"] else f"  ({m.get('error')})"
+        print(f"{mark} {m['name']:40s} {m['arch'] or '?':12s} {m['source']}{state}")
+    return EXIT_OK
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .edit import EditFailed, run_edit
+
+    try:
+        return run_edit(args)
+    except EditFailed as exc:
+        print(f"paintbridge: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paintbridge", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"paintbridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the daemon in the foreground")
+    s.add_argument("--bind", help=f"endpoint to listen on (default {DEFAULT_ENDPOINT}; "
+                                  "loopback only)")
+    s.add_argument("--models", action="append", default=[], metavar="DIR",
+                   help="a model folder to scan (repeatable): A1111 models/Stable-diffusion, "
+                        "ComfyUI models/checkpoints, or any folder")
+    s.add_argument("--config", help=f"config file (default {_config_path()})")
+    s.add_argument("--default-model", help="model used when a request names none")
+    s.add_argument("--no-embedded", action="store_true",
+                   help="do not offer the embedded default model")
+    s.add_argument("--cache-size", type=int, help="models kept loaded (LRU, default 2)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="default: fp16 on GPUs, bf16 on CPUs that support it, else fp32")
+    s.add_argument("--threads", type=int, help="CPU threads (default: cores - 1 on ≤ 4 cores)")
+    s.add_argument("--max-queue", type=int, help=f"jobs queued in all (default "
+                                                  f"{Limits.max_queue}); more are refused busy")
+    s.add_argument("--max-queue-per-client", type=int,
+                   help=f"jobs queued per client (default {Limits.max_queue_per_client})")
+    s.set_defaults(func=cmd_serve)
+
+    def client_opts(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--endpoint", default=None,
+                       help=f"daemon endpoint (default ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
+        c.add_argument("--timeout", type=float, default=10.0,
+                       help="seconds to wait for the daemon to answer")
+
+    m = sub.add_parser("models", help="list the daemon's models")
+    client_opts(m)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    e = sub.add_parser("edit", help="edit an image through a running daemon")
+    client_opts(e)
+    e.add_argument("image", help="input image (PNG, JPEG, ...)")
+    e.add_argument("--mask", help="grayscale mask: white = selected, grey = partly selected")
+    e.add_argument("--kind", choices=("auto", *KINDS), default="auto",
+                   help="auto: inpaint with a mask, else img2img")
+    e.add_argument("--prompt", required=True)
+    e.add_argument("--negative", default="")
+    e.add_argument("--strength", type=float)
+    e.add_argument("--steps", type=int)
+    e.add_argument("--cfg", type=float, help="guidance scale")
+    e.add_argument("--sampler", choices=SAMPLERS, default="default")
+    e.add_argument("--seed", type=int)
+    e.add_argument("--count", type=int, default=1)
+    e.add_argument("--model")
+    e.add_argument("--padding", type=int, help="context around the selection in px "
+                                               "(default: half its longest side, ≥ 32)")
+    e.add_argument("--grow", type=int, default=4)
+    e.add_argument("--feather", type=int, default=4)
+    e.add_argument("-o", "--output", required=True, help="composited result (PNG)")
+    e.add_argument("--job-timeout", type=float, default=600.0,
+                   help="give up when the daemon is silent this long during a job")
+    e.set_defaults(func=cmd_edit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

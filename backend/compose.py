@@ -1,0 +1,147 @@
+"""Pixels: wire frames to float arrays and back, the soft selection alpha, scaling, patches.
+
+All maths runs on float32 in [0, 1]; integer formats are converted exactly (u8 /255,
+u16 /65535) and float frames are clipped to [0, 1] for the model (HDR values above 1
+are not preserved in the generated pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from plugin.protocol import FORMATS, FrameSpec
+
+_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype("<u2"), 4: np.dtype("<f4")}
+_SCALE = {1: 255.0, 2: 65535.0}
+
+
+def decode_frame(buffer: object, spec: FrameSpec) -> np.ndarray:
+    """Raw frame -> (height, width, channels) float32, RGBA channel order."""
+    channels, depth = FORMATS[spec.format]
+    raw = np.frombuffer(buffer, dtype=_DTYPES[depth]).reshape(spec.height, spec.width, channels)
+    if spec.format.startswith("bgra"):
+        raw = raw[..., [2, 1, 0, 3]]
+    if depth == 4:
+        return np.nan_to_num(raw.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)
+    return raw.astype(np.float32) / _SCALE[depth]
+
+
+def encode_frame(pixels: np.ndarray, fmt: str) -> bytes:
+    """(height, width, 4) float32 RGBA in [0, 1] -> raw frame bytes in ``fmt``."""
+    channels, depth = FORMATS[fmt]
+    assert pixels.shape[2] == channels, (pixels.shape, fmt)
+    if fmt.startswith("bgra"):
+        pixels = pixels[..., [2, 1, 0, 3]]
+    if depth == 4:
+        return np.ascontiguousarray(pixels, dtype="<f4").tobytes()
+    scaled = np.rint(np.clip(pixels, 0.0, 1.0) * _SCALE[depth])
+    return np.ascontiguousarray(scaled.astype(_DTYPES[depth])).tobytes()
+
+
+# --------------------------------------------------------------------------- selection alpha
+
+
+def _pool(t: torch.Tensor, radius: int, op: str) -> torch.Tensor:
+    """Separable square max/min/mean filter of the given radius, edges replicated."""
+    if radius <= 0:
+        return t
+    k = 2 * radius + 1
+    for kernel, pad in (((1, k), (radius, radius, 0, 0)), ((k, 1), (0, 0, radius, radius))):
+        padded = F.pad(t, pad, mode="replicate")
+        if op == "max":
+            t = F.max_pool2d(padded, kernel, stride=1)
+        elif op == "min":
+            t = -F.max_pool2d(-padded, kernel, stride=1)
+        else:
+            t = F.avg_pool2d(padded, kernel, stride=1)
+    return t
+
+
+def soft_alpha(mask: np.ndarray, grow: int, feather: int) -> np.ndarray:
+    """The patch's alpha: the selection grown by ``grow`` px, then feathered inwards.
+
+    Feathering erodes by ``feather`` and blurs with a kernel of the same total radius, so
+    the soft edge lies entirely inside the grown selection: wherever the grown selection is
+    0 the alpha is exactly 0, and the ramp reaches 0.5 at ``grow - feather`` px outside the
+    original boundary (``grow == feather`` centres the ramp on the boundary).
+    A selection too thin to survive the erosion gets a smaller feather, never an empty patch.
+    """
+    grown = _pool(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None],
+                  grow, "max")
+    while feather > 0:
+        core = _pool(grown, feather, "min")
+        if bool((core > 0).any()):
+            half = feather // 2
+            soft = _pool(_pool(core, half, "mean"), feather - half, "mean")
+            return soft[0, 0].clamp_(0.0, 1.0).numpy()
+        feather //= 2
+    return grown[0, 0].clamp_(0.0, 1.0).numpy()
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def model_size(width: int, height: int, native: int, multiple: int = 8) -> tuple[int, int]:
+    """Size to run the model at: about native² pixels, the region's aspect, ×``multiple``.
+
+    Sides are kept within [multiple, 2 × native]: models degrade far from their training
+    size, so very thin regions are stretched rather than made huge.
+    """
+    scale = native / math.sqrt(width * height)
+
+    def side(n: int) -> int:
+        s = round(n * scale / multiple) * multiple
+        return int(min(max(s, multiple), 2 * native))
+
+    return side(width), side(height)
+
+
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(h, w, c) float32 -> (height, width, c), bicubic with antialiasing, clipped to [0,1]."""
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels
+    t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+    out = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False,
+                        antialias=True)
+    return out[0].permute(1, 2, 0).clamp_(0.0, 1.0).numpy()
+
+
+# --------------------------------------------------------------------------- patches
+
+
+@dataclass
+class EncodedPatch:
+    x: int
+    y: int
+    width: int
+    height: int
+    format: str
+    data: bytes
+
+
+def make_patch(rgb: np.ndarray, alpha: np.ndarray, offset: tuple[int, int],
+               fmt: str) -> EncodedPatch:
+    """RGB + alpha over the region -> the smallest patch holding every non-zero alpha pixel.
+
+    Pixels whose alpha is 0 are fully zero (RGB too), so nothing outside the selection
+    can leak into the document whatever the blend mode.
+    """
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=2).astype(np.float32)
+    if FORMATS[fmt][1] != 4:  # what quantises to alpha 0 must be transparent black
+        rgba[np.rint(alpha * _SCALE[FORMATS[fmt][1]]) == 0] = 0.0
+    else:
+        rgba[alpha == 0] = 0.0
+    rows = np.flatnonzero(rgba[..., 3].any(axis=1))
+    cols = np.flatnonzero(rgba[..., 3].any(axis=0))
+    if rows.size == 0:
+        y0 = y1 = x0 = x1 = 0
+    else:
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = rgba[y0:y1, x0:x1]
+    return EncodedPatch(offset[0] + int(x0), offset[1] + int(y0), int(x1 - x0), int(y1 - y0),
+                        fmt, encode_frame(crop, fmt))

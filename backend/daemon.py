@@ -1,0 +1,352 @@
+"""The daemon: one ROUTER socket facing clients, one worker thread owning the device.
+
+The main thread runs a single poll loop over two sockets: the ROUTER (client requests) and
+an inproc PULL on which the worker hands back the events it produces. Only the main thread
+touches the ROUTER; the worker never sees a client socket. Requests are validated here,
+before anything is allocated or queued; the worker gets only well-formed jobs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+
+from plugin import __version__, protocol
+from plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
+
+from . import compose, runner
+from .device import DTYPES, DeviceChoice
+from .fairqueue import FairQueue, QueueFull
+from .registry import ModelError, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+_WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
+_MORE, _END = b"m", b"e"  # worker -> main: event that keeps / ends the job
+
+
+def is_loopback(endpoint: str) -> bool:
+    """ipc:// and inproc:// are local; tcp:// must name a loopback host."""
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", interface names, host names: not provably loopback
+
+
+@dataclass
+class ActiveJob:
+    client: bytes
+    request: SubmitRequest
+    cancel: threading.Event = field(default_factory=threading.Event)
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Worker(threading.Thread):
+    """Takes jobs in fair order, runs them on the device, pushes events to the main loop."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(name="paintbridge-worker", daemon=True)
+        self.d = daemon
+        self.current: ActiveJob | None = None
+
+    def run(self) -> None:
+        push = self.d.context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(_WORKER_ENDPOINT)
+        try:
+            while True:
+                taken = self.d.queue.take()
+                if taken is None:
+                    return
+                _, _, job = taken
+                self.current = job
+                try:
+                    self._run_job(job, push)
+                finally:
+                    self.current = None
+        finally:
+            push.close(0)
+
+    def _emit(self, push: zmq.Socket, job: ActiveJob, header: dict[str, Any],
+              frames: list[Any] | None = None, end: bool = False) -> None:
+        header = {"v": protocol.VERSION, "job": job.request.job, **header}
+        push.send_multipart([_END if end else _MORE, job.client,
+                             protocol.encode_header(header), *(frames or [])], copy=False)
+
+    def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
+        req = job.request
+        if job.cancel.is_set():
+            self._emit(push, job, {"event": "cancelled"}, end=True)
+            return
+        started = time.monotonic()
+        try:
+            entry = self.d.registry.resolve(req.params["model"])
+            loaded = self.d.registry.load(entry, self.d.device.device,
+                                          self.d.model_dtype(entry))
+        except KeyError as exc:
+            self._fail(push, job, ErrorCode.UNKNOWN_MODEL, exc.args[0])
+            return
+        except ModelError as exc:
+            self._fail(push, job, ErrorCode.MODEL_ERROR, str(exc))
+            return
+        last = [0.0]
+
+        def progress(step: int, total: int, preview: Any) -> None:
+            now = time.monotonic()
+            if preview is None and step != total and now - last[0] < self.d.progress_interval:
+                return
+            last[0] = now
+            event: dict[str, Any] = {"event": "progress", "step": step, "total": total}
+            frames = []
+            if preview is not None:
+                h, w = preview.shape[:2]
+                event["preview"] = {"width": w, "height": h, "format": "rgba8"}
+                frames.append(compose.encode_frame(preview, "rgba8"))
+            self._emit(push, job, event, frames)
+
+        try:
+            results = runner.run(req, loaded, job.cancel, progress)
+        except runner.JobCancelled:
+            self._emit(push, job, {"event": "cancelled"}, end=True)
+            return
+        except runner.BadInput as exc:
+            self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
+            return
+        except MemoryError:
+            self._fail(push, job, ErrorCode.OUT_OF_MEMORY,
+                       "out of memory: select a smaller region or use a smaller model")
+            return
+        except Exception as exc:  # the daemon must keep serving whatever a model does
+            if type(exc).__name__ == "OutOfMemoryError":
+                self._fail(push, job, ErrorCode.OUT_OF_MEMORY,
+                           f"out of memory on the device ({exc}); select a smaller region, "
+                           "lower the count, or use --dtype float16")
+            else:
+                log.exception("job %s failed", req.job)
+                self._fail(push, job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            return
+        if job.cancel.is_set():
+            self._emit(push, job, {"event": "cancelled"}, end=True)
+            return
+        patches = [{"x": r.patch.x, "y": r.patch.y, "width": r.patch.width,
+                    "height": r.patch.height, "format": r.patch.format, "seed": r.seed}
+                   for r in results]
+        self._emit(push, job, {"event": "result", "model": entry.name, "patches": patches,
+                               "seconds": round(time.monotonic() - started, 3)},
+                   [r.patch.data for r in results], end=True)
+
+    def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str) -> None:
+        self._emit(push, job, {"event": "error", "code": code, "message": message}, end=True)
+
+
+class Daemon:
+    def __init__(self, bind: str, registry: ModelRegistry, device: DeviceChoice,
+                 limits: Limits | None = None, dtype_forced: bool = False,
+                 progress_interval: float = 0.0) -> None:
+        if not is_loopback(bind):
+            raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
+                             "on the network drive this daemon, and authentication is not "
+                             "configured. Bind tcp://127.0.0.1:PORT and tunnel (ssh -L).")
+        self.bind = bind
+        self.registry = registry
+        self.device = device
+        self.dtype_forced = dtype_forced
+        self.limits = limits or Limits()
+        self.progress_interval = progress_interval
+        self.queue: FairQueue[ActiveJob] = FairQueue(self.limits.max_queue,
+                                                     self.limits.max_queue_per_client)
+        self.active: dict[tuple[bytes, str], ActiveJob] = {}
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        self.router.bind(bind)
+        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.events = self.context.socket(zmq.PULL)
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events.bind(_WORKER_ENDPOINT)
+        self.worker = Worker(self)
+        self._stop = threading.Event()
+
+    def model_dtype(self, entry: Any) -> Any:
+        """The device's dtype, unless the model asks for another on CPU (e.g. tiny models
+        that gain nothing from bf16) and the user did not force one."""
+        hint = entry.defaults.get("dtype")
+        if self.dtype_forced or self.device.device.type != "cpu" or hint not in DTYPES:
+            return self.device.dtype
+        return DTYPES[hint]
+
+    # ------------------------------------------------------------------ main loop
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def serve(self, install_signals: bool = True) -> None:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.worker.start()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(100))
+                if self.events in ready:
+                    self._forward_events()
+                if self.router in ready:
+                    self._read_requests()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for _, _, job in self.queue.close():
+            self._send(job.client, {"event": "error", "job": job.request.job,
+                                    "code": ErrorCode.INTERNAL,
+                                    "message": "the daemon is shutting down"})
+        current = self.worker.current
+        if current is not None:
+            current.cancel.set()
+        self.worker.join(timeout=10)
+        self.router.close(0)
+        self.events.close(0)
+        self.context.term()
+
+    def _forward_events(self) -> None:
+        while True:
+            try:
+                parts = self.events.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            kind, client = parts[0].bytes, parts[1].bytes
+            if kind == _END:
+                header = protocol.decode_header(parts[2].bytes)
+                self.active.pop((client, header["job"]), None)
+            self.router.send_multipart([client, *parts[2:]], copy=False)
+
+    def _read_requests(self) -> None:
+        while True:
+            try:
+                parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            client = parts[0].bytes
+            job = None
+            try:
+                if len(parts) < 2:
+                    raise ProtocolError(ErrorCode.BAD_MESSAGE, "empty message")
+                if len(parts) - 2 > self.limits.max_frames:
+                    raise ProtocolError(ErrorCode.TOO_LARGE,
+                                        f"{len(parts) - 2} frames; limit "
+                                        f"{self.limits.max_frames}")
+                header = protocol.decode_header(parts[1].bytes, self.limits)
+                job = header.get("job") if isinstance(header.get("job"), str) else None
+                self._handle(client, header, [p.buffer for p in parts[2:]])
+            except ProtocolError as exc:
+                self._send(client, exc.to_event(job))
+
+    def _send(self, client: bytes, header: dict[str, Any], frames: list[Any] | None = None
+              ) -> None:
+        header = {"v": protocol.VERSION, **header}
+        self.router.send_multipart([client, protocol.encode_header(header), *(frames or [])],
+                                   copy=False)
+
+    # ------------------------------------------------------------------ requests
+
+    def _handle(self, client: bytes, header: dict[str, Any], frames: list[Any]) -> None:
+        op = header.get("op")
+        if op not in protocol.REQUEST_OPS:
+            raise ProtocolError(ErrorCode.UNKNOWN_OP,
+                                f"unknown op {op!r}; expected one of "
+                                f"{', '.join(protocol.REQUEST_OPS)}", "op")
+        job = protocol.job_id(header, required=op in ("submit", "cancel"))
+        reply: dict[str, Any] = {"event": op}
+        if job is not None:
+            reply["job"] = job
+        if op == "hello":
+            self.registry.scan()
+            reply.update(self.hello_info())
+        elif op == "models":
+            reply["models"] = [e.to_json() for e in self.registry.scan()]
+            reply["default"] = self.registry.default
+        elif op == "status":
+            reply.update(self.status_info(client))
+        elif op == "echo":
+            specs = protocol.parse_frame_specs(header, self.limits)
+            protocol.check_frame_buffers(specs, frames)
+            reply["frames"] = [s.to_json() for s in specs]
+            self._send(client, reply, frames)
+            return
+        elif op == "cancel":
+            self._cancel(client, job)
+            return
+        else:
+            assert job is not None
+            self._submit(client, job, header, frames)
+            return
+        self._send(client, reply)
+
+    def hello_info(self) -> dict[str, Any]:
+        return {"protocol": protocol.VERSION, "paintbridge": __version__,
+                "device": str(self.device.device), "dtype": self.device.dtype_name,
+                "models": [e.name for e in self.registry.entries() if e.error is None],
+                "default_model": self.registry.default,
+                "loaded": self.registry.loaded_names(), "samplers": list(protocol.SAMPLERS),
+                "limits": self.limits.to_json()}
+
+    def status_info(self, client: bytes) -> dict[str, Any]:
+        current = self.worker.current
+        mine = [{"job": key[1], "state": "running" if current and current.request.job == key[1]
+                 and current.client == client else "queued"}
+                for key in self.active if key[0] == client]
+        return {"queued": len(self.queue), "busy": current is not None, "jobs": mine}
+
+    def _submit(self, client: bytes, job: str, header: dict[str, Any], frames: list[Any]
+                ) -> None:
+        if (client, job) in self.active:
+            raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job '{job}' is already active", "job")
+        request = protocol.parse_submit(header, frames, self.limits)
+        try:
+            entry = self.registry.resolve(request.params["model"])
+        except KeyError as exc:
+            raise ProtocolError(ErrorCode.UNKNOWN_MODEL, exc.args[0], "model") from None
+        if entry.error:
+            raise ProtocolError(ErrorCode.MODEL_ERROR, f"model '{entry.name}': {entry.error}",
+                                "model")
+        request.params["model"] = entry.name
+        active = ActiveJob(client, request)
+        try:
+            position = self.queue.put(client, job, active)
+        except QueueFull as exc:
+            raise ProtocolError(ErrorCode.BUSY, f"{exc}; try again when a job finishes"
+                                ) from None
+        self.active[(client, job)] = active
+        self._send(client, {"event": "accepted", "job": job, "position": position,
+                            "model": entry.name})
+
+    def _cancel(self, client: bytes, job: str | None) -> None:
+        assert job is not None
+        active = self.active.get((client, job))
+        if active is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no active job '{job}'", "job")
+        active.cancel.set()
+        if self.queue.remove(client, job) is not None:
+            del self.active[(client, job)]
+            self._send(client, {"event": "cancelled", "job": job})
+        # else it is running: the worker stops within one step and sends 'cancelled'

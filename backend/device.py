@@ -1,0 +1,61 @@
+"""Device, dtype and CPU threads: chosen once, at start-up, for the worker that owns them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 / AMX); elsewhere bf16 is slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def choose(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
+    """CUDA fp16, else MPS fp16, else CPU bf16 where supported, else fp32; both overridable."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    dev = torch.device(device)
+    if dtype is None or dtype == "auto":
+        if dev.type in ("cuda", "mps"):
+            dtype = "float16"
+        else:
+            dtype = "bfloat16" if cpu_supports_bf16() else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto")
+    return DeviceChoice(dev, DTYPES[dtype])
+
+
+def default_threads() -> int:
+    """Leave one core to the host application on small machines so neither starves."""
+    n = os.cpu_count() or 1
+    return max(1, n - 1) if n <= 4 else n
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads; OMP_WAIT_POLICY must already be PASSIVE (cli.py)."""
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    return n

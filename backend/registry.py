@@ -1,0 +1,321 @@
+"""Model registry: find the models users already have, infer what they are, load them offline.
+
+Sources, in order: the embedded default model shipped in the package, explicit entries from
+the config file, and every model folder (A1111's ``models/Stable-diffusion``, ComfyUI's
+``models/checkpoints`` or any folder), scanned for diffusers folders (``model_index.json``)
+and single-file ``.safetensors`` checkpoints. Names are what clients send; a name is looked
+up in the scanned table, never joined to a path, and nothing that resolves outside its
+model folder (``..``, symlinks) is listed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("v1", "inpainting", "xl_base", "xl_inpaint")
+EMBEDDED_DIR = Path(__file__).parent / "default_model"
+EMBEDDED_NAME = "default"
+MAX_DEPTH = 4
+
+
+class ModelError(Exception):
+    """A model that exists but cannot be used (unsupported, broken, missing config)."""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path
+    source: str                      # "embedded" | "folder" | "single_file"
+    arch: str | None = None          # one of ARCHS when usable
+    config: Path | None = None       # explicit config folder for a single file
+    error: str | None = None         # why it cannot be used
+    defaults: dict[str, Any] = field(default_factory=dict)  # from paintbridge.json
+
+    @property
+    def inpainting(self) -> bool:
+        return self.arch in ("inpainting", "xl_inpaint")
+
+    @property
+    def xl(self) -> bool:
+        return self.arch in ("xl_base", "xl_inpaint")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "source": self.source, "arch": self.arch,
+                               "inpainting": self.inpainting, "usable": self.error is None}
+        if self.error:
+            out["error"] = self.error
+        if "native_size" in self.defaults:
+            out["native_size"] = self.defaults["native_size"]
+        return out
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def single_file_arch(path: Path) -> str:
+    """diffusers' own architecture inference on a single file, reading only its header:
+    keys map to meta tensors of the right shape, no weights are read."""
+    import torch
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors import safe_open
+
+    shapes: dict[str, Any] = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            shapes[key] = torch.empty(f.get_slice(key).get_shape(), device="meta")
+    if not any(k.startswith("model.diffusion_model.") for k in shapes):
+        raise ModelError("not a Stable Diffusion checkpoint (no model.diffusion_model.* keys)")
+    return infer_diffusers_model_type(shapes)
+
+
+def folder_arch(path: Path) -> str:
+    index = json.loads((path / "model_index.json").read_text())
+    unet_cfg = json.loads((path / "unet" / "config.json").read_text())
+    xl = "text_encoder_2" in index or "XL" in index.get("_class_name", "")
+    inpaint = unet_cfg.get("in_channels") == 9
+    return {(False, False): "v1", (False, True): "inpainting", (True, False): "xl_base",
+            (True, True): "xl_inpaint"}[(xl, inpaint)]
+
+
+def _read_defaults(path: Path) -> dict[str, Any]:
+    """Per-model defaults a model folder may state in ``paintbridge.json``."""
+    cfg = path / "paintbridge.json" if path.is_dir() else path.with_suffix(".paintbridge.json")
+    if not cfg.is_file():
+        return {}
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s: %s", cfg, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _inspect(entry: ModelEntry) -> ModelEntry:
+    try:
+        if entry.source == "single_file":
+            arch = single_file_arch(entry.path)
+        else:
+            arch = folder_arch(entry.path)
+        if arch not in ARCHS:
+            raise ModelError(f"architecture '{arch}' is not supported "
+                             f"(supported: {', '.join(ARCHS)})")
+        entry.arch = arch
+    except ModelError as exc:
+        entry.error = str(exc)
+    except Exception as exc:  # a corrupt file must not break the listing
+        entry.error = f"cannot read {entry.path.name}: {exc}"
+    entry.defaults = _read_defaults(entry.path)
+    return entry
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def discover(root: Path) -> list[ModelEntry]:
+    """Every diffusers folder and .safetensors file under ``root`` (depth ≤ MAX_DEPTH)."""
+    found: list[ModelEntry] = []
+    if not root.is_dir():
+        return found
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            children = sorted(folder.iterdir())
+        except OSError:
+            return
+        for child in children:
+            if child.name.startswith(".") or not _inside(child, root):
+                continue
+            name = child.relative_to(root).as_posix()
+            if child.is_dir():
+                if (child / "model_index.json").is_file():
+                    found.append(ModelEntry(name, child, "folder"))
+                elif depth < MAX_DEPTH:
+                    walk(child, depth + 1)
+            elif child.suffix == ".safetensors" and not child.name.endswith(".paintbridge.json"):
+                found.append(ModelEntry(name, child, "single_file"))
+
+    walk(root, 1)
+    return found
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class LoadedModel:
+    """One model's weights on the device, and the pipelines that share them (from_pipe)."""
+
+    def __init__(self, entry: ModelEntry, base: Any) -> None:
+        self.entry = entry
+        self.base = base
+        self._pipes: dict[str, Any] = {type(base).__name__: base}
+        self.scheduler = base.scheduler  # the model's own; jobs derive theirs from it
+        vae_scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
+        self.vae_scale = vae_scale
+        self.native_size = int(entry.defaults.get("native_size")
+                               or base.unet.config.sample_size * vae_scale)
+
+    def pipeline(self, kind: str) -> Any:
+        """The pipeline class that runs ``kind`` on this model, sharing its components.
+
+        An inpainting (9-channel) model runs everything through its inpaint pipeline: a
+        full mask with strength < 1 is image-to-image, with strength 1 text-to-image.
+        """
+        import diffusers as d
+
+        if self.entry.inpainting:
+            cls = d.StableDiffusionXLInpaintPipeline if self.entry.xl else \
+                d.StableDiffusionInpaintPipeline
+        elif self.entry.xl:
+            cls = {"txt2img": d.StableDiffusionXLPipeline,
+                   "img2img": d.StableDiffusionXLImg2ImgPipeline,
+                   "inpaint": d.StableDiffusionXLInpaintPipeline}[kind]
+        else:
+            cls = {"txt2img": d.StableDiffusionPipeline,
+                   "img2img": d.StableDiffusionImg2ImgPipeline,
+                   "inpaint": d.StableDiffusionInpaintPipeline}[kind]
+        name = cls.__name__
+        if name not in self._pipes:
+            self._pipes[name] = cls.from_pipe(self.base)
+        pipe = self._pipes[name]
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
+    """Load offline: folders as saved, single files with the config folders we ship."""
+    import diffusers as d
+
+    from . import model_configs
+
+    if entry.error or entry.arch is None:
+        raise ModelError(entry.error or f"model '{entry.name}' is not usable")
+    cls = {"v1": d.StableDiffusionPipeline, "inpainting": d.StableDiffusionInpaintPipeline,
+           "xl_base": d.StableDiffusionXLPipeline,
+           "xl_inpaint": d.StableDiffusionXLInpaintPipeline}[entry.arch]
+    extra: dict[str, Any] = {}
+    if not entry.xl:
+        extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch_dtype rename
+            if entry.source == "single_file":
+                config = entry.config or model_configs.config_dir(entry.arch)
+                extra.update(model_configs.load_tokenizers(entry.arch))
+                pipe = cls.from_single_file(str(entry.path), config=str(config),
+                                            local_files_only=True, torch_dtype=dtype, **extra)
+            else:
+                pipe = cls.from_pretrained(str(entry.path), local_files_only=True,
+                                           torch_dtype=dtype, **extra)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load '{entry.name}': {type(exc).__name__}: {exc}") from exc
+    pipe.to(device)
+    if device.type in ("cpu", "cuda"):
+        import torch
+
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class ModelRegistry:
+    """The table of known models (rescanned on demand) and an LRU cache of loaded ones."""
+
+    def __init__(self, roots: list[Path] | None = None,
+                 explicit: list[ModelEntry] | None = None, include_embedded: bool = True,
+                 default: str | None = None, cache_size: int = 2) -> None:
+        self.roots = [Path(r).expanduser() for r in roots or []]
+        self.explicit = list(explicit or [])
+        self.include_embedded = include_embedded
+        self.default_name = default
+        self.cache_size = max(1, cache_size)
+        self._entries: dict[str, ModelEntry] = {}
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()  # scan (main thread) vs load (worker thread)
+
+    def scan(self) -> list[ModelEntry]:
+        entries: list[ModelEntry] = []
+        if self.include_embedded and (EMBEDDED_DIR / "model_index.json").is_file():
+            entries.append(ModelEntry(EMBEDDED_NAME, EMBEDDED_DIR, "embedded"))
+        entries.extend(self.explicit)
+        for root in self.roots:
+            entries.extend(discover(root))
+        table: dict[str, ModelEntry] = {}
+        for entry in entries:
+            if entry.name in table:
+                log.warning("model name '%s' is taken; skipping %s", entry.name, entry.path)
+                continue
+            old = self._entries.get(entry.name)
+            same = old is not None and old.path == entry.path and old.source == entry.source
+            table[entry.name] = old if same else _inspect(entry)
+        with self._lock:
+            self._entries = table
+        return list(table.values())
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+    @property
+    def default(self) -> str | None:
+        usable = [e.name for e in self._entries.values() if e.error is None]
+        if self.default_name in usable:
+            return self.default_name
+        return usable[0] if usable else None
+
+    def resolve(self, name: str | None) -> ModelEntry:
+        """Name -> entry; raises KeyError with a message a user can act on."""
+        if name is None:
+            name = self.default
+            if name is None:
+                raise KeyError("no usable model: put a checkpoint in a model folder "
+                               "(paintbridge serve --models DIR)")
+        entry = self._entries.get(name)
+        if entry is None:
+            self.scan()
+            entry = self._entries.get(name)
+        if entry is None:
+            raise KeyError(f"unknown model '{name}'; known: "
+                           f"{', '.join(sorted(self._entries)) or 'none'}")
+        return entry
+
+    def loaded_names(self) -> list[str]:
+        return list(self._loaded)
+
+    def load(self, entry: ModelEntry, device: Any, dtype: Any) -> LoadedModel:
+        """Cached load (worker thread only); evicts the least recently used model."""
+        if entry.name in self._loaded:
+            self._loaded.move_to_end(entry.name)
+            return self._loaded[entry.name]
+        while len(self._loaded) >= self.cache_size:
+            _, old = self._loaded.popitem(last=False)
+            del old
+            gc.collect()
+            _empty_device_cache()
+        model = LoadedModel(entry, load_pipeline(entry, device, dtype))
+        self._loaded[entry.name] = model
+        return model
+
+
+def _empty_device_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

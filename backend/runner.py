@@ -1,0 +1,163 @@
+"""One job, start to finish: the recipe the worker runs for every submit.
+
+1. decode the frames; 2. build the soft alpha and the model's mask; 3. scale the region to
+the model's native size; 4. denoise once per variation (progress + cancel every step);
+5. scale back, cut the patch to its alpha, encode it in the client's format.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from plugin.protocol import SubmitRequest
+
+from . import compose, schedulers
+from .registry import LoadedModel
+
+#: model defaults when neither the request nor the model's paintbridge.json says
+FALLBACK_STEPS = 20
+FALLBACK_GUIDANCE = 7.0
+PREVIEWS_PER_RUN = 8     # decoded previews per variation, when the client asks for them
+PREVIEW_SIDE = 128       # longest side of a preview frame
+
+
+class BadInput(Exception):
+    """Input that passed the protocol checks but cannot be edited (an empty mask)."""
+
+
+class JobCancelled(Exception):
+    """Raised from the step callback: diffusers stops at once, nothing is decoded or sent."""
+
+
+@dataclass
+class PatchResult:
+    patch: compose.EncodedPatch
+    seed: int
+
+
+ProgressFn = Callable[[int, int, "np.ndarray | None"], None]
+
+
+@dataclass
+class Prepared:
+    """A job's inputs, decoded and checked, before any model work."""
+
+    rgb: np.ndarray | None        # (h, w, 3) region pixels, or None for txt2img
+    alpha: np.ndarray             # (h, w) soft alpha of the patch
+    model_mask: np.ndarray        # (h, w) what the model repaints (1 = repaint)
+
+
+def prepare(req: SubmitRequest) -> Prepared:
+    """Steps 1-2: frames -> float arrays; selection -> patch alpha and model mask."""
+    width, height = req.size
+    rgb = None
+    if req.image is not None:
+        rgb = compose.decode_frame(req.image_data, req.image)[..., :3]
+    if req.mask is not None:
+        selection = compose.decode_frame(req.mask_data, req.mask)[..., 0]
+        if not bool((selection > 0).any()):
+            raise BadInput("the mask selects nothing")
+    else:
+        selection = np.ones((height, width), np.float32)
+    grow, feather = req.params["grow"], req.params["feather"]
+    alpha = compose.soft_alpha(selection, grow, feather)
+    if req.kind == "inpaint":
+        model_mask = compose.soft_alpha(selection, grow, 0)
+    else:  # img2img reworks the whole region; txt2img generates all of it
+        model_mask = np.ones((height, width), np.float32)
+    return Prepared(rgb, alpha, model_mask)
+
+
+def seeds_for(params: dict[str, Any]) -> list[int]:
+    base = params["seed"] if params["seed"] is not None else secrets.randbelow(2**32)
+    return [(base + i) % 2**32 for i in range(params["count"])]
+
+
+def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
+        progress: ProgressFn) -> list[PatchResult]:
+    """The whole recipe; raises JobCancelled, BadInput or whatever the model raises."""
+    # 1-2. inputs
+    prep = prepare(req)
+    params = req.params
+    defaults = model.entry.defaults
+    steps = params["steps"] or int(defaults.get("steps", FALLBACK_STEPS))
+    guidance = params["guidance"]
+    if guidance is None:
+        guidance = float(defaults.get("guidance", FALLBACK_GUIDANCE))
+    sampler = params["sampler"]
+    if sampler == "default":
+        sampler = defaults.get("sampler", "default")
+
+    # 3. scale the region to the model's native size
+    width, height = req.size
+    mw, mh = compose.model_size(width, height, model.native_size)
+    pipe = model.pipeline(req.kind)
+    pipe.scheduler = schedulers.make(sampler, model.scheduler)
+    args: dict[str, Any] = {"prompt": params["prompt"],
+                            "negative_prompt": params["negative_prompt"] or None,
+                            "num_inference_steps": steps, "guidance_scale": guidance,
+                            "output_type": "np"}
+    if prep.rgb is not None:
+        image_t = _to_tensor(compose.resize(prep.rgb, mw, mh))
+    else:
+        image_t = torch.full((1, 3, mh, mw), 0.5)
+    name = type(pipe).__name__
+    if "Inpaint" in name:
+        mask_t = _to_tensor(compose.resize(prep.model_mask[..., None], mw, mh))
+        args.update(image=image_t, mask_image=mask_t, height=mh, width=mw,
+                    strength=params["strength"] if req.kind != "txt2img" else 1.0)
+    elif "Img2Img" in name:
+        args.update(image=image_t, strength=params["strength"])
+    else:
+        args.update(height=mh, width=mw)
+
+    # 4. denoise, once per variation
+    seeds = seeds_for(params)
+    results: list[PatchResult] = []
+    for index, seed in enumerate(seeds):
+        def on_step(p: Any, i: int, t: Any, kw: dict[str, Any], index: int = index) -> dict:
+            if cancel.is_set():
+                raise JobCancelled
+            n = p.num_timesteps
+            preview = None
+            if req.preview and (i % max(1, n // PREVIEWS_PER_RUN) == 0 or i == n - 1):
+                preview = _preview(p, kw["latents"])
+            progress(index * n + i + 1, n * len(seeds), preview)
+            return kw
+
+        if cancel.is_set():
+            raise JobCancelled
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            out = pipe(**args, generator=generator, callback_on_step_end=on_step).images[0]
+        if cancel.is_set():
+            raise JobCancelled
+
+        # 5. back to the region's size, cut to the alpha, encode
+        rgb = compose.resize(np.asarray(out, np.float32), width, height)
+        patch = compose.make_patch(rgb, prep.alpha, req.offset, req.result_format)
+        results.append(PatchResult(patch, seed))
+    return results
+
+
+def _preview(pipe: Any, latents: torch.Tensor) -> np.ndarray:
+    """The current latents decoded by the model's VAE: what the image looks like so far."""
+    vae = pipe.vae
+    with torch.inference_mode():
+        x = vae.decode(latents[:1].to(vae.dtype) / vae.config.scaling_factor).sample
+    rgb = ((x[0].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).nan_to_num(0.5).cpu().numpy()
+    h, w = rgb.shape[:2]
+    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    rgb = compose.resize(rgb, max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
+
+
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()

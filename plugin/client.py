@@ -1,0 +1,288 @@
+"""The client side of the wire protocol: one DEALER socket and the jobs it submitted.
+
+Hosts drive it without blocking their UI: they watch ``fileno()`` (a QSocketNotifier in Krita)
+or call ``pump(0)`` from a timer, and read job state from the :class:`Job` objects. The CLI
+uses the blocking helpers ``request`` and ``wait``. Standard library + pyzmq only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import zmq
+
+from . import protocol
+from .protocol import ErrorCode, FrameSpec, Limits, ProtocolError
+
+
+def default_endpoint() -> str:
+    return os.environ.get(protocol.ENDPOINT_ENV) or protocol.DEFAULT_ENDPOINT
+
+
+@dataclass
+class Frame:
+    """A raw pixel buffer and its shape (``data`` may be bytes or a memoryview)."""
+
+    width: int
+    height: int
+    format: str
+    data: Any
+
+    def spec(self, role: str) -> FrameSpec:
+        return FrameSpec(role, self.width, self.height, self.format)
+
+
+@dataclass
+class Patch:
+    """One result: RGBA pixels to put on a new layer at (x, y) on the canvas."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    format: str
+    seed: int
+    data: Any
+
+
+class JobState(Enum):
+    SENT = "sent"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass
+class Job:
+    """Lifecycle of one submitted job, updated by the events the daemon sends back."""
+
+    id: str
+    kind: str
+    state: JobState = JobState.SENT
+    position: int | None = None
+    step: int = 0
+    total: int = 0
+    preview: Frame | None = None
+    patches: list[Patch] = field(default_factory=list)
+    error_code: str | None = None
+    error_message: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def fail(self, code: str, message: str) -> None:
+        self.state, self.error_code, self.error_message = JobState.FAILED, code, message
+
+    def apply(self, event: Mapping[str, Any], frames: Sequence[Any]) -> None:
+        """Advance the state machine; events for a finished job are ignored."""
+        if self.finished:
+            return
+        kind = event["event"]
+        if kind == "accepted":
+            self.state = JobState.QUEUED
+            self.position = event.get("position")
+        elif kind == "progress":
+            self.state = JobState.RUNNING
+            self.step, self.total = event.get("step", 0), event.get("total", 0)
+            if frames and "preview" in event:
+                p = event["preview"]
+                self.preview = Frame(p["width"], p["height"], p["format"], frames[0])
+        elif kind == "result":
+            self.patches = [Patch(p["x"], p["y"], p["width"], p["height"], p["format"],
+                                  p["seed"], buf)
+                            for p, buf in zip(event["patches"], frames, strict=True)]
+            self.info = {k: v for k, v in event.items() if k not in ("patches", "frames")}
+            self.state = JobState.DONE
+        elif kind == "error":
+            self.fail(event.get("code", ErrorCode.INTERNAL), event.get("message", ""))
+        elif kind == "cancelled":
+            self.state = JobState.CANCELLED
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error, or could not be reached."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} [{code}]")
+        self.code = code
+        self.message = message
+
+
+_REPLIES = ("hello", "models", "status", "echo")
+
+
+class Client:
+    """A connection to one daemon. Not thread-safe: use it from one thread."""
+
+    def __init__(self, endpoint: str | None = None, context: zmq.Context | None = None,
+                 limits: Limits | None = None) -> None:
+        self.endpoint = endpoint or default_endpoint()
+        self.limits = limits or Limits()
+        self._context = context or zmq.Context.instance()
+        self.socket = self._context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        # Refuse to queue messages while no daemon is connected: a send then fails at once
+        # with a clear error instead of waiting for a daemon that may never come.
+        self.socket.setsockopt(zmq.IMMEDIATE, 1)
+        self.socket.setsockopt(zmq.RECONNECT_IVL, 200)
+        self.socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.socket.connect(self.endpoint)
+        self.jobs: dict[str, Job] = {}
+        self._replies: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+        self._waiting: set[str] = set()  # ids of requests whose reply is awaited
+        self._prefix = uuid.uuid4().hex[:8]
+        self._counter = itertools.count(1)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        """The socket's notification FD, for a host event loop (edge-triggered: call pump)."""
+        return self.socket.getsockopt(zmq.FD)
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+    def _send(self, header: Mapping[str, Any], frames: Sequence[Any] = (),
+              timeout: float = 2.0) -> None:
+        parts = [protocol.encode_header(header), *frames]
+        if not self.socket.poll(int(timeout * 1000), zmq.POLLOUT):
+            raise DaemonError(ErrorCode.UNREACHABLE,
+                              f"no paintbridge daemon answers at {self.endpoint}; "
+                              "start one with `paintbridge serve`")
+        self.socket.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
+
+    def pump(self, timeout_ms: int = 0) -> list[Job]:
+        """Read every waiting message (waiting up to ``timeout_ms`` for the first)."""
+        changed: list[Job] = []
+        wait = timeout_ms
+        while self.socket.poll(wait, zmq.POLLIN):
+            wait = 0
+            parts = self.socket.recv_multipart(copy=False)
+            job = self._dispatch(parts)
+            if job is not None and job not in changed:
+                changed.append(job)
+        return changed
+
+    def _dispatch(self, parts: list[zmq.Frame]) -> Job | None:
+        try:
+            header = protocol.decode_header(parts[0].bytes, self.limits)
+        except ProtocolError:
+            return None  # not for us / garbled: nothing sensible to attach it to
+        buffers = [p.buffer for p in parts[1:]]
+        name, job_id = header.get("event"), header.get("job")
+        if isinstance(job_id, str) and job_id in self._waiting and (
+                name in _REPLIES or name == "error"):
+            self._replies[job_id] = (header, buffers)
+            return None
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None or name not in protocol.EVENTS:
+            return None
+        try:
+            if name == "result":
+                specs = [FrameSpec("patch", p["width"], p["height"], p["format"])
+                         for p in header["patches"]]
+                protocol.check_frame_buffers(specs, buffers)
+            job.apply(header, buffers)
+        except (ProtocolError, KeyError, TypeError) as exc:
+            job.fail(ErrorCode.BAD_MESSAGE, f"malformed {name} event from the daemon: {exc}")
+        return job
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, op: str, timeout: float = 5.0, payload: Sequence[Any] = (),
+                **fields: Any) -> tuple[dict[str, Any], list[Any]]:
+        """Send one request and block until its reply (or raise DaemonError)."""
+        rid = self.new_id()
+        self._waiting.add(rid)
+        try:
+            self._send({"v": protocol.VERSION, "op": op, "job": rid, **fields}, payload,
+                       timeout=min(timeout, 2.0))
+            deadline = time.monotonic() + timeout
+            while rid not in self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DaemonError(ErrorCode.TIMEOUT,
+                                      f"the daemon at {self.endpoint} did not answer '{op}' "
+                                      f"within {timeout:g} s")
+                self.pump(int(left * 1000) + 1)
+            header, buffers = self._replies.pop(rid)
+        finally:
+            self._waiting.discard(rid)
+            self._replies.pop(rid, None)
+        if header.get("event") == "error":
+            raise DaemonError(header.get("code", ErrorCode.INTERNAL), header.get("message", ""))
+        return header, buffers
+
+    def hello(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.request("hello", timeout)[0]
+
+    def models(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return self.request("models", timeout)[0]["models"]
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.request("status", timeout)[0]
+
+    def echo(self, frames: Sequence[Frame], timeout: float = 30.0) -> list[Any]:
+        """Send frames through the daemon and back (transfer checks and benchmarks)."""
+        specs = [f.spec("echo").to_json() for f in frames]
+        return self.request("echo", timeout, [f.data for f in frames], frames=specs)[1]
+
+    def submit(self, kind: str, params: Mapping[str, Any], image: Frame | None = None,
+               mask: Frame | None = None, offset: tuple[int, int] = (0, 0),
+               size: tuple[int, int] | None = None, result_format: str | None = None,
+               preview: bool = False, job_id: str | None = None) -> Job:
+        """Validate locally (same rules as the daemon), send, and track the job."""
+        jid = job_id or self.new_id()
+        frames = [f for f in (image, mask) if f is not None]
+        specs = [f.spec(role) for role, f in (("image", image), ("mask", mask)) if f is not None]
+        header = protocol.submit_header(jid, kind, params, specs, offset, size, result_format,
+                                        preview)
+        buffers = [f.data for f in frames]
+        protocol.parse_submit(header, buffers, self.limits)  # raises ProtocolError
+        job = Job(jid, kind)
+        self._send(header, buffers)
+        self.jobs[jid] = job
+        return job
+
+    def cancel(self, job: Job | str) -> None:
+        jid = job.id if isinstance(job, Job) else job
+        self._send({"v": protocol.VERSION, "op": "cancel", "job": jid})
+
+    def wait(self, job: Job, timeout: float | None = None,
+             on_update: Callable[[Job], None] | None = None) -> Job:
+        """Block until the job finishes; ``timeout`` bounds the silence between events."""
+        last = time.monotonic()
+        while not job.finished:
+            changed = self.pump(200)
+            if job in changed:
+                last = time.monotonic()
+                if on_update is not None:
+                    on_update(job)
+            elif timeout is not None and time.monotonic() - last > timeout:
+                job.fail(ErrorCode.TIMEOUT, f"no word from the daemon for {timeout:g} s")
+        self.jobs.pop(job.id, None)
+        return job

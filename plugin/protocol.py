@@ -1,0 +1,425 @@
+"""Wire protocol v1: multipart ZeroMQ messages, a JSON header and raw pixel frames.
+
+Frame 0 is a UTF-8 JSON object with ``"v": 1``; frames 1..n are raw pixel buffers that the
+header's ``frames`` list describes (role, width, height, format), in order. Both ends validate
+with the functions here, so a malformed message is refused with the same ``code`` whichever
+side sees it. See docs/protocol.md for the full specification.
+
+Only the standard library is used: this module runs inside the hosts' Pythons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+VERSION = 1
+
+DEFAULT_PORT = 47610
+DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+ENDPOINT_ENV = "PAINTBRIDGE_ENDPOINT"
+
+#: pixel format name -> (channels, bytes per channel). Byte orders are named in full:
+#: ``bgra8`` is Krita's 8-bit order; floats are little-endian IEEE 754.
+FORMATS: dict[str, tuple[int, int]] = {
+    "rgba8": (4, 1),
+    "bgra8": (4, 1),
+    "rgba16": (4, 2),
+    "bgra16": (4, 2),
+    "rgbaf32": (4, 4),
+    "gray8": (1, 1),
+    "gray16": (1, 2),
+    "grayf32": (1, 4),
+}
+IMAGE_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 4)
+MASK_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 1)
+
+KINDS = ("txt2img", "img2img", "inpaint")
+REQUEST_OPS = ("hello", "models", "submit", "cancel", "status", "echo")
+EVENTS = ("hello", "models", "status", "echo", "accepted", "progress", "result", "error",
+          "cancelled")
+SAMPLERS = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm", "pndm",
+            "unipc")
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+class ErrorCode:
+    """Stable, machine-readable error codes carried by ``error`` events."""
+
+    BAD_MESSAGE = "bad_message"      # not multipart JSON, header not an object, not UTF-8
+    BAD_VERSION = "bad_version"      # unknown major protocol version
+    UNKNOWN_OP = "unknown_op"
+    BAD_FIELD = "bad_field"          # a header field or parameter is missing or invalid
+    BAD_FRAME = "bad_frame"          # frame count, size or format disagrees with the header
+    TOO_LARGE = "too_large"          # an image, prompt or message exceeds a documented limit
+    UNKNOWN_MODEL = "unknown_model"
+    MODEL_ERROR = "model_error"      # the model exists but cannot be loaded
+    BUSY = "busy"                    # the queue is full; retry later
+    DUPLICATE_JOB = "duplicate_job"  # this client already has an active job with this id
+    NOT_FOUND = "not_found"          # cancel/status of a job that is not known
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERNAL = "internal"
+    # raised by the client only
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+
+
+class ProtocolError(Exception):
+    """A request or event that breaks the protocol; carries the code to send back."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_event(self, job: str | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = {"v": VERSION, "event": "error", "code": self.code,
+                                 "message": self.message}
+        if job is not None:
+            event["job"] = job
+        if self.field is not None:
+            event["field"] = self.field
+        return event
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds checked before anything is allocated; the daemon announces them in ``hello``."""
+
+    max_pixels: int = 8192 * 8192          # per frame
+    max_side: int = 16384
+    max_frames: int = 4
+    max_header_bytes: int = 64 * 1024
+    max_prompt_chars: int = 4000
+    max_steps: int = 200
+    max_count: int = 8
+    max_queue: int = 32
+    max_queue_per_client: int = 8
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest legal frame (one rgbaf32 image of max_pixels); used for ZMQ_MAXMSGSIZE."""
+        return self.max_pixels * 16 + self.max_header_bytes
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """What the header says about one raw frame."""
+
+    role: str
+    width: int
+    height: int
+    format: str
+
+    @property
+    def nbytes(self) -> int:
+        return frame_nbytes(self.width, self.height, self.format)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "width": self.width, "height": self.height,
+                "format": self.format}
+
+
+def frame_nbytes(width: int, height: int, fmt: str) -> int:
+    channels, depth = FORMATS[fmt]
+    return width * height * channels * depth
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def encode_header(header: Mapping[str, Any]) -> bytes:
+    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def decode_header(raw: bytes, limits: Limits | None = None) -> dict[str, Any]:
+    """Parse frame 0. NaN/Infinity literals are refused (plain JSON has none)."""
+    limit = (limits or Limits()).max_header_bytes
+    if len(raw) > limit:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"header is {len(raw)} bytes; limit {limit}")
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"frame 0 is not UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame 0 must be a JSON object")
+    version = header.get("v")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProtocolError(ErrorCode.BAD_VERSION, "header needs an integer 'v'", "v")
+    if version != VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION,
+                            f"protocol version {version} is not supported; this end speaks "
+                            f"{VERSION}", "v")
+    return header
+
+
+def job_id(header: Mapping[str, Any], required: bool) -> str | None:
+    """The client-chosen job id, if it is a valid one (echoed back in replies)."""
+    job = header.get("job")
+    if job is None and not required:
+        return None
+    if not isinstance(job, str) or not _JOB_ID.match(job):
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            "'job' must be 1-64 characters of letters, digits, _ . : -", "job")
+    return job
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _int_field(obj: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.{key} must be an integer", key)
+    if not lo <= value <= hi:
+        raise ProtocolError(ErrorCode.TOO_LARGE if value > hi else ErrorCode.BAD_FIELD,
+                            f"{where}.{key} = {value} is outside {lo}..{hi}", key)
+    return value
+
+
+def parse_frame_specs(header: Mapping[str, Any], limits: Limits) -> list[FrameSpec]:
+    """Validate the ``frames`` list (sizes, formats, limits) before any buffer is touched."""
+    raw = header.get("frames", [])
+    if not isinstance(raw, list):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "'frames' must be a list", "frames")
+    if len(raw) > limits.max_frames:
+        raise ProtocolError(ErrorCode.TOO_LARGE,
+                            f"{len(raw)} frames declared; limit {limits.max_frames}", "frames")
+    specs = []
+    for i, item in enumerate(raw):
+        where = f"frames[{i}]"
+        if not isinstance(item, dict):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{where} must be an object", "frames")
+        role = item.get("role")
+        if not isinstance(role, str) or not role:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.role must be a string", "role")
+        fmt = item.get("format")
+        if fmt not in FORMATS:
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                f"{where}.format must be one of {', '.join(FORMATS)}", "format")
+        width = _int_field(item, "width", 1, limits.max_side, where)
+        height = _int_field(item, "height", 1, limits.max_side, where)
+        if width * height > limits.max_pixels:
+            raise ProtocolError(ErrorCode.TOO_LARGE,
+                                f"{where} is {width}x{height} = {width * height} pixels; "
+                                f"limit {limits.max_pixels}", "frames")
+        specs.append(FrameSpec(role, width, height, fmt))
+    return specs
+
+
+def check_frame_buffers(specs: Sequence[FrameSpec], buffers: Sequence[Any]) -> None:
+    """Frame count and every frame length must match the header exactly."""
+    if len(buffers) != len(specs):
+        raise ProtocolError(ErrorCode.BAD_FRAME,
+                            f"header describes {len(specs)} frames but {len(buffers)} arrived")
+    for i, (spec, buf) in enumerate(zip(specs, buffers, strict=True)):
+        size = len(buf)
+        if size != spec.nbytes:
+            raise ProtocolError(ErrorCode.BAD_FRAME,
+                                f"frame {i + 1} ({spec.role}) is {size} bytes; "
+                                f"{spec.width}x{spec.height} {spec.format} needs {spec.nbytes}")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class _Param:
+    kind: type
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+
+
+def _param_table(limits: Limits) -> dict[str, _Param]:
+    return {
+        "prompt": _Param(str, "", hi=limits.max_prompt_chars),
+        "negative_prompt": _Param(str, "", hi=limits.max_prompt_chars),
+        "model": _Param(str, None, nullable=True, hi=512),
+        "strength": _Param(float, None, lo=0.0, hi=1.0, nullable=True),
+        "steps": _Param(int, None, lo=1, hi=limits.max_steps, nullable=True),
+        "guidance": _Param(float, None, lo=0.0, hi=50.0, nullable=True),
+        "sampler": _Param(str, "default", choices=SAMPLERS),
+        "seed": _Param(int, None, lo=0, hi=2**32 - 1, nullable=True),
+        "count": _Param(int, 1, lo=1, hi=limits.max_count),
+        "padding": _Param(int, None, lo=0, hi=8192, nullable=True),
+        "grow": _Param(int, 0, lo=0, hi=512),
+        "feather": _Param(int, 0, lo=0, hi=512),
+    }
+
+
+#: strength when the client leaves it out: inpaint repaints the selection fully,
+#: img2img keeps the composition.
+DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.6, "inpaint": 1.0}
+
+
+def validate_params(kind: str, params: Any, limits: Limits) -> dict[str, Any]:
+    """Check every submit parameter against its type and range; fill in defaults."""
+    if not isinstance(params, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "'params' must be an object", "params")
+    table = _param_table(limits)
+    unknown = sorted(set(params) - set(table))
+    if unknown:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown parameter(s): {', '.join(unknown)}",
+                            unknown[0])
+    out: dict[str, Any] = {}
+    for name, spec in table.items():
+        value = params.get(name, spec.default)
+        if value is None:
+            if name in params and not spec.nullable:
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must not be null", name)
+            out[name] = spec.default
+            continue
+        out[name] = _check_param(name, value, spec)
+    if out["strength"] is None:
+        out["strength"] = DEFAULT_STRENGTH[kind]
+    if out["strength"] <= 0.0:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "strength must be > 0 (0 would change nothing)",
+                            "strength")
+    return out
+
+
+def _check_param(name: str, value: Any, spec: _Param) -> Any:
+    if spec.kind is str:
+        if not isinstance(value, str):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string", name)
+        if spec.hi is not None and len(value) > spec.hi:
+            raise ProtocolError(ErrorCode.TOO_LARGE,
+                                f"{name} is {len(value)} characters; limit {int(spec.hi)}", name)
+        if spec.choices and value not in spec.choices:
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                f"{name} must be one of {', '.join(spec.choices)}", name)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a number", name)
+    if spec.kind is int and not isinstance(value, int):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be an integer", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be finite", name)
+    if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"{name} = {value} is outside {spec.lo:g}..{spec.hi:g}", name)
+    return spec.kind(value)
+
+
+# --------------------------------------------------------------------------- submit
+
+
+@dataclass
+class SubmitRequest:
+    """A validated ``submit``: what the daemon's job runner needs, frames still raw."""
+
+    job: str
+    kind: str
+    params: dict[str, Any]
+    offset: tuple[int, int]
+    size: tuple[int, int]
+    image: FrameSpec | None = None
+    mask: FrameSpec | None = None
+    image_data: Any = None  # the raw buffers, still unparsed
+    mask_data: Any = None
+    result_format: str = "rgba8"
+    preview: bool = False
+
+
+def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
+                 limits: Limits) -> SubmitRequest:
+    """Validate a whole submit message; raise ProtocolError naming the first bad field."""
+    job = job_id(header, required=True)
+    assert job is not None
+    kind = header.get("kind")
+    if kind not in KINDS:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"kind must be one of {', '.join(KINDS)}",
+                            "kind")
+    params = validate_params(kind, header.get("params", {}), limits)
+    specs = parse_frame_specs(header, limits)
+    check_frame_buffers(specs, buffers)
+    by_role: dict[str, tuple[FrameSpec, Any]] = {}
+    for spec, buf in zip(specs, buffers, strict=True):
+        if spec.role not in ("image", "mask"):
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                f"frame role {spec.role!r} is not 'image' or 'mask'", "role")
+        if spec.role in by_role:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"two '{spec.role}' frames", "role")
+        by_role[spec.role] = (spec, buf)
+    image = by_role.get("image")
+    mask = by_role.get("mask")
+    if image and image[0].format not in IMAGE_FORMATS:
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"the image frame must be one of {', '.join(IMAGE_FORMATS)}",
+                            "format")
+    if mask and mask[0].format not in MASK_FORMATS:
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"the mask frame must be one of {', '.join(MASK_FORMATS)}", "format")
+    if kind in ("img2img", "inpaint") and image is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind} needs an image frame")
+    if kind == "inpaint" and mask is None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "inpaint needs a mask frame (the selection)")
+    if kind == "txt2img" and image is not None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "txt2img takes no image frame, only a mask")
+    if image and mask and (image[0].width, image[0].height) != (mask[0].width, mask[0].height):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "image and mask frames differ in size")
+    first = image or mask
+    if first is not None:
+        size = (first[0].width, first[0].height)
+    else:
+        size = _pair(header, "size", 1, limits.max_side)
+        if size[0] * size[1] > limits.max_pixels:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"size {size} exceeds max_pixels", "size")
+    offset = _pair(header, "offset", -(2**31), 2**31 - 1) if "offset" in header else (0, 0)
+    default_format = image[0].format if image else "rgba8"
+    result_format = header.get("result_format", default_format)
+    if result_format not in IMAGE_FORMATS:
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"result_format must be one of {', '.join(IMAGE_FORMATS)}",
+                            "result_format")
+    preview = header.get("preview", False)
+    if not isinstance(preview, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "preview must be true or false", "preview")
+    return SubmitRequest(job=job, kind=kind, params=params, offset=offset, size=size,
+                         image=image[0] if image else None, mask=mask[0] if mask else None,
+                         image_data=image[1] if image else None,
+                         mask_data=mask[1] if mask else None,
+                         result_format=result_format, preview=preview)
+
+
+def _pair(header: Mapping[str, Any], key: str, lo: int, hi: int) -> tuple[int, int]:
+    value = header.get(key)
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'{key}' must be a list of two integers", key)
+    if not all(lo <= v <= hi for v in value):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'{key}' values must be within {lo}..{hi}",
+                            key)
+    return value[0], value[1]
+
+
+def submit_header(job: str, kind: str, params: Mapping[str, Any], frames: Sequence[FrameSpec],
+                  offset: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None,
+                  result_format: str | None = None, preview: bool = False) -> dict[str, Any]:
+    """Build a submit header (the client side of parse_submit)."""
+    header: dict[str, Any] = {"v": VERSION, "op": "submit", "job": job, "kind": kind,
+                              "params": dict(params), "offset": list(offset),
+                              "frames": [f.to_json() for f in frames]}
+    if size is not None:
+        header["size"] = list(size)
+    if result_format is not None:
+        header["result_format"] = result_format
+    if preview:
+        header["preview"] = True
+    return header

@@ -1,0 +1,135 @@
+"""Shared fixtures: tiny real models on disk, and real daemon processes on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+TINY_KINDS = ("v1", "inpainting", "xl_base", "xl_inpaint")
+
+
+@dataclass
+class TinyModels:
+    models_dir: Path      # scanned with --models: diffusers folders
+    singles_dir: Path     # single files, listed in config.json with their config folders
+    config_file: Path
+
+    def single(self, kind: str) -> Path:
+        return self.singles_dir / f"tiny-{kind}.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Every tiny architecture, saved both as a diffusers folder and as an original-layout
+    single file (our converter), as a user's model folders would hold them."""
+    from backend.tiny_models import save_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    build, models, singles, configs = (root / n for n in ("build", "models", "singles",
+                                                          "configs"))
+    for d in (models, singles, configs):
+        d.mkdir()
+    entries = []
+    for kind in TINY_KINDS:
+        paths = save_tiny_model(kind, build, seed=0)
+        if kind in ("v1", "inpainting"):
+            shutil.copytree(paths["diffusers"], models / f"tiny-{kind}")
+        single = singles / f"tiny-{kind}.safetensors"
+        shutil.move(paths["single_file"], single)
+        config = configs / f"tiny-{kind}"
+        shutil.move(paths["config"], config)
+        entries.append({"name": f"single-{kind}", "path": str(single), "config": str(config)})
+    shutil.rmtree(build)
+    config_file = root / "config.json"
+    config_file.write_text(json.dumps({"models": entries, "default_model": "tiny-inpainting"}))
+    return TinyModels(models, singles, config_file)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class DaemonProc:
+    proc: subprocess.Popen
+    endpoint: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_daemon(log_dir: Path, *args: str, wait: bool = True) -> DaemonProc:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    log = log_dir / f"daemon-{endpoint.rsplit(':', 1)[1]}.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
+               XDG_CONFIG_HOME=str(log_dir / "xdg"))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", endpoint,
+                                 "--threads", "1", *args], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+    daemon = DaemonProc(proc, endpoint, log)
+    if wait:
+        wait_ready(daemon)
+    return daemon
+
+
+def wait_ready(daemon: DaemonProc, timeout: float = 90) -> None:
+    from plugin.client import Client, DaemonError
+
+    deadline = time.monotonic() + timeout
+    with Client(daemon.endpoint) as client:
+        while time.monotonic() < deadline:
+            if daemon.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited early:\n{daemon.output()}")
+            try:
+                client.hello(timeout=1.0)
+                return
+            except DaemonError:
+                time.sleep(0.2)
+    daemon.stop(signal.SIGKILL)
+    raise RuntimeError(f"daemon did not answer within {timeout} s:\n{daemon.output()}")
+
+
+@pytest.fixture(scope="session")
+def daemon(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[DaemonProc]:
+    """One real daemon serving the tiny models (folders scanned + single files by config)."""
+    d = start_daemon(tmp_path_factory.mktemp("daemon"), "--models", str(tiny_models.models_dir),
+                     "--config", str(tiny_models.config_file), "--no-embedded")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def client(daemon: DaemonProc) -> Iterator[object]:
+    from plugin.client import Client
+
+    with Client(daemon.endpoint) as c:
+        yield c
