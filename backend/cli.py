@@ -142,6 +142,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
         return exc.exit_code
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    """Hand over to the host's installer module (backend/install_<host>.py)."""
+    import importlib
+
+    module = importlib.import_module(f"backend.install_{args.host}")
+    return int(module.run(args))
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -205,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--job-timeout", type=float, default=600.0,
                    help="give up when the daemon is silent this long during a job")
     e.set_defaults(func=cmd_edit)
+
+    i = sub.add_parser("install", help="install a host plugin (krita, gimp)")
+    hosts = i.add_subparsers(dest="host", required=True)
+    k = hosts.add_parser("krita", help="copy the Krita plugin into Krita's pykrita folder")
+    k.add_argument("--resources", help="Krita's resource folder (default: per OS)")
+    k.add_argument("--uninstall", action="store_true", help="remove what was installed")
+    g = hosts.add_parser("gimp", help="copy the GIMP 3 plug-in into GIMP's plug-ins folder")
+    g.add_argument("--plug-ins", dest="plug_ins", help="GIMP's plug-ins folder (default: per OS)")
+    g.add_argument("--uninstall", action="store_true", help="remove what was installed")
+    i.set_defaults(func=cmd_install)
     return p
 
 

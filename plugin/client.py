@@ -106,7 +106,7 @@ class Job:
             self.patches = [Patch(p["x"], p["y"], p["width"], p["height"], p["format"],
                                   p["seed"], buf)
                             for p, buf in zip(event["patches"], frames, strict=True)]
-            self.info = {k: v for k, v in event.items() if k not in ("patches", "frames")}
+            self.info.update((k, v) for k, v in event.items() if k not in ("patches", "v"))
             self.state = JobState.DONE
         elif kind == "error":
             self.fail(event.get("code", ErrorCode.INTERNAL), event.get("message", ""))
