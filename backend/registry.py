@@ -147,7 +147,7 @@ def discover(root: Path) -> list[ModelEntry]:
                     found.append(ModelEntry(name, child, "folder"))
                 elif depth < MAX_DEPTH:
                     walk(child, depth + 1)
-            elif child.suffix == ".safetensors" and not child.name.endswith(".paintbridge.json"):
+            elif child.suffix == ".safetensors":
                 found.append(ModelEntry(name, child, "single_file"))
 
     walk(root, 1)

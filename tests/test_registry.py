@@ -66,3 +66,22 @@ def test_unsupported_and_broken_files_are_listed_with_reasons(tmp_path: Path) ->
         reg.resolve(None)
     with pytest.raises(KeyError, match="unknown model"):
         reg.resolve("../m/sd2.safetensors")
+
+
+def test_lru_cache_and_shared_weights(tiny_models, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models.models_dir, models)
+    (models / "tiny-v1" / "paintbridge.json").write_text('{"native_size": 128, "steps": 9}')
+    reg = ModelRegistry([models], include_embedded=False, cache_size=1)
+    reg.scan()
+    cpu = torch.device("cpu")
+    v1 = reg.load(reg.resolve("tiny-v1"), cpu, torch.float32)
+    assert v1.native_size == 128 and v1.entry.defaults["steps"] == 9
+    assert reg.load(reg.resolve("tiny-v1"), cpu, torch.float32) is v1
+    img2img, inpaint = v1.pipeline("img2img"), v1.pipeline("inpaint")
+    assert img2img.unet is v1.base.unet and inpaint.vae is v1.base.vae   # one set of weights
+    assert v1.pipeline("img2img") is img2img
+    inp = reg.load(reg.resolve("tiny-inpainting"), cpu, torch.float32)
+    assert reg.loaded_names() == ["tiny-inpainting"]
+    assert inp.native_size == 64
+    assert type(inp.pipeline("txt2img")).__name__ == "StableDiffusionInpaintPipeline"
