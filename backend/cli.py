@@ -62,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     choice = dev.choose(args.device or config.get("device"), args.dtype or config.get("dtype"))
     bind = args.bind or config.get("bind") or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     limits = Limits(**{k: v for k, v in (("max_queue", args.max_queue),
-                                         ("max_queue_per_client", args.max_queue_per_client))
+                                         ("max_queue_per_client", args.max_queue_per_client),
+                                         ("max_pixels", args.max_pixels))
                        if v is not None})
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype))
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="CPU threads (default: cores - 1 on ≤ 4 cores)")
     s.add_argument("--max-queue", type=int, help=f"jobs queued in all (default "
                                                   f"{Limits.max_queue}); more are refused busy")
+    s.add_argument("--max-pixels", type=int,
+                   help=f"largest image accepted, in pixels (default {Limits.max_pixels})")
     s.add_argument("--max-queue-per-client", type=int,
                    help=f"jobs queued per client (default {Limits.max_queue_per_client})")
     s.set_defaults(func=cmd_serve)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from plugin.client import Client, Frame, Job, JobState
 from plugin.protocol import ErrorCode
@@ -372,3 +373,30 @@ def test_broken_model_is_an_error_not_a_crash(tiny_models, tmp_path) -> None:
             assert job.state is JobState.DONE
     finally:
         d.stop()
+
+
+def test_oversized_message_is_dropped_by_zeromq(tiny_models, tmp_path) -> None:
+    """A frame beyond ZMQ_MAXMSGSIZE never reaches the daemon's code; others keep working."""
+    d = start_daemon(tmp_path, "--models", str(tiny_models.models_dir), "--no-embedded",
+                     "--max-pixels", "4096")
+    try:
+        hello = raw_exchange(d.endpoint, [enc({"v": 1, "op": "hello"})])
+        limit = hello["limits"]["max_pixels"] * 16 + hello["limits"]["max_header_bytes"]
+        ctx = zmq.Context.instance()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        s.connect(d.endpoint)
+        s.send_multipart([enc({"v": 1, "op": "hello"}), bytes(limit + 1)])
+        assert monitor.poll(5000), "the daemon's ZeroMQ did not drop the oversized message"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        assert s.poll(200) == 0            # and nothing was answered
+        s.disable_monitor()
+        monitor.close()
+        s.close()
+        reply = raw_exchange(d.endpoint, [enc(submit(frames=[
+            {"role": "image", "width": 128, "height": 64, "format": "rgba8"}])), bytes(1)])
+        assert reply["code"] == ErrorCode.TOO_LARGE
+        assert raw_exchange(d.endpoint, [enc({"v": 1, "op": "hello"})])["event"] == "hello"
+    finally:
+        assert d.stop() == 0
