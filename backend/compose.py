@@ -62,25 +62,34 @@ def _pool(t: torch.Tensor, radius: int, op: str) -> torch.Tensor:
     return t
 
 
-def soft_alpha(mask: np.ndarray, grow: int, feather: int) -> np.ndarray:
-    """The patch's alpha: the selection grown by ``grow`` px, then feathered inwards.
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """The selection dilated by ``radius`` px (square neighbourhood), soft values kept."""
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    return _pool(t, radius, "max")[0, 0].numpy()
 
-    Feathering erodes by ``feather`` and blurs with a kernel of the same total radius, so
-    the soft edge lies entirely inside the grown selection: wherever the grown selection is
-    0 the alpha is exactly 0, and the ramp reaches 0.5 at ``grow - feather`` px outside the
-    original boundary (``grow == feather`` centres the ramp on the boundary).
+
+def feather_inward(grown: np.ndarray, feather: int) -> np.ndarray:
+    """The patch's alpha: ``grown`` with a soft edge of ``feather`` px laid *inside* it.
+
+    Erodes by ``feather`` and blurs with a kernel of the same total radius, so wherever
+    ``grown`` is 0 the alpha is exactly 0, and the ramp reaches 0.5 ``feather`` px inside the
+    grown edge (``grow == feather`` centres it on the original selection's boundary).
     A selection too thin to survive the erosion gets a smaller feather, never an empty patch.
     """
-    grown = _pool(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None],
-                  grow, "max")
+    t = torch.from_numpy(np.ascontiguousarray(grown, dtype=np.float32))[None, None]
     while feather > 0:
-        core = _pool(grown, feather, "min")
+        core = _pool(t, feather, "min")
         if bool((core > 0).any()):
             half = feather // 2
-            soft = _pool(_pool(core, half, "mean"), feather - half, "mean")
-            return soft[0, 0].clamp_(0.0, 1.0).numpy()
+            t = _pool(_pool(core, half, "mean"), feather - half, "mean")
+            break
         feather //= 2
-    return grown[0, 0].clamp_(0.0, 1.0).numpy()
+    return t[0, 0].clamp_(0.0, 1.0).numpy()
+
+
+def soft_alpha(mask: np.ndarray, grow_px: int, feather: int) -> np.ndarray:
+    """Selection -> patch alpha: grown by ``grow_px``, then feathered inwards."""
+    return feather_inward(grow(mask, grow_px), feather)
 
 
 # --------------------------------------------------------------------------- scaling

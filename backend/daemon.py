@@ -30,7 +30,6 @@ from .registry import ModelError, ModelRegistry
 log = logging.getLogger(__name__)
 
 _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
-_MORE, _END = b"m", b"e"  # worker -> main: event that keeps / ends the job
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -85,9 +84,11 @@ class Worker(threading.Thread):
 
     def _emit(self, push: zmq.Socket, job: ActiveJob, header: dict[str, Any],
               frames: list[Any] | None = None, end: bool = False) -> None:
+        """Worker -> main: [client, job id if this event ends the job else b"", header, ...]."""
         header = {"v": protocol.VERSION, "job": job.request.job, **header}
-        push.send_multipart([_END if end else _MORE, job.client,
-                             protocol.encode_header(header), *(frames or [])], copy=False)
+        ended = job.request.job.encode() if end else b""
+        push.send_multipart([job.client, ended, protocol.encode_header(header),
+                             *(frames or [])], copy=False)
 
     def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
         req = job.request
@@ -234,11 +235,10 @@ class Daemon:
                 parts = self.events.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            kind, client = parts[0].bytes, parts[1].bytes
-            if kind == _END:
-                header = protocol.decode_header(parts[2].bytes)
-                self.active.pop((client, header["job"]), None)
-            self.router.send_multipart([client, *parts[2:]], copy=False)
+            client, ended = parts[0].bytes, parts[1].bytes
+            if ended:
+                self.active.pop((client, ended.decode()), None)
+            self.router.send_multipart([parts[0], *parts[2:]], copy=False)
 
     def _read_requests(self) -> None:
         while True:

@@ -66,10 +66,10 @@ def prepare(req: SubmitRequest) -> Prepared:
             raise BadInput("the mask selects nothing")
     else:
         selection = np.ones((height, width), np.float32)
-    grow, feather = req.params["grow"], req.params["feather"]
-    alpha = compose.soft_alpha(selection, grow, feather)
+    grown = compose.grow(selection, req.params["grow"])
+    alpha = compose.feather_inward(grown, req.params["feather"])
     if req.kind == "inpaint":
-        model_mask = compose.soft_alpha(selection, grow, 0)
+        model_mask = grown
     else:  # img2img reworks the whole region; txt2img generates all of it
         model_mask = np.ones((height, width), np.float32)
     return Prepared(rgb, alpha, model_mask)
