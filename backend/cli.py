@@ -65,8 +65,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          ("max_queue_per_client", args.max_queue_per_client),
                                          ("max_pixels", args.max_pixels))
                        if v is not None})
+    from . import keys
+    from .daemon import is_loopback
+
+    auth = None
+    if args.auth or not is_loopback(bind):
+        keys_dir = Path(args.keys or config.get("keys") or keys.default_dir()).expanduser()
+        try:
+            auth = keys.load_server(keys_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"paintbridge: refusing to bind {bind} without authentication: {exc}",
+                  file=sys.stderr)
+            return EXIT_USAGE
     try:
-        daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype))
+        daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
+                        auth=auth)
     except ValueError as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -77,6 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     usable = [e for e in entries if e.error is None]
     print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
           f"(device {choice.device}, {choice.dtype_name}, {threads} threads)", flush=True)
+    if auth is not None:
+        print(f"  CurveZMQ on: server public key {auth.public.decode()}; clients admitted from "
+              f"{auth.authorized}", flush=True)
     for e in entries:
         state = "ok" if e.error is None else f"UNUSABLE: {e.error}"
         print(f"  model {e.name!r} [{e.arch or '?'}, {e.source}] {state}", flush=True)
@@ -111,7 +127,34 @@ def _load_config(path: str | None) -> dict[str, Any]:
 def _client(args: argparse.Namespace) -> Any:
     from plugin.client import Client
 
-    return Client(args.endpoint)
+    return Client(args.endpoint, server_key=args.server_key, client_key=args.client_key)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from . import keys
+
+    keys_dir = Path(args.dir).expanduser() if args.dir else keys.default_dir()
+    try:
+        if args.what == "server":
+            public = keys.create_server(keys_dir, force=args.force)
+            print(f"server keys written to {keys_dir}")
+            print(f"server public key (give it to clients): {keys.server_public_key(keys_dir)}")
+            print(f"  file: {public}")
+        elif args.what == "client":
+            secret, _ = keys.create_client(keys_dir, args.name)
+            server = "SERVER_PUBLIC_KEY (run `paintbridge keys server` first)"
+            if (keys_dir / "server.key").exists():
+                server = keys.server_public_key(keys_dir)
+            print(f"client '{args.name}' authorized; copy {secret} to that machine and use")
+            print(f"  --client-key {secret.name} --server-key {server}")
+        else:
+            print(f"server public key: {keys.server_public_key(keys_dir)}")
+            for f in sorted((keys_dir / "authorized").glob("*.key")):
+                print(f"authorized client: {f.stem}")
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"paintbridge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -134,10 +177,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
+    from plugin.client import DaemonError
+
     from .edit import EditFailed, run_edit
 
     try:
         return run_edit(args)
+    except DaemonError as exc:  # bad key files
+        print(f"paintbridge: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     except EditFailed as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -160,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the daemon in the foreground")
-    s.add_argument("--bind", help=f"endpoint to listen on (default {DEFAULT_ENDPOINT}; "
-                                  "loopback only)")
+    s.add_argument("--bind", help=f"endpoint to listen on (default {DEFAULT_ENDPOINT}); "
+                                  "non-loopback needs keys (paintbridge keys)")
     s.add_argument("--models", action="append", default=[], metavar="DIR",
                    help="a model folder to scan (repeatable): A1111 models/Stable-diffusion, "
                         "ComfyUI models/checkpoints, or any folder")
@@ -174,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="default: fp16 on GPUs, bf16 on CPUs that support it, else fp32")
     s.add_argument("--threads", type=int, help="CPU threads (default: cores - 1 on ≤ 4 cores)")
+    s.add_argument("--auth", action="store_true",
+                   help="require CurveZMQ keys even on loopback (always on for other binds)")
+    s.add_argument("--keys", help="keys folder (default ~/.config/paintbridge/keys)")
     s.add_argument("--max-queue", type=int, help=f"jobs queued in all (default "
                                                   f"{Limits.max_queue}); more are refused busy")
     s.add_argument("--max-pixels", type=int,
@@ -187,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"daemon endpoint (default ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
         c.add_argument("--timeout", type=float, default=10.0,
                        help="seconds to wait for the daemon to answer")
+        c.add_argument("--server-key", help="a remote daemon's public key (or its server.key "
+                                            "file); turns on CurveZMQ "
+                                            "(env PAINTBRIDGE_SERVER_KEY)")
+        c.add_argument("--client-key", help="this client's secret key file "
+                                            "(env PAINTBRIDGE_CLIENT_KEY)")
 
     m = sub.add_parser("models", help="list the daemon's models")
     client_opts(m)
@@ -216,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--job-timeout", type=float, default=600.0,
                    help="give up when the daemon is silent this long during a job")
     e.set_defaults(func=cmd_edit)
+
+    kp = sub.add_parser("keys", help="create CurveZMQ keys for a remote daemon")
+    kp.add_argument("what", choices=["server", "client", "show"])
+    kp.add_argument("name", nargs="?", help="the client's name (for 'client')")
+    kp.add_argument("--dir", help="keys folder (default ~/.config/paintbridge/keys)")
+    kp.add_argument("--force", action="store_true", help="replace existing server keys")
+    kp.set_defaults(func=cmd_keys)
 
     i = sub.add_parser("install", help="install a host plugin (krita, gimp)")
     hosts = i.add_subparsers(dest="host", required=True)

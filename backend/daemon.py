@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from plugin import __version__, protocol
 from plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
@@ -25,6 +26,7 @@ from plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
 from . import compose, runner
 from .device import DTYPES, DeviceChoice
 from .fairqueue import FairQueue, QueueFull
+from .keys import ServerKeys
 from .registry import ModelError, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -159,11 +161,12 @@ class Worker(threading.Thread):
 class Daemon:
     def __init__(self, bind: str, registry: ModelRegistry, device: DeviceChoice,
                  limits: Limits | None = None, dtype_forced: bool = False,
-                 progress_interval: float = 0.0) -> None:
-        if not is_loopback(bind):
+                 progress_interval: float = 0.0, auth: ServerKeys | None = None) -> None:
+        if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
-                             "on the network drive this daemon, and authentication is not "
-                             "configured. Bind tcp://127.0.0.1:PORT and tunnel (ssh -L).")
+                             "on the network drive this daemon. Create keys with `paintbridge "
+                             "keys server` and `paintbridge keys client NAME` (CurveZMQ), or "
+                             "bind tcp://127.0.0.1:PORT and tunnel (ssh -L).")
         self.bind = bind
         self.registry = registry
         self.device = device
@@ -174,9 +177,18 @@ class Daemon:
                                                      self.limits.max_queue_per_client)
         self.active: dict[tuple[bytes, str], ActiveJob] = {}
         self.context = zmq.Context()
+        self.authenticator: ThreadAuthenticator | None = None
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        if auth is not None:
+            # ZeroMQ's own ZAP handler admits only the public keys in the authorized folder
+            self.authenticator = ThreadAuthenticator(self.context)
+            self.authenticator.start()
+            self.authenticator.configure_curve(domain="*", location=str(auth.authorized))
+            self.router.curve_server = True
+            self.router.curve_publickey = auth.public
+            self.router.curve_secretkey = auth.secret
         self.router.bind(bind)
         self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.events = self.context.socket(zmq.PULL)
@@ -227,6 +239,8 @@ class Daemon:
         self.worker.join(timeout=10)
         self.router.close(0)
         self.events.close(0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.context.term()
 
     def _forward_events(self) -> None:

@@ -118,7 +118,7 @@ def run_edit(args: argparse.Namespace) -> int:
         if value is not None:
             params[key] = value
     bar = _Bar()
-    with Client(args.endpoint) as client:
+    with Client(args.endpoint, server_key=args.server_key, client_key=args.client_key) as client:
         try:
             client.hello(timeout=args.timeout)
             job = client.submit(kind, params, image=None if kind == "txt2img" else rgba,

@@ -21,6 +21,9 @@ import zmq
 from . import protocol
 from .protocol import ErrorCode, FrameSpec, Limits, ProtocolError
 
+SERVER_KEY_ENV = "PAINTBRIDGE_SERVER_KEY"
+CLIENT_KEY_ENV = "PAINTBRIDGE_CLIENT_KEY"
+
 
 def default_endpoint() -> str:
     return os.environ.get(protocol.ENDPOINT_ENV) or protocol.DEFAULT_ENDPOINT
@@ -130,12 +133,19 @@ class Client:
     """A connection to one daemon. Not thread-safe: use it from one thread."""
 
     def __init__(self, endpoint: str | None = None, context: zmq.Context | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, server_key: str | None = None,
+                 client_key: str | os.PathLike | None = None) -> None:
+        """``server_key`` (the daemon's public key, Z85) turns on CurveZMQ; ``client_key`` is
+        then this client's secret key file from ``paintbridge keys client NAME``."""
         self.endpoint = endpoint or default_endpoint()
         self.limits = limits or Limits()
         self._context = context or zmq.Context.instance()
         self.socket = self._context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        server_key = server_key or os.environ.get(SERVER_KEY_ENV) or None
+        client_key = client_key or os.environ.get(CLIENT_KEY_ENV) or None
+        if server_key:
+            self._use_curve(server_key, client_key)
         # Refuse to queue messages while no daemon is connected: a send then fails at once
         # with a clear error instead of waiting for a daemon that may never come.
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
@@ -149,6 +159,26 @@ class Client:
         self._counter = itertools.count(1)
 
     # ------------------------------------------------------------------ plumbing
+
+    def _use_curve(self, server_key: str, client_key: str | os.PathLike | None) -> None:
+        import zmq.auth
+
+        if not client_key:
+            raise DaemonError(ErrorCode.BAD_FIELD, "a server key needs a client key file too "
+                                                   "(paintbridge keys client NAME)")
+        try:
+            public, secret = zmq.auth.load_certificate(os.fspath(client_key))
+        except (OSError, ValueError) as exc:
+            raise DaemonError(ErrorCode.BAD_FIELD, f"cannot read client key: {exc}") from None
+        if secret is None:
+            raise DaemonError(ErrorCode.BAD_FIELD, f"{client_key} holds no secret key")
+        if os.path.isfile(server_key):
+            server_key = zmq.auth.load_certificate(server_key)[0].decode()
+        if len(server_key) != 40:
+            raise DaemonError(ErrorCode.BAD_FIELD, "the server key must be 40 Z85 characters")
+        self.socket.curve_serverkey = server_key.encode()
+        self.socket.curve_publickey = public
+        self.socket.curve_secretkey = secret
 
     def close(self) -> None:
         self.socket.close(0)

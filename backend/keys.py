@@ -1,0 +1,84 @@
+"""CurveZMQ keys for remote daemons: ``paintbridge keys``.
+
+Layout of the keys folder (default ``~/.config/paintbridge/keys``), in pyzmq's certificate
+format (``zmq.auth.create_certificates``):
+
+- ``server.key`` / ``server.key_secret`` — the daemon's keypair; ``server.key`` holds the
+  public key that clients are given;
+- ``clients/NAME.key`` / ``clients/NAME.key_secret`` — a keypair to copy to one client machine;
+- ``authorized/NAME.key`` — the public keys the daemon admits (delete one to revoke it).
+
+Only clients whose public key lies in ``authorized/`` get past ZeroMQ's ZAP handler.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq.auth
+
+
+def default_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "paintbridge" / "keys"
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    public: bytes
+    secret: bytes
+    authorized: Path
+
+
+def _private(path: Path) -> None:
+    if os.name == "posix":
+        path.chmod(0o600)
+
+
+def create_server(keys_dir: Path, force: bool = False) -> Path:
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    (keys_dir / "authorized").mkdir(exist_ok=True)
+    if (keys_dir / "server.key_secret").exists() and not force:
+        raise FileExistsError(f"{keys_dir / 'server.key_secret'} exists (use --force to replace "
+                              "it; every client then needs the new public key)")
+    public, secret = zmq.auth.create_certificates(keys_dir, "server")
+    _private(Path(secret))
+    return Path(public)
+
+
+def create_client(keys_dir: Path, name: str) -> tuple[Path, Path]:
+    """A client keypair, its public key authorized at once. Returns (secret file, public)."""
+    if not name or any(c in name for c in "/\\.") or name.startswith("-"):
+        raise ValueError("a client name is letters, digits, - and _")
+    clients = keys_dir / "clients"
+    clients.mkdir(parents=True, exist_ok=True)
+    (keys_dir / "authorized").mkdir(exist_ok=True)
+    if (clients / f"{name}.key_secret").exists():
+        raise FileExistsError(f"client '{name}' exists in {clients}")
+    public, secret = zmq.auth.create_certificates(clients, name)
+    _private(Path(secret))
+    shutil.copy(public, keys_dir / "authorized" / f"{name}.key")
+    return Path(secret), Path(public)
+
+
+def load_server(keys_dir: Path) -> ServerKeys:
+    """The daemon's keys; raises FileNotFoundError with the command that creates them."""
+    secret_file = keys_dir / "server.key_secret"
+    if not secret_file.is_file():
+        raise FileNotFoundError(f"no server keys in {keys_dir}: run `paintbridge keys server`")
+    public, secret = zmq.auth.load_certificate(secret_file)
+    if secret is None:
+        raise ValueError(f"{secret_file} holds no secret key")
+    authorized = keys_dir / "authorized"
+    if not authorized.is_dir() or not any(authorized.glob("*.key")):
+        raise FileNotFoundError(f"no client is authorized in {authorized}: run "
+                                "`paintbridge keys client NAME`")
+    return ServerKeys(public, secret, authorized)
+
+
+def server_public_key(keys_dir: Path) -> str:
+    public, _ = zmq.auth.load_certificate(keys_dir / "server.key")
+    return public.decode()

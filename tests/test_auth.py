@@ -1,0 +1,107 @@
+"""CurveZMQ: only clients whose public key is authorized reach the daemon; the rest cannot
+even say hello, let alone submit a job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from backend import keys
+from plugin.client import Client, DaemonError, Frame, JobState
+
+from .conftest import free_port, start_daemon
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def key_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    good = tmp_path_factory.mktemp("keys")
+    other = tmp_path_factory.mktemp("other-keys")
+    out = cli("keys", "server", "--dir", str(good))
+    assert out.returncode == 0 and "server public key" in out.stdout, out.stderr
+    assert cli("keys", "client", "alice", "--dir", str(good)).returncode == 0
+    # mallory has a well-formed keypair that nobody authorized
+    keys.create_server(other)
+    keys.create_client(other, "mallory")
+    return {"good": good, "other": other}
+
+
+@pytest.fixture(scope="module")
+def secure_daemon(tiny_models, key_dirs, tmp_path_factory):
+    d = start_daemon(tmp_path_factory.mktemp("secure"), "--auth", "--keys",
+                     str(key_dirs["good"]), "--models", str(tiny_models.models_dir),
+                     "--no-embedded", wait=False)
+    server_key = keys.server_public_key(key_dirs["good"])
+    alice = key_dirs["good"] / "clients" / "alice.key_secret"
+    with Client(d.endpoint, server_key=server_key, client_key=alice) as client:
+        for _ in range(300):
+            try:
+                client.hello(timeout=0.5)
+                break
+            except DaemonError:
+                assert d.proc.poll() is None, d.output()
+    yield d, server_key, alice
+    d.stop()
+
+
+def tiny_job(client: Client) -> JobState:
+    img = np.full((32, 32, 4), 200, np.uint8)
+    job = client.submit("img2img", {"steps": 2, "seed": 1},
+                        image=Frame(32, 32, "rgba8", img.tobytes()))
+    return client.wait(job, timeout=60).state
+
+
+def test_authorized_client_works(secure_daemon) -> None:
+    d, server_key, alice = secure_daemon
+    with Client(d.endpoint, server_key=server_key, client_key=alice) as client:
+        assert client.hello()["protocol"] == 1
+        assert tiny_job(client) is JobState.DONE
+    assert "CurveZMQ on" in d.output()
+
+
+@pytest.mark.parametrize("who", ["unknown key", "no keys", "plaintext"])
+def test_others_are_refused_and_cannot_submit(secure_daemon, key_dirs, who: str) -> None:
+    d, server_key, alice = secure_daemon
+    if who == "unknown key":
+        client = Client(d.endpoint, server_key=server_key,
+                        client_key=key_dirs["other"] / "clients" / "mallory.key_secret")
+    elif who == "no keys":
+        with pytest.raises(DaemonError, match="client key"):
+            Client(d.endpoint, server_key=server_key)
+        client = Client(d.endpoint)
+    else:
+        client = Client(d.endpoint)
+    with client:
+        with pytest.raises(DaemonError) as info:
+            client.hello(timeout=1.5)
+        assert info.value.code in ("unreachable", "timeout")
+        with pytest.raises(DaemonError):
+            tiny_job(client)
+    # a raw plaintext socket that pushes a submit anyway gets nothing through
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(d.endpoint)
+    s.send_multipart([b'{"v":1,"op":"submit","job":"x","kind":"txt2img","size":[8,8],'
+                      b'"params":{"steps":200,"count":8}}'])
+    assert s.poll(1000) == 0
+    s.close()
+    with Client(d.endpoint, server_key=server_key, client_key=alice) as ok:
+        status = ok.status()
+        assert status["queued"] == 0 and status["busy"] is False
+
+
+def test_non_loopback_needs_keys(tmp_path: Path, key_dirs) -> None:
+    port = free_port()
+    out = cli("serve", "--bind", f"tcp://0.0.0.0:{port}", "--no-embedded", "--keys",
+              str(tmp_path / "none"))
+    assert out.returncode == 2 and "without authentication" in out.stderr
+    assert "paintbridge keys server" in out.stderr
