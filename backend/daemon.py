@@ -8,6 +8,7 @@ before anything is allocated or queued; the worker gets only well-formed jobs.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import signal
@@ -27,11 +28,13 @@ from . import compose, runner
 from .device import DTYPES, DeviceChoice
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
-from .registry import ModelError, ModelRegistry
+from .registry import ModelError, ModelRegistry, empty_device_cache
+from .retention import ResultStore
 
 log = logging.getLogger(__name__)
 
 _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
+HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 intervals
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -55,7 +58,18 @@ class ActiveJob:
     client: bytes
     request: SubmitRequest
     cancel: threading.Event = field(default_factory=threading.Event)
-    queued_at: float = field(default_factory=time.monotonic)
+    step: int = 0      # written by the worker, read by fetch
+    total: int = 0
+
+
+OOM_ADVICE = ("out of memory: select a smaller region (or lower the count or the context "
+              "padding), use a smaller model, or start the daemon with --dtype float16 on a GPU")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch's (CUDA/MPS) OutOfMemoryError, or the CPU allocator's failure."""
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower())
 
 
 class Worker(threading.Thread):
@@ -115,6 +129,7 @@ class Worker(threading.Thread):
             if preview is None and step != total and now - last[0] < self.d.progress_interval:
                 return
             last[0] = now
+            job.step, job.total = step, total
             event: dict[str, Any] = {"event": "progress", "step": step, "total": total}
             frames = []
             if preview is not None:
@@ -131,18 +146,17 @@ class Worker(threading.Thread):
         except runner.BadInput as exc:
             self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
             return
-        except MemoryError:
-            self._fail(push, job, ErrorCode.OUT_OF_MEMORY,
-                       "out of memory: select a smaller region or use a smaller model")
-            return
         except Exception as exc:  # the daemon must keep serving whatever a model does
-            if type(exc).__name__ == "OutOfMemoryError":
-                self._fail(push, job, ErrorCode.OUT_OF_MEMORY,
-                           f"out of memory on the device ({exc}); select a smaller region, "
-                           "lower the count, or use --dtype float16")
+            if _is_out_of_memory(exc):
+                log.warning("job %s ran out of memory: %s", req.job, exc)
+                self._fail(push, job, ErrorCode.OUT_OF_MEMORY, OOM_ADVICE)
             else:
                 log.exception("job %s failed", req.job)
                 self._fail(push, job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            results = None
+        if results is None:  # outside the except block, so its traceback's tensors are free
+            gc.collect()
+            empty_device_cache()
             return
         if job.cancel.is_set():
             self._emit(push, job, {"event": "cancelled"}, end=True)
@@ -161,7 +175,8 @@ class Worker(threading.Thread):
 class Daemon:
     def __init__(self, bind: str, registry: ModelRegistry, device: DeviceChoice,
                  limits: Limits | None = None, dtype_forced: bool = False,
-                 progress_interval: float = 0.0, auth: ServerKeys | None = None) -> None:
+                 progress_interval: float = 0.0, auth: ServerKeys | None = None,
+                 results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
                              "on the network drive this daemon. Create keys with `paintbridge "
@@ -176,11 +191,16 @@ class Daemon:
         self.queue: FairQueue[ActiveJob] = FairQueue(self.limits.max_queue,
                                                      self.limits.max_queue_per_client)
         self.active: dict[tuple[bytes, str], ActiveJob] = {}
+        self.results = results or ResultStore()
         self.context = zmq.Context()
         self.authenticator: ThreadAuthenticator | None = None
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        # a client that reconnects with its routing id takes its old identity over
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
+        self.router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
         if auth is not None:
             # ZeroMQ's own ZAP handler admits only the public keys in the authorized folder
             self.authenticator = ThreadAuthenticator(self.context)
@@ -221,6 +241,7 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
+                self.results.expire()
                 if self.events in ready:
                     self._forward_events()
                 if self.router in ready:
@@ -251,7 +272,9 @@ class Daemon:
                 return
             client, ended = parts[0].bytes, parts[1].bytes
             if ended:
-                self.active.pop((client, ended.decode()), None)
+                job = ended.decode()
+                self.active.pop((client, job), None)
+                self.results.put(client, job, [p.bytes for p in parts[2:]])
             self.router.send_multipart([parts[0], *parts[2:]], copy=False)
 
     def _read_requests(self) -> None:
@@ -289,7 +312,7 @@ class Daemon:
             raise ProtocolError(ErrorCode.UNKNOWN_OP,
                                 f"unknown op {op!r}; expected one of "
                                 f"{', '.join(protocol.REQUEST_OPS)}", "op")
-        job = protocol.job_id(header, required=op in ("submit", "cancel"))
+        job = protocol.job_id(header, required=op in ("submit", "cancel", "fetch"))
         reply: dict[str, Any] = {"event": op}
         if job is not None:
             reply["job"] = job
@@ -310,6 +333,9 @@ class Daemon:
         elif op == "cancel":
             self._cancel(client, job)
             return
+        elif op == "fetch":
+            self._fetch(client, job)
+            return
         else:
             assert job is not None
             self._submit(client, job, header, frames)
@@ -329,7 +355,8 @@ class Daemon:
         mine = [{"job": key[1], "state": "running" if current and current.request.job == key[1]
                  and current.client == client else "queued"}
                 for key in self.active if key[0] == client]
-        return {"queued": len(self.queue), "busy": current is not None, "jobs": mine}
+        return {"queued": len(self.queue), "busy": current is not None, "jobs": mine,
+                "finished": self.results.jobs(client)}
 
     def _submit(self, client: bytes, job: str, header: dict[str, Any], frames: list[Any]
                 ) -> None:
@@ -353,6 +380,26 @@ class Daemon:
         self.active[(client, job)] = active
         self._send(client, {"event": "accepted", "job": job, "position": position,
                             "model": entry.name})
+
+    def _fetch(self, client: bytes, job: str | None) -> None:
+        """Where a job stands, for a client that lost its connection: a queued job answers
+        'accepted', a running one 'progress', a finished one its kept last event."""
+        assert job is not None
+        active = self.active.get((client, job))
+        current = self.worker.current
+        if active is not None and active is current:
+            self._send(client, {"event": "progress", "job": job, "step": active.step,
+                                "total": active.total})
+        elif active is not None:
+            self._send(client, {"event": "accepted", "job": job,
+                                "position": self.queue.position(client, job)})
+        else:
+            kept = self.results.get(client, job)
+            if kept is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND,
+                                    f"no job '{job}': it never existed here, its result expired "
+                                    f"({self.results.ttl:g} s), or the daemon restarted", "job")
+            self.router.send_multipart([client, *kept])
 
     def _cancel(self, client: bytes, job: str | None) -> None:
         assert job is not None

@@ -139,7 +139,7 @@ def run_edit(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     if job.state is not JobState.DONE:
-        code = 3 if job.error_code == ErrorCode.TIMEOUT else 1
+        code = 3 if job.error_code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED) else 1
         raise EditFailed(f"{job.error_message or job.state.value} [{job.error_code}]", code)
     return _write(args, image, job)
 

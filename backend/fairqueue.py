@@ -54,6 +54,13 @@ class FairQueue(Generic[T]):
                 ahead += min(len(q), index + 1 if before else index)
         return ahead
 
+    def position(self, client: Hashable, key: str) -> int | None:
+        with self._cond:
+            for index, (k, _) in enumerate(self._queues.get(client, ())):
+                if k == key:
+                    return self._position(client, index)
+            return None
+
     def take(self, timeout: float | None = None) -> tuple[Hashable, str, T] | None:
         """Next job of the next client in turn; None on timeout or when closed."""
         with self._cond:

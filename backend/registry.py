@@ -308,13 +308,13 @@ class ModelRegistry:
             _, old = self._loaded.popitem(last=False)
             del old
             gc.collect()
-            _empty_device_cache()
+            empty_device_cache()
         model = LoadedModel(entry, load_pipeline(entry, device, dtype))
         self._loaded[entry.name] = model
         return model
 
 
-def _empty_device_cache() -> None:
+def empty_device_cache() -> None:
     import torch
 
     if torch.cuda.is_available():

@@ -17,10 +17,12 @@ from enum import Enum
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
 from .protocol import ErrorCode, FrameSpec, Limits, ProtocolError
 
+HEARTBEAT_MS = 1000
 SERVER_KEY_ENV = "PAINTBRIDGE_SERVER_KEY"
 CLIENT_KEY_ENV = "PAINTBRIDGE_CLIENT_KEY"
 
@@ -91,11 +93,25 @@ class Job:
     def fail(self, code: str, message: str) -> None:
         self.state, self.error_code, self.error_message = JobState.FAILED, code, message
 
+    @property
+    def lost(self) -> bool:
+        """Failed only because the connection dropped: a later ``fetch`` may still bring
+        its result (the daemon finishes jobs whose client went away)."""
+        return self.state is JobState.FAILED and self.error_code == ErrorCode.DISCONNECTED
+
     def apply(self, event: Mapping[str, Any], frames: Sequence[Any]) -> None:
-        """Advance the state machine; events for a finished job are ignored."""
-        if self.finished:
-            return
+        """Advance the state machine; events for a finished job are ignored, except that a
+        lost job comes back to life when the daemon answers for it again."""
         kind = event["event"]
+        if self.lost and kind == "error" and event.get("code") == ErrorCode.NOT_FOUND:
+            self.error_message = (f"{self.error_message}; the daemon no longer knows the job "
+                                  "(it was restarted or the result expired)")
+            self.error_code = ErrorCode.NOT_FOUND
+            return
+        if self.finished and not self.lost:
+            return
+        if self.lost:
+            self.error_code = self.error_message = None
         if kind == "accepted":
             self.state = JobState.QUEUED
             self.position = event.get("position")
@@ -134,9 +150,12 @@ class Client:
 
     def __init__(self, endpoint: str | None = None, context: zmq.Context | None = None,
                  limits: Limits | None = None, server_key: str | None = None,
-                 client_key: str | os.PathLike | None = None) -> None:
+                 client_key: str | os.PathLike | None = None, client_id: str | None = None,
+                 heartbeat_ms: int = HEARTBEAT_MS) -> None:
         """``server_key`` (the daemon's public key, Z85) turns on CurveZMQ; ``client_key`` is
-        then this client's secret key file from ``paintbridge keys client NAME``."""
+        then this client's secret key file from ``paintbridge keys client NAME``.
+        ``client_id`` is this client's identity at the daemon: a host that stores it can
+        fetch results of jobs that finished while it was gone (default: random)."""
         self.endpoint = endpoint or default_endpoint()
         self.limits = limits or Limits()
         self._context = context or zmq.Context.instance()
@@ -151,6 +170,18 @@ class Client:
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.RECONNECT_IVL, 200)
         self.socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.client_id = client_id or uuid.uuid4().hex
+        self.socket.setsockopt(zmq.ROUTING_ID, self.client_id.encode())
+        # ZMQ heartbeats: a daemon that stops answering (frozen, cable pulled) is dropped
+        # after three intervals, like one that died; the socket then reconnects by itself
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
+        self.socket.setsockopt(zmq.HEARTBEAT_TTL, 6 * heartbeat_ms)
+        self._monitor = self.socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED |
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        self.connected = False
+        self.auth_refused = False
         self.socket.connect(self.endpoint)
         self.jobs: dict[str, Job] = {}
         self._replies: dict[str, tuple[dict[str, Any], list[Any]]] = {}
@@ -181,6 +212,11 @@ class Client:
         self.socket.curve_secretkey = secret
 
     def close(self) -> None:
+        try:
+            self.socket.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._monitor.close(0)
         self.socket.close(0)
 
     def __enter__(self) -> Client:
@@ -200,21 +236,62 @@ class Client:
               timeout: float = 2.0) -> None:
         parts = [protocol.encode_header(header), *frames]
         if not self.socket.poll(int(timeout * 1000), zmq.POLLOUT):
+            self.pump(0)  # notice a refused handshake
+            if self.auth_refused:
+                raise DaemonError(ErrorCode.UNREACHABLE,
+                                  f"the daemon at {self.endpoint} refused this client's keys")
             raise DaemonError(ErrorCode.UNREACHABLE,
                               f"no paintbridge daemon answers at {self.endpoint}; "
                               "start one with `paintbridge serve`")
         self.socket.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
 
     def pump(self, timeout_ms: int = 0) -> list[Job]:
-        """Read every waiting message (waiting up to ``timeout_ms`` for the first)."""
+        """Read every waiting message and connection event (waiting up to ``timeout_ms``
+        for the first); returns the jobs that changed."""
         changed: list[Job] = []
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         wait = timeout_ms
-        while self.socket.poll(wait, zmq.POLLIN):
+        while True:
+            ready = dict(poller.poll(wait))
+            if not ready:
+                return changed
             wait = 0
-            parts = self.socket.recv_multipart(copy=False)
-            job = self._dispatch(parts)
-            if job is not None and job not in changed:
-                changed.append(job)
+            if self._monitor in ready:
+                for job in self._connection_events():
+                    if job not in changed:
+                        changed.append(job)
+            if self.socket in ready:
+                while self.socket.poll(0, zmq.POLLIN):
+                    job = self._dispatch(self.socket.recv_multipart(copy=False))
+                    if job is not None and job not in changed:
+                        changed.append(job)
+
+    def _connection_events(self) -> list[Job]:
+        """Fail jobs when the connection drops; ask about them again once it is back."""
+        changed: list[Job] = []
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED and self.connected:
+                self.connected = False
+                for job in self.jobs.values():
+                    if not job.finished:
+                        job.fail(ErrorCode.DISCONNECTED,
+                                 f"lost the connection to the daemon at {self.endpoint}; "
+                                 "nothing was changed")
+                        changed.append(job)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected, self.auth_refused = True, False
+                for job in self.jobs.values():
+                    if job.lost:
+                        try:
+                            self._send({"v": protocol.VERSION, "op": "fetch", "job": job.id})
+                        except DaemonError:
+                            break  # gone again; the next handshake asks once more
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                           zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                self.auth_refused = True
         return changed
 
     def _dispatch(self, parts: list[zmq.Frame]) -> Job | None:
@@ -296,6 +373,16 @@ class Client:
         job = Job(jid, kind)
         self._send(header, buffers)
         self.jobs[jid] = job
+        return job
+
+    def fetch(self, job_id: str) -> Job:
+        """Ask again for a job this client id submitted earlier (e.g. before a crash); the
+        daemon answers with its state or its kept result."""
+        job = self.jobs.get(job_id) or Job(job_id, "?")
+        if job.finished and not job.lost:
+            job.state, job.error_code, job.error_message = JobState.SENT, None, None
+        self.jobs[job_id] = job
+        self._send({"v": protocol.VERSION, "op": "fetch", "job": job_id})
         return job
 
     def cancel(self, job: Job | str) -> None:

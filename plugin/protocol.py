@@ -39,7 +39,7 @@ IMAGE_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 4)
 MASK_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 1)
 
 KINDS = ("txt2img", "img2img", "inpaint")
-REQUEST_OPS = ("hello", "models", "submit", "cancel", "status", "echo")
+REQUEST_OPS = ("hello", "models", "submit", "cancel", "fetch", "status", "echo")
 EVENTS = ("hello", "models", "status", "echo", "accepted", "progress", "result", "error",
           "cancelled")
 SAMPLERS = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm", "pndm",
@@ -67,6 +67,7 @@ class ErrorCode:
     # raised by the client only
     TIMEOUT = "timeout"
     UNREACHABLE = "unreachable"
+    DISCONNECTED = "disconnected"    # the connection dropped while the job was in flight
 
 
 class ProtocolError(Exception):

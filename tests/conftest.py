@@ -85,9 +85,10 @@ class DaemonProc:
         return self.proc.returncode
 
 
-def start_daemon(log_dir: Path, *args: str, wait: bool = True) -> DaemonProc:
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    log = log_dir / f"daemon-{endpoint.rsplit(':', 1)[1]}.log"
+def start_daemon(log_dir: Path, *args: str, wait: bool = True,
+                 endpoint: str | None = None) -> DaemonProc:
+    endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
+    log = log_dir / f"daemon-{endpoint.rsplit(':', 1)[1]}-{time.monotonic_ns()}.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
                XDG_CONFIG_HOME=str(log_dir / "xdg"))
     with open(log, "wb") as out:
