@@ -159,9 +159,12 @@ class Session:
     """
 
     def __init__(self, endpoint: str | None = None,
-                 client_factory: Callable[[str | None], Client] = Client) -> None:
+                 client_factory: Callable[..., Client] = Client, **client_options: Any) -> None:
+        """``client_options`` go to the client: ``server_key``/``client_key`` for a remote
+        daemon (CurveZMQ), ``client_id`` to stay the same client across restarts."""
         self._factory = client_factory
-        self.client = client_factory(endpoint)
+        self._options = client_options
+        self.client = client_factory(endpoint, **client_options)
         self.info: dict[str, Any] | None = None     # the last hello, None while disconnected
         self.job: Job | None = None
         self.last_error: str | None = None
@@ -177,7 +180,7 @@ class Session:
     def reconnect(self, endpoint: str | None = None) -> None:
         """A fresh socket (after the endpoint changed); jobs in flight are forgotten."""
         self.client.close()
-        self.client = self._factory(endpoint or self.endpoint)
+        self.client = self._factory(endpoint or self.endpoint, **self._options)
         self.info, self.job = None, None
 
     def check(self, timeout: float = 1.0) -> bool:
