@@ -1,0 +1,139 @@
+"""The interactive side of the plug-in: offer to start the daemon, the settings dialog, and a
+small window with a Cancel button while a job runs. Never used by non-interactive runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
+
+_ui_ready = False
+
+
+def _init_ui() -> None:
+    global _ui_ready
+    if not _ui_ready:
+        GimpUi.init("paintbridge")
+        _ui_ready = True
+
+
+def _pump_events() -> None:
+    context = GLib.MainContext.default()
+    while context.pending():
+        context.iteration(False)
+
+
+def _is_loopback(endpoint: str) -> bool:
+    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
+    return endpoint.startswith("ipc://") or host in ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def offer_daemon(session, endpoint: str, wait_s: float) -> bool:
+    """No daemon answers: say so and, on a loopback endpoint, offer to start one that outlives
+    GIMP. True once a daemon answers, False when the user declines; raises the plug-in's
+    error when the started daemon does not come up."""
+    from paintbridge_errors import PaintbridgeError
+
+    from plugin import launcher
+
+    _init_ui()
+    text = f"No paintbridge daemon answers at {endpoint}."
+    can_start = _is_loopback(endpoint) and launcher.serve_command(endpoint) is not None
+    dialog = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION, text=text)
+    dialog.set_title("Paintbridge")
+    if can_start:
+        dialog.format_secondary_text(
+            "Start `paintbridge serve` now? It keeps running in the background after GIMP "
+            f"closes and logs to {launcher.log_path()}.")
+        dialog.add_buttons("_Cancel", Gtk.ResponseType.CANCEL, "_Start daemon",
+                           Gtk.ResponseType.OK)
+    else:
+        dialog.format_secondary_text(
+            "Start it with `paintbridge serve` (and `paintbridge install gimp` to let this "
+            "plug-in start it for you), then try again.")
+        dialog.add_buttons("_Close", Gtk.ResponseType.CANCEL)
+    answer = dialog.run()
+    dialog.destroy()
+    if answer != Gtk.ResponseType.OK:
+        return False
+    try:
+        launcher.start_daemon(endpoint)
+    except OSError as exc:
+        raise PaintbridgeError(f"Could not start the daemon: {exc}") from exc
+    Gimp.progress_init("Paintbridge: starting the daemon…")
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            Gimp.progress_pulse()
+            if session.check(timeout=1.0):
+                return True
+            _pump_events()
+    finally:
+        Gimp.progress_end()
+    raise PaintbridgeError(f"The daemon did not answer within {wait_s:g} s; see "
+                           f"{launcher.log_path()}.")
+
+
+def settings_dialog(procedure, config, session, fields: list[str]) -> bool:
+    """GIMP's own procedure dialog (it remembers the last values), with the daemon's models
+    listed under it. Returns False when the user cancels."""
+    _init_ui()
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, procedure.get_menu_label()
+                                        .replace("_", "").rstrip("…"))
+    models = session.models()
+    if models:
+        default = (session.info or {}).get("default_model")
+        listed = ", ".join(f"{m} (default)" if m == default else m for m in models)
+        label = dialog.get_label("models-label", f"Models: {listed}", False, False)
+        dialog.fill(fields + ["models-label"] if label is not None else fields)
+    else:
+        dialog.fill(fields)
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
+class CancelWindow:
+    """A small window with the step count and a Cancel button while the job runs (GIMP's own
+    progress bar shows the same; this one can stop the job)."""
+
+    def __init__(self, title: str, cancel: Callable[[], None]) -> None:
+        _init_ui()
+        self._cancel = cancel
+        self.cancelled = False
+        self.window = Gtk.Dialog(title=f"Paintbridge: {title}")
+        self.window.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+        self.window.connect("response", self._on_response)
+        self.window.connect("delete-event", lambda *a: self._on_response(None, None) or True)
+        self.bar = Gtk.ProgressBar(show_text=True)
+        self.bar.set_text("Waiting for the daemon…")
+        box = self.window.get_content_area()
+        box.set_border_width(12)
+        box.pack_start(self.bar, True, True, 0)
+        self.window.set_default_size(360, -1)
+        self.window.show_all()
+
+    def _on_response(self, _dialog, _response) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.bar.set_text("Cancelling…")
+            self._cancel()
+
+    def iterate(self, job) -> None:
+        if not self.cancelled:
+            if job.total:
+                self.bar.set_fraction(job.step / job.total)
+                self.bar.set_text(f"Step {job.step} of {job.total}")
+            elif job.position:
+                self.bar.set_text(f"Queued, position {job.position}")
+        _pump_events()
+
+    def close(self) -> None:
+        self.window.destroy()
+        _pump_events()

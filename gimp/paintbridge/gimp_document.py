@@ -1,0 +1,131 @@
+"""GIMP 3's side of ``plugin.session.Document``: pixels in and result layers out.
+
+Pixels go through the drawable's GEGL buffer with an explicit babl format, never through
+files: 8-bit images are read as "R'G'B'A u8" (wire ``rgba8``), 16-bit integer ones as
+"R'G'B'A u16" (``rgba16``) and every deeper or float precision as "R'G'B'A float"
+(``rgbaf32``). The perceptual (R') formats make babl convert linear-light images to the
+sRGB-encoded values the model was trained on, and back when the results are written.
+"""
+
+from __future__ import annotations
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+from plugin.client import Frame, Patch  # noqa: E402
+from plugin.region import Rect  # noqa: E402
+from plugin.session import UnsupportedDocument  # noqa: E402
+
+#: wire format -> (babl RGBA format, babl selection format, wire selection format)
+BABL = {
+    "rgba8": ("R'G'B'A u8", "Y u8", "gray8"),
+    "rgba16": ("R'G'B'A u16", "Y u16", "gray16"),
+    "rgbaf32": ("R'G'B'A float", "Y float", "grayf32"),
+}
+
+
+def wire_format(precision: Gimp.Precision) -> str:
+    """The wire format that carries this image precision without losing bits."""
+    nick = precision.value_nick  # e.g. "u8-non-linear", "u16-linear", "half-perceptual"
+    if nick.startswith("u8"):
+        return "rgba8"
+    if nick.startswith("u16"):
+        return "rgba16"
+    return "rgbaf32"
+
+
+def source_layer(drawable: Gimp.Drawable) -> Gimp.Drawable:
+    """The layer to read: a selected layer mask stands for its layer; channels are refused."""
+    if isinstance(drawable, Gimp.LayerMask):
+        return Gimp.Layer.from_mask(drawable)
+    if not isinstance(drawable, Gimp.Layer):
+        raise UnsupportedDocument("Select a layer (not a channel or path) to work on.")
+    return drawable
+
+
+class GimpDocument:
+    """One image and the drawable the user chose; implements ``plugin.session.Document``."""
+
+    def __init__(self, image: Gimp.Image, drawable: Gimp.Drawable) -> None:
+        self.image = image
+        self.drawable = source_layer(drawable)
+        _, self.ox, self.oy = self.drawable.get_offsets()
+        self.layers: list[Gimp.Layer] = []  # what add_results created
+        self.group: Gimp.Layer | None = None
+
+    def canvas(self) -> Rect:
+        """The drawable's extent on the canvas, clipped to the image."""
+        d = self.drawable
+        layer = Rect(self.ox, self.oy, d.get_width(), d.get_height())
+        return layer.intersected(Rect(0, 0, self.image.get_width(), self.image.get_height()))
+
+    def selection_bounds(self) -> Rect | None:
+        _, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(self.image)
+        if not non_empty:
+            return None
+        bounds = Rect(x1, y1, x2 - x1, y2 - y1).intersected(self.canvas())
+        if bounds.is_empty:
+            raise ValueError("The selection does not overlap the active layer.")
+        return bounds
+
+    def pixel_format(self) -> str:
+        if self.image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+            raise UnsupportedDocument("Indexed images are not supported: convert the image "
+                                      "with Image ▸ Mode ▸ RGB first.")
+        return wire_format(self.image.get_precision())
+
+    def read_pixels(self, rect: Rect) -> bytes:
+        babl = BABL[self.pixel_format()][0]
+        box = Gegl.Rectangle.new(rect.x - self.ox, rect.y - self.oy, rect.width, rect.height)
+        buffer = self.drawable.get_buffer()
+        return bytes(buffer.get(box, 1.0, babl, Gegl.AbyssPolicy.NONE))
+
+    def read_selection(self, rect: Rect) -> Frame:
+        _, babl, wire = BABL[self.pixel_format()]
+        box = Gegl.Rectangle.new(rect.x, rect.y, rect.width, rect.height)
+        buffer = self.image.get_selection().get_buffer()
+        data = bytes(buffer.get(box, 1.0, babl, Gegl.AbyssPolicy.NONE))
+        return Frame(rect.width, rect.height, wire, data)
+
+    def _new_layer(self, patch: Patch, name: str) -> Gimp.Layer:
+        kind = (Gimp.ImageType.GRAYA_IMAGE if self.image.get_base_type() ==
+                Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE)
+        layer = Gimp.Layer.new(self.image, name, patch.width, patch.height, kind, 100.0,
+                               Gimp.LayerMode.NORMAL)
+        layer.set_offsets(patch.x, patch.y)
+        return layer
+
+    def _fill(self, layer: Gimp.Layer, patch: Patch) -> None:
+        buffer = layer.get_buffer()
+        box = Gegl.Rectangle.new(0, 0, patch.width, patch.height)
+        buffer.set(box, BABL[patch.format][0], bytes(patch.data))
+        buffer.flush()
+        layer.update(0, 0, patch.width, patch.height)
+
+    def add_results(self, patches: list[Patch], names: list[str]) -> None:
+        """New layers directly above the drawable (in a group when there are several), all in
+        one undo group so that one Ctrl+Z takes them away."""
+        parent = self.drawable.get_parent()
+        position = self.image.get_item_position(self.drawable)
+        self.image.undo_group_start()
+        try:
+            if len(patches) > 1:
+                self.group = Gimp.GroupLayer.new(self.image, group_name(names))
+                self.image.insert_layer(self.group, parent, position)
+                parent, position = self.group, 0
+            for i, (patch, name) in enumerate(zip(patches, names, strict=True)):
+                layer = self._new_layer(patch, name)
+                self.image.insert_layer(layer, parent, position + i)
+                self._fill(layer, patch)
+                self.layers.append(layer)
+        finally:
+            self.image.undo_group_end()
+
+
+def group_name(names: list[str]) -> str:
+    """"<prompt> ×N" from the first layer's name (which ends in " [seed S]")."""
+    first = names[0].rsplit(" [seed ", 1)[0] if names else "Paintbridge"
+    return f"{first} ×{len(names)}"

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Paintbridge for GIMP 3: inpaint, image to image and generate, under Filters ▸ Paintbridge.
+
+This file only translates between GIMP and ``plugin/`` (installed beside it): it registers
+the procedures, reads their arguments into ``GenerationSettings``, runs one job through
+``plugin.session.Session`` and reports progress and errors the GIMP way. Every procedure
+runs non-interactively with the same arguments, so scripts and batch mode can use it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+# pyzmq, when the installer vendored it for a GIMP that bundles its own Python
+if os.path.isdir(os.path.join(HERE, "vendor")):
+    sys.path.insert(0, os.path.join(HERE, "vendor"))
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
+from paintbridge_errors import PaintbridgeError  # noqa: E402
+
+#: procedure name -> (job kind, menu label, blurb, default strength)
+PROCEDURES = {
+    "paintbridge-inpaint": ("inpaint", "_Inpaint selection…",
+                            "Repaint the selection with Stable Diffusion", 1.0),
+    "paintbridge-img2img": ("img2img", "I_mage to image…",
+                            "Redraw the selection, or the whole layer, guided by a prompt", 0.6),
+    "paintbridge-generate": ("txt2img", "_Generate into selection…",
+                             "Paint new content into the selection from a prompt alone", 1.0),
+}
+MENU = "<Image>/Filters/Paintbridge"
+START_WAIT_S = 120.0     # how long a freshly started daemon may take to answer
+RW = GObject.ParamFlags.READWRITE
+FIELDS = ["prompt", "negative-prompt", "model", "strength", "steps", "cfg", "sampler", "seed",
+          "count", "padding"]
+
+
+def samplers() -> Gimp.Choice:
+    """The daemon's sampler names (kept in step with plugin.protocol.SAMPLERS by a test)."""
+    choice = Gimp.Choice.new()
+    labels = {"default": "Model default", "euler": "Euler", "euler_a": "Euler ancestral",
+              "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_karras": "DPM++ 2M Karras", "ddim": "DDIM",
+              "lcm": "LCM", "pndm": "PNDM", "unipc": "UniPC"}
+    for i, (nick, label) in enumerate(labels.items()):
+        choice.add(nick, i, label, "")
+    return choice
+
+
+def add_arguments(proc: Gimp.Procedure, strength: float) -> None:
+    proc.add_string_argument("prompt", "_Prompt", "What to paint", "", RW)
+    proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
+    proc.add_string_argument("model", "Mo_del", "Model name; empty: the daemon's default", "",
+                             RW)
+    proc.add_double_argument("strength", "Stren_gth", "How much to change (1: repaint fully; "
+                             "ignored by generate)", 0.0, 1.0, strength, RW)
+    proc.add_int_argument("steps", "S_teps", "Denoising steps; 0: the model's default", 0, 200,
+                          0, RW)
+    proc.add_double_argument("cfg", "C_FG", "Prompt guidance scale; 0: the model's default",
+                             0.0, 50.0, 0.0, RW)
+    proc.add_choice_argument("sampler", "Sa_mpler", "Sampler", samplers(), "default", RW)
+    proc.add_int_argument("seed", "S_eed", "Seed; -1: a random seed", -1, 2**31 - 1, -1, RW)
+    proc.add_int_argument("count", "Co_unt", "Variations; more than one go into a layer group",
+                          1, 8, 1, RW)
+    proc.add_int_argument("padding", "Conte_xt padding", "Context around the selection in "
+                          "pixels; -1: automatic", -1, 8192, -1, RW)
+    proc.add_int_argument("grow", "Grow", "Grow the selection by this many pixels", 0, 512, 4,
+                          RW)
+    proc.add_int_argument("feather", "Feather", "Soften the result's edge inside the grown "
+                          "selection by this many pixels", 0, 512, 4, RW)
+    proc.add_string_argument("endpoint", "Daemon endpoint", "ZeroMQ endpoint of the daemon; "
+                             "empty: $PAINTBRIDGE_ENDPOINT or tcp://127.0.0.1:47610", "", RW)
+
+
+def settings_from_config(config: Gimp.ProcedureConfig, kind: str):  # -> GenerationSettings
+    """The procedure's arguments as plugin/'s settings (0 and -1 mean "the default")."""
+    from plugin.session import GenerationSettings
+
+    def get(name: str):
+        return config.get_property(name)
+
+    return GenerationSettings(
+        prompt=get("prompt") or "", negative_prompt=get("negative-prompt") or "",
+        model=get("model") or None, mode=kind,
+        strength=None if kind == "txt2img" else float(get("strength")),
+        steps=get("steps") or None, guidance=get("cfg") or None,
+        sampler=get("sampler") or "default",
+        seed=None if get("seed") < 0 else get("seed"), count=get("count"),
+        padding=None if get("padding") < 0 else get("padding"),
+        grow=get("grow"), feather=get("feather"))
+
+
+def error_values(procedure: Gimp.Procedure, message: str,
+                 status: Gimp.PDBStatusType = Gimp.PDBStatusType.EXECUTION_ERROR):
+    error = GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0)
+    return procedure.new_return_values(status, error)
+
+
+class Paintbridge(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return list(PROCEDURES)
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        kind, label, blurb, strength = PROCEDURES[name]
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label(label)
+        proc.add_menu_path(MENU)
+        proc.set_documentation(blurb, blurb + " through a local paintbridge daemon. The result "
+                               "is a new layer above the active one (a layer group for several "
+                               "variations); the image's own layers are never changed.", name)
+        proc.set_attribution("paintbridge", "paintbridge", "2026")
+        add_arguments(proc, strength)
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        """GIMP shows a returned error's message itself, so errors are only returned."""
+        kind = PROCEDURES[procedure.get_name()][0]
+        try:
+            return self._run(procedure, kind, run_mode, image, drawables, config)
+        except PaintbridgeError as exc:
+            return error_values(procedure, str(exc))
+
+    def _run(self, procedure, kind, run_mode, image, drawables, config):
+        # From the menu (a dialog, or Repeat with the last values) the user is there to be
+        # asked and to press Cancel; scripts and batch runs are never asked anything.
+        with_user = run_mode != Gimp.RunMode.NONINTERACTIVE
+        if len(drawables) != 1:
+            raise PaintbridgeError("Paintbridge works on one layer: select exactly one.")
+        if kind == "inpaint" and Gimp.Selection.is_empty(image):
+            raise PaintbridgeError("Inpaint needs a selection: select the area to repaint "
+                                   "first.")
+        try:
+            from plugin.client import DaemonError, JobState, default_endpoint
+            from plugin.protocol import ProtocolError
+            from plugin.session import Session, UnsupportedDocument
+        except ImportError as exc:
+            raise PaintbridgeError(f"Paintbridge cannot load its client ({exc}). GIMP's Python "
+                                   f"({sys.executable}) needs pyzmq: on Debian/Ubuntu install "
+                                   "python3-zmq; where GIMP bundles Python, run `paintbridge "
+                                   "install gimp` again.") from exc
+        import gimp_job
+        from gimp_document import GimpDocument
+
+        endpoint = config.get_property("endpoint") or default_endpoint()
+        session = Session(endpoint)
+        try:
+            if with_user:
+                import gimp_dialogs
+
+                if not (session.check(timeout=1.0) or
+                        gimp_dialogs.offer_daemon(session, endpoint, START_WAIT_S)):
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                if not gimp_dialogs.settings_dialog(procedure, config, session, FIELDS):
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            elif not session.check(timeout=2.0):
+                raise PaintbridgeError(
+                    f"Paintbridge: {session.last_error} (or run this filter from the Filters "
+                    "▸ Paintbridge menu, which offers to start it).")
+            settings = settings_from_config(config, kind)
+            try:
+                doc = GimpDocument(image, drawables[0])
+                job = session.submit(doc, settings)
+            except (ValueError, UnsupportedDocument) as exc:
+                raise PaintbridgeError(str(exc)) from exc
+            except (DaemonError, ProtocolError) as exc:
+                raise PaintbridgeError(f"Paintbridge could not send the job: {exc}") from exc
+            gimp_job.wait(session, job, kind, with_user)
+            if job.state is JobState.CANCELLED:
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            if job.state is not JobState.DONE:
+                raise PaintbridgeError(f"Paintbridge failed: {job.error_message} "
+                                       f"[{job.error_code}]")
+            session.deliver(doc)
+            Gimp.displays_flush()
+            return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+        finally:
+            session.close()
+
+
+Gimp.main(Paintbridge.__gtype__, sys.argv)

@@ -1,0 +1,280 @@
+"""Runs inside GIMP 3 (gimp-console-3.0 --batch-interpreter python-fu-eval) in the chroot.
+
+Calls the installed Paintbridge procedures non-interactively, as a script would, and writes
+what it observed to $PB_OUT/results.json for tests/test_gimp.py to judge. It judges nothing
+itself: every number the assertions need is recorded.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import traceback
+
+from gi.repository import Gegl, Gimp, Gio
+
+OUT = os.environ["PB_OUT"]
+ENDPOINT = os.environ["PB_ENDPOINT"]
+DEAD_ENDPOINT = os.environ["PB_DEAD_ENDPOINT"]
+PLUG_IN_DIR = os.environ["PB_PLUG_IN_DIR"]
+PDB = Gimp.get_pdb()
+W, H = 96, 72
+SEL = (32, 24, 24, 20)  # x, y, w, h
+
+
+def gradient(w, h):
+    """An 8-bit RGBA test picture with a different value in every pixel."""
+    return bytes(v for y in range(h) for x in range(w)
+                 for v in ((x * 255) // max(1, w - 1), (y * 255) // max(1, h - 1),
+                           (x * y) % 256, 255))
+
+
+def make_image(precision=Gimp.Precision.U8_NON_LINEAR, gray=False, grouped=False):
+    """Two layers, "bottom" (with a layer mask) and "top" (smaller, offset), bottom active;
+    ``grouped`` puts "bottom" into a layer group "folder"."""
+    base = Gimp.ImageBaseType.GRAY if gray else Gimp.ImageBaseType.RGB
+    kind = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
+    img = Gimp.Image.new_with_precision(W, H, base, precision)
+    bottom = Gimp.Layer.new(img, "bottom", W, H, kind, 100.0, Gimp.LayerMode.NORMAL)
+    parent = None
+    if grouped:
+        parent = Gimp.GroupLayer.new(img, "folder")
+        img.insert_layer(parent, None, 0)
+    img.insert_layer(bottom, parent, 0)
+    buf = bottom.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, W, H), "R'G'B'A u8", gradient(W, H))
+    buf.flush()
+    mask = bottom.create_mask(Gimp.AddMaskType.WHITE)
+    bottom.add_mask(mask)
+    top = Gimp.Layer.new(img, "top", 40, 30, kind, 60.0, Gimp.LayerMode.NORMAL)
+    img.insert_layer(top, None, 0)
+    top.set_offsets(4, 6)
+    tb = top.get_buffer()
+    tb.set(Gegl.Rectangle.new(0, 0, 40, 30), "R'G'B'A u8", gradient(40, 30)[::-1])
+    tb.flush()
+    img.set_selected_layers([bottom])
+    return img, bottom, top
+
+
+def raw(drawable):
+    """All of a drawable's pixels as float (lossless for every precision: identity checks)."""
+    buf = drawable.get_buffer()
+    fmt = "Y float" if isinstance(drawable, Gimp.Channel) else "RGBA float"
+    return bytes(buf.get(Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height()),
+                         1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
+def composite(img):
+    """The visible image as 8-bit RGBA, row-major."""
+    dup = img.duplicate()
+    merged = dup.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
+    _, ox, oy = merged.get_offsets()
+    data = bytes(merged.get_buffer().get(Gegl.Rectangle.new(-ox, -oy, W, H), 1.0,
+                                         "R'G'B'A u8", Gegl.AbyssPolicy.NONE))
+    dup.delete()
+    return data
+
+
+def tree(items):
+    out = []
+    for item in items:
+        entry = {"name": item.get_name()}
+        if item.is_group_layer():
+            entry["children"] = tree(item.get_children())
+        else:
+            _, x, y = item.get_offsets()
+            entry.update(x=x, y=y, w=item.get_width(), h=item.get_height())
+        out.append(entry)
+    return out
+
+
+def digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def state(img, bottom, top):
+    """Everything the plug-in must leave alone, fingerprinted."""
+    sel = Gimp.Selection.bounds(img)
+    return {"bottom": digest(raw(bottom)), "bottom_mask": digest(raw(bottom.get_mask())),
+            "top": digest(raw(top)), "selection": list(sel[1:]),
+            "selection_px": digest(raw(img.get_selection())),
+            "size": [img.get_width(), img.get_height()],
+            "precision": img.get_precision().value_nick}
+
+
+def run_procedure(name, img, drawable, **args):
+    proc = PDB.lookup_procedure(name)
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", img)
+    config.set_core_object_array("drawables", [drawable])
+    for key, value in args.items():
+        config.set_property(key.replace("_", "-"), value)
+    result = proc.run(config)
+    status = result.index(0)
+    message = result.index(1) if result.length() > 1 else None
+    return status.value_nick, message
+
+
+def alpha_stats(layer, img):
+    """Where a result layer is opaque, in canvas coordinates, and whether its values use
+    the depth of the image (16-bit values that are not 8-bit values scaled)."""
+    w, h = layer.get_width(), layer.get_height()
+    _, ox, oy = layer.get_offsets()
+    a8 = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8",
+                                      Gegl.AbyssPolicy.NONE))
+    alpha = [(ox + i % w, oy + i // w) for i in range(w * h) if a8[4 * i + 3]]
+    xs, ys = [p[0] for p in alpha] or [0], [p[1] for p in alpha] or [0]
+    out = {"name": layer.get_name(), "opaque": len(alpha),
+           "box": [min(xs), min(ys), max(xs) + 1, max(ys) + 1]}
+    if not img.get_precision().value_nick.startswith("u8"):
+        import struct
+
+        d16 = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0,
+                                           "R'G'B'A u16", Gegl.AbyssPolicy.NONE))
+        vals = struct.unpack(f"<{len(d16) // 2}H", d16)
+        rgb = [v for i, v in enumerate(vals) if i % 4 != 3 and vals[i - i % 4 + 3] == 65535]
+        out["not_8bit"] = sum(v % 257 != 0 for v in rgb)
+        out["rgb_values"] = len(rgb)
+    return out
+
+
+def changes(before, after, box):
+    """Pixels of the composite that changed inside and outside ``box`` (x1, y1, x2, y2)."""
+    inside = outside = n_in = 0
+    for i in range(W * H):
+        x, y = i % W, i // W
+        diff = before[4 * i:4 * i + 4] != after[4 * i:4 * i + 4]
+        if box[0] <= x < box[2] and box[1] <= y < box[3]:
+            n_in += 1
+            inside += diff
+        else:
+            outside += diff
+    return {"inside": inside, "inside_total": n_in, "outside": outside}
+
+
+COMMON = {"prompt": "a red apple", "steps": 3, "seed": 7, "grow": 0, "feather": 0,
+          "padding": 8, "endpoint": ENDPOINT}
+
+
+def case(name, proc, precision=Gimp.Precision.U8_NON_LINEAR, select=True, on_top=False,
+         box=None, gray=False, grouped=False, on_mask=False, **args):
+    """One procedure call on a fresh image; ``box`` (x1, y1, x2, y2) is where changes may
+    appear (default: the selection)."""
+    img, bottom, top = make_image(precision, gray, grouped)
+    if select:
+        img.select_rectangle(Gimp.ChannelOps.REPLACE, *SEL)
+    drawable = top if on_top else bottom.get_mask() if on_mask else bottom
+    before, comp0 = state(img, bottom, top), composite(img)
+    status, message = run_procedure(proc, img, drawable, **{**COMMON, **args})
+    res = {"status": status, "message": message, "before": before,
+           "after": state(img, bottom, top), "tree": tree(img.get_layers())}
+    comp1 = composite(img)
+    x, y, w, h = SEL
+    res["box"] = box or [x, y, x + w, y + h]
+    res["changes"] = changes(comp0, comp1, res["box"])
+    res["results"] = [alpha_stats(layer, img) for layer in walk(img.get_layers())
+                      if layer.get_name() not in ("bottom", "top")]
+    img.delete()
+    return res
+
+
+def walk(items):
+    for item in items:
+        if item.is_group_layer():
+            yield from walk(item.get_children())
+        else:
+            yield item
+
+
+def undo_group_trace():
+    """Drive the plug-in's own GimpDocument.add_results on a real image through a proxy that
+    records the calls: every change must fall between one undo_group_start/end pair."""
+    sys.path.insert(0, os.path.join(PLUG_IN_DIR, "paintbridge"))
+    from gimp_document import GimpDocument
+
+    from plugin.client import Patch
+
+    img, bottom, top = make_image()
+    calls = []
+    patched = [(Gimp.Image, "undo_group_start"), (Gimp.Image, "undo_group_end"),
+               (Gimp.Image, "insert_layer"), (Gimp.Item, "set_name"),
+               (Gimp.Layer, "set_offsets"), (Gimp.Drawable, "update")]
+    originals = [(cls, attr, getattr(cls, attr)) for cls, attr in patched]
+
+    def recorder(attr, target):
+        def call(*a, **k):
+            calls.append(attr)
+            return target(*a, **k)
+        return call
+
+    for cls, attr, target in originals:
+        setattr(cls, attr, recorder(attr, target))
+    try:
+        doc = GimpDocument(img, bottom)
+        patches = [Patch(2, 3, 4, 5, "rgba8", s, bytes([9, 8, 7, 255]) * 20) for s in (1, 2)]
+        doc.add_results(patches, ["p [seed 1]", "p [seed 2]"])
+    finally:
+        for cls, attr, target in originals:
+            setattr(cls, attr, target)
+    tr = tree(img.get_layers())
+    img.delete()
+    return {"calls": calls, "tree": tr}
+
+
+def picture():
+    """For docs/gimp.md: the sample picture, a circle selected where its mask is white,
+    inpainted through the procedure; before and after are exported as PNG."""
+    src = os.environ["PB_PICTURE_SOURCE"]
+    img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(src))
+    layer = img.get_layers()[0]
+    img.select_ellipse(Gimp.ChannelOps.REPLACE, 140, 70, 91, 91)
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
+                   Gio.File.new_for_path(os.path.join(OUT, "picture-before.png")), None)
+    status, message = run_procedure("paintbridge-inpaint", img, layer, prompt="a red circle",
+                                    seed=1, steps=20, endpoint=ENDPOINT)
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
+                   Gio.File.new_for_path(os.path.join(OUT, "picture-after.png")), None)
+    layers = [item.get_name() for item in img.get_layers()]
+    img.delete()
+    return {"status": status, "message": message, "layers": layers}
+
+
+def main():
+    results = {}
+    cases = {
+        "inpaint_rgb8": ("paintbridge-inpaint", {}),
+        "inpaint_u16_linear": ("paintbridge-inpaint", {"precision": Gimp.Precision.U16_LINEAR}),
+        "inpaint_float": ("paintbridge-inpaint",
+                          {"precision": Gimp.Precision.FLOAT_NON_LINEAR}),
+        "img2img_layer": ("paintbridge-img2img", {"select": False, "on_top": True,
+                                                  "strength": 0.7, "box": [4, 6, 44, 36]}),
+        "generate_selection": ("paintbridge-generate", {}),
+        "batch_group": ("paintbridge-inpaint", {"count": 2}),
+        "inpaint_gray8": ("paintbridge-inpaint", {"gray": True}),
+        "inpaint_in_group_on_mask": ("paintbridge-inpaint", {"grouped": True, "on_mask": True}),
+        "daemon_stopped": ("paintbridge-inpaint", {"endpoint": DEAD_ENDPOINT}),
+        "inpaint_no_selection": ("paintbridge-inpaint", {"select": False}),
+    }
+    only = os.environ.get("PB_ONLY")
+    for name, (proc, kw) in cases.items():
+        if only and name not in only.split(","):
+            continue
+        try:
+            results[name] = case(name, proc, **kw)
+        except Exception:
+            results[name] = {"exception": traceback.format_exc()}
+    if os.environ.get("PB_PICTURE_SOURCE"):
+        try:
+            results["picture"] = picture()
+        except Exception:
+            results["picture"] = {"exception": traceback.format_exc()}
+    try:
+        results["undo_group"] = undo_group_trace()
+    except Exception:
+        results["undo_group"] = {"exception": traceback.format_exc()}
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+main()

@@ -1,0 +1,373 @@
+"""The GIMP 3 plug-in in the real GIMP 3.0.4, driven in batch mode against a real daemon.
+
+GIMP 3 exists only in Debian trixie, so it runs in a trixie chroot that
+scripts/ensure_gimp_chroot.sh builds once into a cache folder. The chroot shares the host's
+network, so the plug-in inside reaches the daemon on the host's loopback. Installing uses
+`paintbridge install gimp` as a user would; tests/gimp/cases.py calls the registered
+procedures non-interactively inside GIMP and records what it saw; the tests here judge it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from .conftest import DaemonProc, free_port, start_daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+ENSURE = ROOT / "scripts" / "ensure_gimp_chroot.sh"
+CASES = Path(__file__).resolve().parent / "gimp" / "cases.py"
+UI_CASES = Path(__file__).resolve().parent / "gimp" / "ui_cases.py"
+EMBEDDED = ROOT / "backend" / "default_model" / "model_index.json"
+SEL_BOX = [32, 24, 56, 44]           # tests/gimp/cases.py SEL as x1, y1, x2, y2
+GIMP_TIMEOUT_S = 300
+SAMPLE = ROOT / "samples" / "sample.png"
+#: set to a folder to also write the pictures of docs/gimp.md there (result and dialog)
+PICTURES = os.environ.get("PAINTBRIDGE_GIMP_PICTURES")
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                                reason="the GIMP 3 chroot needs root (debootstrap, chroot)")
+
+
+def ensure_chroot() -> Path:
+    out = subprocess.run(["sh", str(ENSURE)], capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, f"ensure_gimp_chroot.sh failed:\n{out.stdout}\n{out.stderr}"
+    chroot = Path(out.stdout.strip().splitlines()[-1])
+    assert (chroot / "usr" / "bin" / "gimp-console-3.0").exists(), out.stdout
+    return chroot
+
+
+def daemon_args(request: pytest.FixtureRequest) -> list[str]:
+    """The embedded default model when it is there (PAINTBRIDGE_GIMP_MODEL=tiny overrides);
+    else the tiny inpainting model."""
+    if EMBEDDED.is_file() and os.environ.get("PAINTBRIDGE_GIMP_MODEL") != "tiny":
+        return []
+    tiny = request.getfixturevalue("tiny_models")
+    return ["--models", str(tiny.models_dir), "--default-model", "tiny-inpainting",
+            "--no-embedded"]
+
+
+def paintbridge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def gimp_command(chroot: Path, inside: str, script: str, env: dict[str, str]) -> list[str]:
+    """gimp-console-3.0 in the chroot with a clean environment, running ``script`` (a path
+    inside the chroot) in GIMP's Python batch interpreter."""
+    base = {"HOME": f"{inside}/home", "PB_OUT": inside,
+            "PB_PLUG_IN_DIR": f"{inside}/home/.config/GIMP/3.0/plug-ins",
+            "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    return ["chroot", str(chroot), "env", "-i",
+            *(f"{k}={v}" for k, v in {**base, **env}.items()),
+            "gimp-console-3.0", "-i", "--batch-interpreter", "python-fu-eval", "-b",
+            f"exec(open('{script}').read())", "--quit"]
+
+
+def run_gimp(chroot: Path, inside: str, script: str, env: dict[str, str]
+             ) -> subprocess.CompletedProcess:
+    return subprocess.run(gimp_command(chroot, inside, script, env), capture_output=True,
+                          text=True, timeout=GIMP_TIMEOUT_S)
+
+
+def popen_gimp(chroot: Path, inside: str, script: str, env: dict[str, str], log: IO[bytes]
+               ) -> subprocess.Popen:
+    """Like run_gimp, but returns at once (for tests that act while GIMP runs)."""
+    return subprocess.Popen(gimp_command(chroot, inside, script, env), stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def gimp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[dict[str, Any]]:
+    """Install the plug-in into a fresh GIMP profile in the chroot and start a daemon."""
+    chroot = ensure_chroot()
+    work = Path(tempfile.mkdtemp(prefix="paintbridge-test-", dir=chroot / "tmp"))
+    inside = "/" + str(work.relative_to(chroot))           # the same folder seen from inside
+    plug_ins = work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
+    log_dir = tmp_path_factory.mktemp("gimp")
+    daemon = None
+    try:
+        installed = paintbridge("install", "gimp", "--plug-ins", str(plug_ins))
+        assert installed.returncode == 0, installed.stderr
+        shutil.copy(CASES, work / "cases.py")
+        shutil.copy(UI_CASES, work / "ui_cases.py")
+        daemon = start_daemon(log_dir, *daemon_args(request))
+        env = {"PB_ENDPOINT": daemon.endpoint,
+               "PB_DEAD_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
+        if PICTURES:
+            shutil.copy(SAMPLE, work / "sample.png")
+            env["PB_PICTURE_SOURCE"] = f"{inside}/sample.png"
+        yield {"chroot": chroot, "work": work, "inside": inside, "plug_ins": plug_ins,
+               "log_dir": log_dir, "env": env}
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cases(gimp: dict[str, Any]) -> dict[str, Any]:
+    """Every procedure case in one GIMP run (tests/gimp/cases.py)."""
+    start = time.monotonic()
+    run = run_gimp(gimp["chroot"], gimp["inside"], f"{gimp['inside']}/cases.py", gimp["env"])
+    gimp["seconds"] = time.monotonic() - start
+    (gimp["log_dir"] / "gimp.log").write_text(run.stdout + run.stderr)
+    out = gimp["work"] / "results.json"
+    assert out.exists(), f"GIMP wrote no results:\n{run.stderr[-4000:]}"
+    return {"results": json.loads(out.read_text()), **gimp}
+
+
+@pytest.fixture(scope="module")
+def ui(gimp: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The interactive pieces under a private Xvfb; the chroot shares the network namespace,
+    so GTK inside reaches the X server's abstract socket without any mount.
+
+    For "Start daemon" the installed record's command becomes a stand-in inside the chroot
+    (the real one is a host path): it leaves its arguments in a file, and this fixture starts
+    a real daemon on the host with them, as the real command would have."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("Xvfb is not installed on the host (apt-get install xvfb)")
+    work, inside = gimp["work"], gimp["inside"]
+    stand_in = work / "serve-stand-in.sh"
+    stand_in.write_text(f"#!/bin/sh\necho \"$@\" > {inside}/serve-request.tmp\n"
+                        f"mv {inside}/serve-request.tmp {inside}/serve-request\n")
+    stand_in.chmod(0o755)
+    record = gimp["plug_ins"] / "paintbridge" / "paintbridge-install.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()),
+                                  "command": [f"{inside}/serve-stand-in.sh"]}))
+    display = next(n for n in range(90, 200) if not Path(f"/tmp/.X{n}-lock").exists())
+    server = subprocess.Popen([xvfb, f":{display}", "-screen", "0", "1024x768x24",
+                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    started: DaemonProc | None = None
+    try:
+        time.sleep(1.0)
+        env = {**gimp["env"], "DISPLAY": f":{display}",
+               "PB_START_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
+        gimp_log = gimp["log_dir"] / "gimp-ui.log"
+        with gimp_log.open("wb") as log_file:
+            proc = popen_gimp(gimp["chroot"], inside, f"{inside}/ui_cases.py", env, log_file)
+        deadline = time.monotonic() + GIMP_TIMEOUT_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            asked = work / "serve-request"
+            if started is None and asked.exists():
+                args = asked.read_text().split()      # serve --bind ENDPOINT
+                assert args[:2] == ["serve", "--bind"], args
+                started = serve_at(args[2], gimp["log_dir"], daemon_args(request))
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log = gimp_log.read_text(errors="replace")
+    finally:
+        server.terminate()
+        server.wait(10)
+        if started is not None:
+            started.stop()
+    out = work / "ui_results.json"
+    assert out.exists(), f"GIMP wrote no results:\n{log[-4000:]}"
+    return json.loads(out.read_text())
+
+
+def serve_at(endpoint: str, log_dir: Path, args: list[str]) -> DaemonProc:
+    """A real daemon bound where the plug-in asked (start_daemon picks its own port)."""
+    log = log_dir / "started-daemon.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
+               XDG_CONFIG_HOME=str(log_dir / "xdg"))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", endpoint,
+                                 "--threads", "1", *args], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+    return DaemonProc(proc, endpoint, log)
+
+
+def result(cases: dict[str, Any], name: str) -> dict[str, Any]:
+    res = cases["results"][name]
+    assert "exception" not in res, res["exception"]
+    return res
+
+
+def assert_untouched(res: dict[str, Any]) -> None:
+    """The user's layers, layer mask, selection, size and precision are as before."""
+    assert res["after"] == res["before"]
+
+
+def assert_one_result_above(res: dict[str, Any], below: str) -> str:
+    names = [n["name"] for n in res["tree"]]
+    assert len(names) == 3 and names[names.index(below) - 1] not in ("top", "bottom"), names
+    return names[names.index(below) - 1]
+
+
+def assert_changed_inside_only(res: dict[str, Any]) -> None:
+    c = res["changes"]
+    assert c["outside"] == 0, c
+    assert c["inside"] >= 0.9 * c["inside_total"], c
+
+
+@pytest.mark.parametrize("case", ["inpaint_rgb8", "inpaint_u16_linear", "inpaint_float"])
+def test_inpaint_selection(cases: dict[str, Any], case: str) -> None:
+    res = result(cases, case)
+    assert res["status"] == "success", res["message"]
+    assert_untouched(res)
+    name = assert_one_result_above(res, "bottom")
+    assert name == "a red apple [seed 7]"
+    assert_changed_inside_only(res)
+    (layer,) = res["results"]
+    assert layer["box"] == SEL_BOX and layer["opaque"] == 24 * 20
+    if case != "inpaint_rgb8":
+        # Sent and written at the image's depth: most 16-bit values are not 8-bit values
+        # scaled by 257, which an 8-bit round trip would produce.
+        assert layer["not_8bit"] > 0.5 * layer["rgb_values"], layer
+
+
+def test_inpaint_grayscale_image(cases: dict[str, Any]) -> None:
+    res = result(cases, "inpaint_gray8")
+    assert res["status"] == "success", res["message"]
+    assert_untouched(res)
+    assert_one_result_above(res, "bottom")
+    assert_changed_inside_only(res)
+
+
+def test_layer_mask_stands_for_its_layer_inside_a_group(cases: dict[str, Any]) -> None:
+    """The user's mask is selected and "bottom" sits in a group: the result goes into the
+    group directly above "bottom", and the mask is left as it was."""
+    res = result(cases, "inpaint_in_group_on_mask")
+    assert res["status"] == "success", res["message"]
+    assert_untouched(res)
+    top, folder = res["tree"]
+    assert top["name"] == "top" and folder["name"] == "folder"
+    assert [c["name"] for c in folder["children"]] == ["a red apple [seed 7]", "bottom"]
+    assert_changed_inside_only(res)
+
+
+def test_img2img_whole_layer(cases: dict[str, Any]) -> None:
+    res = result(cases, "img2img_layer")
+    assert res["status"] == "success", res["message"]
+    assert_untouched(res)
+    assert [n["name"] for n in res["tree"]] == ["a red apple [seed 7]", "top", "bottom"]
+    new = res["tree"][0]
+    assert (new["x"], new["y"], new["w"], new["h"]) == (4, 6, 40, 30)  # the layer, not canvas
+    assert res["changes"]["outside"] == 0 and res["changes"]["inside"] > 0
+
+
+def test_generate_into_selection(cases: dict[str, Any]) -> None:
+    res = result(cases, "generate_selection")
+    assert res["status"] == "success", res["message"]
+    assert_untouched(res)
+    assert_one_result_above(res, "bottom")
+    assert_changed_inside_only(res)
+    assert res["results"][0]["box"] == SEL_BOX
+
+
+def test_batch_goes_into_a_group(cases: dict[str, Any]) -> None:
+    res = result(cases, "batch_group")
+    assert res["status"] == "success", res["message"]
+    assert_untouched(res)
+    top, group, bottom = res["tree"]
+    assert (top["name"], bottom["name"]) == ("top", "bottom")
+    assert group["name"] == "a red apple ×2"
+    assert [c["name"] for c in group["children"]] == ["a red apple [seed 7]",
+                                                      "a red apple [seed 8]"]
+    assert_changed_inside_only(res)
+
+
+def test_all_changes_in_one_undo_group(cases: dict[str, Any]) -> None:
+    """The plug-in's own add_results on a real image: every change the undo stack records
+    (inserting layers, moving them) happens between one group start and its end."""
+    res = result(cases, "undo_group")
+    calls = res["calls"]
+    assert calls[0] == "undo_group_start" and calls[-1] == "undo_group_end", calls
+    assert calls.count("undo_group_start") == 1 and calls.count("undo_group_end") == 1
+    assert calls.count("insert_layer") == 3  # the group and its two layers
+
+
+def test_daemon_stopped_is_an_error_and_changes_nothing(cases: dict[str, Any]) -> None:
+    res = result(cases, "daemon_stopped")
+    assert res["status"] == "execution-error"
+    assert "no paintbridge daemon answers" in res["message"]
+    assert "paintbridge serve" in res["message"]
+    assert_untouched(res)
+    assert [n["name"] for n in res["tree"]] == ["top", "bottom"]
+    assert res["changes"] == {"inside": 0, "inside_total": 480, "outside": 0}
+
+
+def test_inpaint_without_selection_explains(cases: dict[str, Any]) -> None:
+    res = result(cases, "inpaint_no_selection")
+    assert res["status"] == "execution-error"
+    assert "needs a selection" in res["message"]
+    assert_untouched(res)
+    assert [n["name"] for n in res["tree"]] == ["top", "bottom"]
+
+
+def test_settings_dialog_runs(ui: dict[str, Any]) -> None:
+    res = ui["settings_dialog"]
+    assert "exception" not in res, res.get("exception")
+    assert res == {"ok": True, "seen": ["Inpaint selection"], "prompt": "a cat"}
+
+
+def test_no_daemon_offer_explains(ui: dict[str, Any]) -> None:
+    """A non-loopback endpoint: no Start button, only how to start the daemon."""
+    res = ui["offer"]
+    assert "exception" not in res, res.get("exception")
+    title, text, detail = res["seen"]
+    assert title == "Paintbridge" and "No paintbridge daemon answers" in text
+    assert "paintbridge serve" in detail
+    assert res["connected"] is False   # dismissed: the filter returns CANCEL, changes nothing
+
+
+def test_start_daemon_button_starts_the_recorded_command(ui: dict[str, Any]) -> None:
+    """Loopback endpoint, no daemon: "Start daemon" runs the installer's recorded command
+    (here a stand-in that has the test start a real daemon) and waits until it answers."""
+    res = ui["start"]
+    assert "exception" not in res, res.get("exception")
+    title, text, detail = res["seen"]
+    assert "No paintbridge daemon answers" in text and "keeps running" in detail
+    assert res["offered"] and res["connected"] and res["models"]
+
+
+def test_cancel_leaves_the_image_unchanged(ui: dict[str, Any]) -> None:
+    res = ui["cancel"]
+    assert "exception" not in res, res.get("exception")
+    assert res["seen"] == ["Paintbridge: Inpainting"]
+    assert res["state"] == "cancelled" and res["step"] < res["total"]
+    assert res["delivered"] == [] and res["layers"] == ["bottom"]
+
+
+@pytest.mark.skipif(not PICTURES, reason="set PAINTBRIDGE_GIMP_PICTURES=DIR to make them")
+def test_pictures_for_the_docs(cases: dict[str, Any], ui: dict[str, Any]) -> None:
+    """docs/gimp-result.png: before | after, side by side; docs/gimp-dialog.png."""
+    from PIL import Image
+
+    res = result(cases, "picture")
+    assert res["status"] == "success", res["message"]
+    assert res["layers"] == ["a red circle [seed 1]", "Background"]
+    work, out = cases["work"], Path(str(PICTURES))
+    before, after = (Image.open(work / f"picture-{n}.png").convert("RGB")
+                     for n in ("before", "after"))
+    both = Image.new("RGB", (before.width * 2 + 8, before.height), "white")
+    both.paste(before, (0, 0))
+    both.paste(after, (before.width + 8, 0))
+    both.save(out / "gimp-result.png", optimize=True)
+    Image.open(work / "dialog.png").save(out / "gimp-dialog.png", optimize=True)
+
+
+def test_uninstall_removes_what_gimp_ran(cases: dict[str, Any], ui: Any) -> None:
+    """After GIMP ran the plug-in (leaving __pycache__ behind), uninstall empties the folder."""
+    plug_ins = cases["plug_ins"]
+    assert (plug_ins / "paintbridge" / "paintbridge.py").exists()
+    out = paintbridge("install", "gimp", "--plug-ins", str(plug_ins), "--uninstall")
+    assert out.returncode == 0, out.stderr
+    assert list(plug_ins.iterdir()) == []
+    print(f"GIMP batch run: {cases['seconds']:.1f} s")
