@@ -38,6 +38,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	sh scripts/ensure_krita.sh
 	sh scripts/ensure_gimp_chroot.sh
 	$(PY) -m pytest -q
 

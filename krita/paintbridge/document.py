@@ -1,0 +1,119 @@
+"""Krita's side of ``plugin.session.Document``: read the active layer and the selection,
+write results as new layers. Nothing else; every decision is made in ``plugin/``.
+
+Pixel layouts (Krita 5.1, ``Node.pixelData``): 8- and 16-bit integer RGBA come as
+B, G, R, A; 32-bit float RGBA comes as R, G, B, A. The selection is always 8-bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PyQt5.QtCore import QByteArray
+
+from .plugin.client import Patch
+from .plugin.region import Rect
+from .plugin.session import UnsupportedDocument
+
+#: Krita (colour model, depth) -> wire format.
+FORMATS = {("RGBA", "U8"): "bgra8", ("RGBA", "U16"): "bgra16", ("RGBA", "F32"): "rgbaf32"}
+
+_MODEL_NAMES = {"CMYKA": "CMYK", "GRAYA": "grayscale", "LABA": "L*a*b*", "XYZA": "XYZ",
+                "YCbCrA": "YCbCr"}
+_DEPTH_NAMES = {"U8": "8-bit integer", "U16": "16-bit integer", "F16": "16-bit float",
+                "F32": "32-bit float"}
+
+
+def wire_format(model: str, depth: str) -> str:
+    """The wire format for a layer, or UnsupportedDocument with what to do about it."""
+    fmt = FORMATS.get((model, depth))
+    if fmt is not None:
+        return fmt
+    if model == "RGBA":
+        raise UnsupportedDocument(
+            f"Paintbridge cannot read {_DEPTH_NAMES.get(depth, depth)} RGB layers: convert "
+            "the image to 8-bit, 16-bit integer or 32-bit float RGB/Alpha "
+            "(Image ▸ Convert Image Color Space…). Nothing was sent.")
+    raise UnsupportedDocument(
+        f"Paintbridge works on RGB images; this layer is {_MODEL_NAMES.get(model, model)}. "
+        "Convert it to RGB/Alpha (Image ▸ Convert Image Color Space…) or work on an RGB "
+        "copy. Nothing was sent.")
+
+
+class KritaDocument:
+    """One Krita document and the layer a job reads from (the active one by default).
+
+    The layer is fixed when the adapter is made, so results land next to the layer that
+    was read even if the user switches layers while the job runs.
+    """
+
+    def __init__(self, doc: Any, node: Any | None = None) -> None:
+        self.doc = doc
+        self.node = node if node is not None else doc.activeNode()
+        if self.node is None:
+            raise ValueError("Select a paint layer first.")
+        if self.node.type() != "paintlayer":
+            raise ValueError(f"'{self.node.name()}' is a {self.node.type()}: select a paint "
+                             "layer to generate from.")
+        self.added: list[Any] = []   # the layers the last add_results made
+        self.group: Any = None       # ... and their group, for a batch
+
+    # ---------------------------------------------------------------- reading
+
+    def canvas(self) -> Rect:
+        return Rect(0, 0, self.doc.width(), self.doc.height())
+
+    def selection_bounds(self) -> Rect | None:
+        sel = self.doc.selection()
+        if sel is None or sel.width() <= 0 or sel.height() <= 0:
+            return None
+        return Rect(sel.x(), sel.y(), sel.width(), sel.height())
+
+    def pixel_format(self) -> str:
+        return wire_format(self.node.colorModel(), self.node.colorDepth())
+
+    def read_pixels(self, rect: Rect) -> bytes:
+        return bytes(self.node.pixelData(rect.x, rect.y, rect.width, rect.height))
+
+    def read_selection(self, rect: Rect) -> Any:
+        from .plugin.client import Frame
+
+        sel = self.doc.selection()
+        data = bytes(sel.pixelData(rect.x, rect.y, rect.width, rect.height))
+        return Frame(rect.width, rect.height, "gray8", data)
+
+    # ---------------------------------------------------------------- writing
+
+    def _new_layer(self, name: str, patch: Patch) -> Any:
+        layer = self.doc.createNode(name, "paintlayer")
+        src = self.node
+        if (layer.colorModel(), layer.colorDepth(), layer.colorProfile()) != (
+                src.colorModel(), src.colorDepth(), src.colorProfile()):
+            layer.setColorSpace(src.colorModel(), src.colorDepth(), src.colorProfile())
+        layer.setPixelData(QByteArray(bytes(patch.data)), patch.x, patch.y, patch.width,
+                           patch.height)
+        return layer
+
+    def add_results(self, patches: list[Patch], names: list[str]) -> list[Any]:
+        """One new layer above the source; several go into a new group above it, with only
+        the first visible. Returns the new paint layers."""
+        fmt = self.pixel_format()
+        for p in patches:
+            if p.format != fmt:
+                raise ValueError(f"result is {p.format}, the layer is {fmt}")
+        parent = self.node.parentNode() or self.doc.rootNode()
+        self.group = None
+        layers = [self._new_layer(name, p) for p, name in zip(patches, names, strict=True)]
+        if len(layers) == 1:
+            parent.addChildNode(layers[0], self.node)
+        else:
+            group = self.doc.createGroupLayer(f"{names[0].rsplit(' [', 1)[0]} "
+                                              f"[{len(layers)} variations]")
+            parent.addChildNode(group, self.node)
+            self.group = group
+            for i, layer in reversed(list(enumerate(layers))):  # None = on top: first ends up
+                layer.setVisible(i == 0)                          # on top, and visible
+                group.addChildNode(layer, None)
+        self.doc.refreshProjection()
+        self.added = layers
+        return layers

@@ -1,0 +1,282 @@
+"""Drives the Paintbridge docker inside the real Krita (tests/test_krita_ui.py).
+
+Loaded by the plugin when PAINTBRIDGE_KRITA_TEST_DRIVER names this file; ``start()`` runs
+once the main window exists. The script below is a generator: each ``yield`` names a
+condition to wait for, and a QTimer advances it, so Krita's event loop (and the docker's
+socket notifier) keep running between steps exactly as for a user. Results go to
+``result.json``; then Krita quits normally (so it writes kritarc), or on failure is left
+with ``os._exit`` (no quit dialogs).
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+import traceback
+
+from PyQt5.QtCore import QByteArray, Qt, QTimer
+
+from krita import Krita, Selection
+
+try:
+    from PyQt5.QtTest import QTest
+except ImportError:  # python3-pyqt5 without QtTest: fall back to direct calls
+    QTest = None
+
+W, H = 128, 96
+SEL = (40, 30, 32, 24)
+MARGIN = 12          # beyond grow (4) + feather (4): the result must not touch it
+RES = {"steps": []}
+_keep = []
+
+
+def _finish(rc):
+    _finish_write()
+    os._exit(rc)
+
+
+def _quit():
+    """Write the result, then quit Krita the normal way so that it saves its settings
+    (kritarc) as for a user; os._exit after 20 s if anything holds it up."""
+    _finish_write()
+    QTimer.singleShot(20000, lambda: os._exit(5))
+    app = Krita.instance()
+    for doc in app.documents():
+        doc.setModified(False)
+        doc.close()
+    app.action("file_quit").trigger()
+
+
+def _finish_write():
+    out = RES.get("_out")
+    if out:
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump({k: v for k, v in RES.items() if not k.startswith("_")}, f, indent=1)
+
+
+def _type(widget, text):
+    widget.setFocus()
+    if QTest is not None:
+        QTest.keyClicks(widget, text)
+    else:
+        widget.insertPlainText(text)
+
+
+def _click(button):
+    if QTest is not None:
+        QTest.mouseClick(button, Qt.LeftButton)
+    else:
+        button.click()
+
+
+def _layers(doc):
+    def walk(node):
+        out = []
+        for c in node.childNodes():
+            if c.type() == "selectionmask":
+                continue
+            out.append([c.name(), c.type(), c.visible()] + ([walk(c)] if c.type() ==
+                                                             "grouplayer" else []))
+        return out
+    return walk(doc.rootNode())
+
+
+def _projection(doc):
+    doc.refreshProjection()
+    doc.waitForDone()
+    return bytes(doc.pixelData(0, 0, W, H))
+
+
+def _compare(before, after):
+    """Changed pixels inside the selection's core, changed pixels outside its margin."""
+    x0, y0, w, h = SEL
+    inside = outside = 0
+    for y in range(H):
+        for x in range(W):
+            i = (y * W + x) * 4
+            diff = before[i:i + 4] != after[i:i + 4]
+            if x0 <= x < x0 + w and y0 <= y < y0 + h:
+                inside += diff
+            elif not (x0 - MARGIN <= x < x0 + w + MARGIN and y0 - MARGIN <= y < y0 + h + MARGIN):
+                outside += diff
+    return {"inside_changed": inside, "inside_total": w * h, "outside_changed": outside}
+
+
+def script(cfg):
+    app = Krita.instance()
+    window = app.activeWindow()
+    doc = app.createDocument(W, H, "paintbridge-ui", "RGBA", "U8", "", 72.0)
+    layer = doc.rootNode().childNodes()[0]
+    px = b"".join(bytes((x * 2, y * 2, 180, 255)) for y in range(H) for x in range(W))
+    layer.setPixelData(QByteArray(px), 0, 0, W, H)
+    window.addView(doc)
+    yield "document shown", lambda: app.activeDocument() == doc, 20
+    doc.setActiveNode(layer)
+    sel = Selection()
+    sel.select(*SEL, 255)
+    doc.setSelection(sel)
+    source = bytes(layer.pixelData(0, 0, W, H))
+    from paintbridge.docker import active_docker
+
+    docker = active_docker()
+    RES["docker_found"] = docker is not None
+    docker.setVisible(True)
+    docker.raise_()
+    yield "connected", lambda: docker.session.connected, 120
+    RES["models"] = [docker.model_combo.itemText(i) for i in range(docker.model_combo.count())]
+    RES["status_connected"] = docker.status_label.text()
+
+    # --- 1. generate into the selection
+    before = _projection(doc)
+    _type(docker.prompt_edit, "a red apple")
+    docker.steps_spin.setValue(4)
+    docker.seed_random.setChecked(False)
+    docker.seed_edit.setText("42")
+    t0 = time.monotonic()
+    _click(docker.generate_button)
+    RES["running_after_click"] = not docker.generate_button.isEnabled()
+    yield "first result", lambda: docker.target is None and docker.results_list.count() == 1, 60
+    RES["generate_seconds"] = round(time.monotonic() - t0, 2)
+    RES["message_1"] = docker.message_label.text()
+    RES["layers_1"] = _layers(doc)
+    # Krita activates the new layer; the docker must still read from Background next time
+    RES["active_1"] = doc.activeNode().name()
+    after = _projection(doc)
+    RES["compare_1"] = _compare(before, after)
+    RES["source_identical_1"] = bytes(layer.pixelData(0, 0, W, H)) == source
+    RES["size_1"] = [doc.width(), doc.height()]
+    sel_now = doc.selection()
+    RES["selection_1"] = [sel_now.x(), sel_now.y(), sel_now.width(), sel_now.height()]
+    out = cfg["out"]
+    docker.grab().save(os.path.join(out, "docker.png"))
+    window.qwindow().grab().save(os.path.join(out, "window.png"))
+
+    # --- 2. cancel during a job: no layer, nothing changed
+    docker.steps_spin.setValue(200)
+    docker.count_spin.setValue(8)
+    _click(docker.generate_button)
+    yield "job running", lambda: (docker.session.job is not None
+                                  and docker.session.job.state.value == "running"
+                                  and docker.session.job.step > 0), 60
+    yield "a preview", lambda: docker.preview_label.pixmap() is not None and \
+        not docker.preview_label.pixmap().isNull(), 30
+    RES["preview_seen"] = True
+    RES["progress_text"] = docker.progress.text()
+    _click(docker.cancel_button)
+    yield "cancelled", lambda: docker.target is None, 60
+    RES["cancel_state"] = docker.session.job.state.value
+    RES["message_cancel"] = docker.message_label.text()
+    RES["layers_cancel"] = _layers(doc)
+    RES["unchanged_after_cancel"] = _projection(doc) == after
+    RES["source_identical_cancel"] = bytes(layer.pixelData(0, 0, W, H)) == source
+
+    # --- 3. the daemon dies mid-job: nothing is added; the docker says so, Generate explains
+    _click(docker.generate_button)
+    yield "job running again", lambda: (docker.session.job is not None
+                                        and docker.session.job.state.value == "running"
+                                        and docker.session.job.step > 0), 60
+    os.kill(cfg["daemon_pid"], signal.SIGKILL)
+    yield "job lost or failed", lambda: (docker.target is None
+                                         or getattr(docker.session.job, "lost", False)), 30
+    RES["progress_lost"] = docker.progress.text()
+    if docker.target is not None:
+        _click(docker.cancel_button)
+    RES["message_crash"] = docker.message_label.text()
+    RES["idle_after_crash"] = docker.target is None and docker.generate_button.isEnabled()
+    RES["layers_crash"] = _layers(doc)
+    RES["unchanged_after_crash"] = _projection(doc) == after
+    yield "disconnected", lambda: not docker.session.connected, 60
+    RES["status_down"] = docker.status_label.text()
+    RES["start_button_visible"] = docker.start_button.isVisible()
+    docker.steps_spin.setValue(4)
+    docker.count_spin.setValue(2)
+    _click(docker.generate_button)
+    RES["message_down"] = docker.message_label.text()
+    RES["layers_down"] = _layers(doc)
+
+    # --- 4. "Start local daemon": it comes back, the docker reconnects and works
+    _click(docker.start_button)
+    RES["start_message"] = docker.message_label.text()
+    yield "reconnected", lambda: docker.session.connected, 150
+    RES["daemon2_pid"] = docker.daemon_proc.pid if docker.daemon_proc else None
+    _click(docker.generate_button)
+    yield "batch result", lambda: docker.target is None and docker.results_list.count() == 3, 120
+    RES["message_2"] = docker.message_label.text()
+    RES["layers_2"] = _layers(doc)
+    RES["source_identical_2"] = bytes(layer.pixelData(0, 0, W, H)) == source
+    RES["settings_saved"] = json.loads(app.readSetting("paintbridge", "settings", "{}"))
+    docker.grab().save(os.path.join(out, "docker-batch.png"))
+    # clicking a result thumbnail hides/shows its layer
+    item = docker.results_list.item(0)
+    was = docker.result_layers[0].visible()
+    docker._result_clicked(item)
+    RES["thumbnail_toggles"] = docker.result_layers[0].visible() != was
+    # the registered action (default shortcut) toggles the last result
+    last = docker.result_layers[-1]
+    was = last.visible()
+    action = app.action("paintbridge_toggle_result")
+    RES["actions"] = {a: bool(app.action(a)) and app.action(a).shortcut().toString()
+                      for a in ("paintbridge_generate", "paintbridge_cancel",
+                                "paintbridge_toggle_result")}
+    action.trigger()
+    RES["action_toggles"] = last.visible() != was
+    docker.seed_random.setChecked(True)
+    _click(docker.reuse_button)
+    RES["reused_seed"] = [docker.seed_random.isChecked(), docker.seed_edit.text(),
+                          docker.settings().seed]
+    if docker.daemon_proc is not None:
+        docker.daemon_proc.terminate()
+
+
+class _Runner:
+    def __init__(self, gen):
+        self.gen, self.cond, self.deadline, self.what = gen, None, 0.0, ""
+        self.timer = QTimer()
+        self.timer.timeout.connect(self.step)
+        self.timer.start(100)
+
+    def step(self):
+        try:
+            if self.cond is not None:
+                if not self.cond():
+                    if time.monotonic() > self.deadline:
+                        raise TimeoutError(f"timed out waiting for: {self.what}")
+                    return
+                RES["steps"].append([self.what, round(time.monotonic() - RES["_t0"], 1)])
+            self.what, self.cond, limit = next(self.gen)
+            self.deadline = time.monotonic() + limit
+        except StopIteration:
+            self.timer.stop()
+            RES["ok"] = True
+            _quit()
+        except Exception:
+            RES["ok"] = False
+            RES["error"] = traceback.format_exc()
+            try:
+                from paintbridge.docker import active_docker
+
+                d = active_docker()
+                job = d.session.job
+                RES["error"] += (f"\ndocker message: {d.message_label.text()!r}; status: "
+                                 f"{d.status_label.text()!r}; progress: {d.progress.text()!r}; "
+                                 f"job: {job and (job.state.value, job.error_message)}")
+            except Exception:
+                RES["error"] += "\n(no docker state)"
+            _finish(1)
+
+
+def start():
+    with open(os.environ["PAINTBRIDGE_KRITA_TEST_CONFIG"]) as f:
+        cfg = json.load(f)
+    RES["_out"], RES["_t0"] = cfg["out"], time.monotonic()
+
+    def watchdog():
+        RES["ok"] = False
+        RES["error"] = "watchdog: the UI script did not finish"
+        _finish(4)
+
+    dog = threading.Timer(cfg.get("limit", 240), watchdog)
+    dog.daemon = True
+    dog.start()
+    _keep.append(_Runner(script(cfg)))

@@ -1,0 +1,157 @@
+"""The docker in the real Krita (xvfb-run krita), plugin installed by `paintbridge install
+krita`, a real daemon: generate into a selection, cancel mid-job, daemon stopped → clear
+error, "Start local daemon" → reconnects and works. Saves a screenshot of the docker."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TinyModels, start_daemon
+from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_bounded
+
+EMBEDDED = REPO / "backend" / "default_model" / "model_index.json"
+UI_LIMIT = 270
+
+
+def _model_setup(tiny_models: TinyModels) -> tuple[list[str], dict[str, Any]]:
+    """Daemon arguments and the daemon config file (read by the daemon that the docker's
+    "Start local daemon" starts): the embedded default model once it is trained, else the
+    tiny inpainting model."""
+    if EMBEDDED.is_file():
+        return [], {"threads": 1}
+    return (["--models", str(tiny_models.models_dir), "--no-embedded", "--default-model",
+             "tiny-inpainting"],
+            {"model_dirs": [str(tiny_models.models_dir)], "default_model": "tiny-inpainting",
+             "threads": 1})
+
+
+@pytest.fixture(scope="module")
+def ui(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    require_krita(full=True)
+    home = KritaHome(tmp_path_factory.mktemp("krita-ui"))
+    home.install()
+    args, config = _model_setup(tiny_models)
+    cfg_file = home.config / "paintbridge" / "config.json"
+    cfg_file.parent.mkdir(parents=True)
+    cfg_file.write_text(json.dumps(config))
+    if not args:
+        args = ["--config", str(cfg_file)]
+    daemon = start_daemon(home.root, *args, wait=False)   # starts while Krita starts
+    out = home.root / "out"
+    out.mkdir()
+    test_cfg = home.root / "test.json"
+    test_cfg.write_text(json.dumps({"out": str(out), "daemon_pid": daemon.proc.pid,
+                                    "limit": UI_LIMIT - 20}))
+    env = home.env(PAINTBRIDGE_ENDPOINT=daemon.endpoint,
+                   PAINTBRIDGE_KRITA_TEST_DRIVER=str(HERE / "ui_driver.py"),
+                   PAINTBRIDGE_KRITA_TEST_CONFIG=str(test_cfg))
+    env.pop("QT_QPA_PLATFORM", None)
+    result: dict[str, Any] = {}
+    try:
+        for _attempt in range(2):   # a display number taken by a parallel Xvfb: retry
+            display = str(random.randint(100, 900))
+            rc = run_bounded(["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1600x1000x24",
+                              "krita", "--nosplash"], env, UI_LIMIT, home.root / "krita.log",
+                             cwd=home.root)
+            log = (home.root / "krita.log").read_text(errors="replace")
+            if "could not connect to display" not in log:
+                break
+        path = out / "result.json"
+        assert path.is_file(), f"krita rc={rc}, no result:\n{log[-4000:]}"
+        result = json.loads(path.read_text())
+        result["_rc"], result["_out"], result["_log"] = rc, str(out), log[-4000:]
+        rc_file = home.config / "kritarc"
+        result["_kritarc"] = rc_file.read_text(errors="replace") if rc_file.is_file() else ""
+    finally:
+        if result.get("daemon2_pid"):
+            try:
+                os.kill(result["daemon2_pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        daemon.stop()
+    artifacts = os.environ.get("PAINTBRIDGE_TEST_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        for name in ("docker.png", "docker-batch.png", "window.png"):
+            if (out / name).is_file():
+                shutil.copy(out / name, Path(artifacts) / f"krita-{name}")
+    return result
+
+
+def test_ui_script_completed(ui: dict[str, Any]) -> None:
+    assert ui.get("ok"), ui.get("error", "") + "\n" + ui["_log"]
+    assert ui["_rc"] == 0 and ui["docker_found"]
+
+
+def test_generate_into_selection(ui: dict[str, Any]) -> None:
+    assert ui.get("ok"), ui.get("error")
+    assert ui["running_after_click"]
+    assert ui["layers_1"] == [["Background", "paintlayer", True],
+                              ["a red apple [seed 42]", "paintlayer", True]]
+    c = ui["compare_1"]
+    assert c["inside_changed"] > 0.9 * c["inside_total"], c
+    assert c["outside_changed"] == 0, c
+    assert ui["source_identical_1"]
+    assert ui["size_1"] == [128, 96] and ui["selection_1"] == [40, 30, 32, 24]
+    assert "Added 1 layer" in ui["message_1"] and "seed 42" in ui["message_1"]
+    assert Path(ui["_out"], "docker.png").is_file()
+
+
+def test_cancel_leaves_document_unchanged(ui: dict[str, Any]) -> None:
+    assert ui.get("ok"), ui.get("error")
+    assert ui["preview_seen"]
+    assert ui["cancel_state"] == "cancelled" and "Cancelled" in ui["message_cancel"]
+    assert ui["layers_cancel"] == ui["layers_1"]
+    assert ui["unchanged_after_cancel"] and ui["source_identical_cancel"]
+
+
+def test_daemon_killed_mid_job_changes_nothing(ui: dict[str, Any]) -> None:
+    assert ui.get("ok"), ui.get("error")
+    assert ui["progress_lost"] == "connection lost: waiting for the daemon…" or \
+        "lost" in ui["message_crash"], (ui["progress_lost"], ui["message_crash"])
+    assert ui["idle_after_crash"]
+    assert ui["layers_crash"] == ui["layers_1"] and ui["unchanged_after_crash"]
+
+
+def test_daemon_down_is_reported(ui: dict[str, Any]) -> None:
+    assert ui.get("ok"), ui.get("error")
+    assert "Not connected" in ui["status_down"]
+    assert ui["start_button_visible"]
+    assert "No paintbridge daemon answers" in ui["message_down"]
+    assert ui["layers_down"] == ui["layers_1"]
+
+
+def test_restarted_daemon_reconnects_and_works(ui: dict[str, Any]) -> None:
+    assert ui.get("ok"), ui.get("error")
+    assert ui["daemon2_pid"]
+    assert ui["layers_2"] == [
+        ["Background", "paintlayer", True],
+        ["a red apple [2 variations]", "grouplayer", True,
+         [["a red apple [seed 43]", "paintlayer", False],
+          ["a red apple [seed 42]", "paintlayer", True]]],
+        ["a red apple [seed 42]", "paintlayer", True]]
+    assert ui["source_identical_2"]
+    assert ui["settings_saved"]["prompt"] == "a red apple"
+    assert ui["settings_saved"]["count"] == 2
+    assert ui["thumbnail_toggles"] and ui["action_toggles"]
+
+
+def test_settings_persist_in_kritarc(ui: dict[str, Any]) -> None:
+    """Krita quit normally and saved the docker's settings for the next session."""
+    assert ui.get("ok"), ui.get("error")
+    assert ui["_rc"] == 0, ui["_log"]
+    section = ui["_kritarc"].split("[paintbridge]", 1)[-1]
+    line = next(x for x in section.splitlines() if x.startswith("settings="))
+    assert "a red apple" in line and '"count": 2' in line
+    assert ui["actions"] == {"paintbridge_generate": "Ctrl+Shift+Return",
+                             "paintbridge_cancel": "Ctrl+Shift+K",
+                             "paintbridge_toggle_result": "Ctrl+Shift+H"}
+    assert ui["reused_seed"] == [False, "42", 42]
