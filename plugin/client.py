@@ -229,6 +229,11 @@ class Client:
         """The socket's notification FD, for a host event loop (edge-triggered: call pump)."""
         return self.socket.getsockopt(zmq.FD)
 
+    def filenos(self) -> list[int]:
+        """Every FD a host loop should watch: messages, and connection events (a dropped
+        daemon). Edge-triggered: on any of them call ``pump`` until it returns nothing."""
+        return [self.socket.getsockopt(zmq.FD), self._monitor.getsockopt(zmq.FD)]
+
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._counter)}"
 
@@ -320,26 +325,49 @@ class Client:
 
     # ------------------------------------------------------------------ requests
 
-    def request(self, op: str, timeout: float = 5.0, payload: Sequence[Any] = (),
-                **fields: Any) -> tuple[dict[str, Any], list[Any]]:
-        """Send one request and block until its reply (or raise DaemonError)."""
+    def send_request(self, op: str, payload: Sequence[Any] = (), send_timeout: float = 0.0,
+                     **fields: Any) -> str:
+        """Send a request without waiting for its reply; ``pump`` collects the reply and
+        ``take_reply`` hands it over. Returns the request id."""
         rid = self.new_id()
         self._waiting.add(rid)
         try:
             self._send({"v": protocol.VERSION, "op": op, "job": rid, **fields}, payload,
-                       timeout=min(timeout, 2.0))
+                       timeout=send_timeout)
+        except DaemonError:
+            self._waiting.discard(rid)
+            raise
+        return rid
+
+    def take_reply(self, rid: str) -> tuple[dict[str, Any], list[Any]] | None:
+        """The reply to ``send_request``'s ``rid`` if it has arrived (an ``error`` event is
+        returned as it is)."""
+        reply = self._replies.pop(rid, None)
+        if reply is not None:
+            self._waiting.discard(rid)
+        return reply
+
+    def forget_request(self, rid: str) -> None:
+        """Stop waiting for a reply (a late one is then dropped)."""
+        self._waiting.discard(rid)
+        self._replies.pop(rid, None)
+
+    def request(self, op: str, timeout: float = 5.0, payload: Sequence[Any] = (),
+                **fields: Any) -> tuple[dict[str, Any], list[Any]]:
+        """Send one request and block until its reply (or raise DaemonError)."""
+        rid = self.send_request(op, payload, send_timeout=min(timeout, 2.0), **fields)
+        try:
             deadline = time.monotonic() + timeout
-            while rid not in self._replies:
+            while (reply := self.take_reply(rid)) is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise DaemonError(ErrorCode.TIMEOUT,
                                       f"the daemon at {self.endpoint} did not answer '{op}' "
                                       f"within {timeout:g} s")
                 self.pump(int(left * 1000) + 1)
-            header, buffers = self._replies.pop(rid)
         finally:
-            self._waiting.discard(rid)
-            self._replies.pop(rid, None)
+            self.forget_request(rid)
+        header, buffers = reply
         if header.get("event") == "error":
             raise DaemonError(header.get("code", ErrorCode.INTERNAL), header.get("message", ""))
         return header, buffers
@@ -361,8 +389,10 @@ class Client:
     def submit(self, kind: str, params: Mapping[str, Any], image: Frame | None = None,
                mask: Frame | None = None, offset: tuple[int, int] = (0, 0),
                size: tuple[int, int] | None = None, result_format: str | None = None,
-               preview: bool = False, job_id: str | None = None) -> Job:
-        """Validate locally (same rules as the daemon), send, and track the job."""
+               preview: bool = False, job_id: str | None = None,
+               send_timeout: float = 2.0) -> Job:
+        """Validate locally (same rules as the daemon), send, and track the job.
+        ``send_timeout`` 0 never waits: no connected daemon raises at once."""
         jid = job_id or self.new_id()
         frames = [f for f in (image, mask) if f is not None]
         specs = [f.spec(role) for role, f in (("image", image), ("mask", mask)) if f is not None]
@@ -371,7 +401,7 @@ class Client:
         buffers = [f.data for f in frames]
         protocol.parse_submit(header, buffers, self.limits)  # raises ProtocolError
         job = Job(jid, kind)
-        self._send(header, buffers)
+        self._send(header, buffers, timeout=send_timeout)
         self.jobs[jid] = job
         return job
 

@@ -158,6 +158,10 @@ class Session:
     timer) and :meth:`deliver` once a job is done. A failed or cancelled job writes nothing.
     """
 
+    keepalive_connected = 3.0     # seconds between hello probes while connected
+    keepalive_disconnected = 1.0  # ... and while not, so a daemon that starts is seen at once
+    hello_timeout = 5.0
+
     def __init__(self, endpoint: str | None = None,
                  client_factory: Callable[..., Client] = Client, **client_options: Any) -> None:
         """``client_options`` go to the client: ``server_key``/``client_key`` for a remote
@@ -168,6 +172,9 @@ class Session:
         self.info: dict[str, Any] | None = None     # the last hello, None while disconnected
         self.job: Job | None = None
         self.last_error: str | None = None
+        self._probe: str | None = None               # request id of the hello in flight
+        self._probe_sent = 0.0
+        self._probe_next = 0.0
 
     @property
     def endpoint(self) -> str:
@@ -182,6 +189,7 @@ class Session:
         self.client.close()
         self.client = self._factory(endpoint or self.endpoint, **self._options)
         self.info, self.job = None, None
+        self._probe, self._probe_next = None, 0.0
 
     def check(self, timeout: float = 1.0) -> bool:
         """Say hello; updates ``info`` and ``last_error``. Cheap enough for a 2 s timer."""
@@ -193,12 +201,55 @@ class Session:
             self.last_error = exc.message
         return self.connected
 
+    def _set_state(self, info: dict[str, Any] | None, error: str | None) -> bool:
+        changed = info != self.info or error != self.last_error
+        self.info, self.last_error = info, error
+        return changed
+
+    def keepalive(self, now: float) -> bool:
+        """The non-blocking twin of :meth:`check`, for a UI thread: collect the answer to the
+        last ``hello`` probe, time it out, or send the next one. Call it often (with
+        ``poll``); returns True when the connection state, the hello or the error changed."""
+        client = self.client
+        changed = False
+        if self._probe is not None:
+            reply = client.take_reply(self._probe)
+            if reply is not None:
+                self._probe = None
+                header = reply[0]
+                if header.get("event") == "error":
+                    changed |= self._set_state(None, header.get("message", "refused"))
+                else:  # without the request id, so an unchanged daemon reads unchanged
+                    changed |= self._set_state({k: v for k, v in header.items() if k != "job"},
+                                               None)
+            elif now - self._probe_sent > self.hello_timeout:
+                client.forget_request(self._probe)
+                self._probe = None
+                if self.job is None or self.job.finished:  # a busy daemon may answer late
+                    changed |= self._set_state(None, f"the daemon at {client.endpoint} did not "
+                                                     f"answer within {self.hello_timeout:g} s")
+        if self._probe is None and now >= self._probe_next:
+            self._probe_next = now + (self.keepalive_connected if self.connected
+                                      else self.keepalive_disconnected)
+            try:
+                self._probe = client.send_request("hello")
+                self._probe_sent = now
+            except DaemonError as exc:
+                changed |= self._set_state(None, exc.message)
+                if self.job is not None and not self.job.finished:
+                    self.job.fail(ErrorCode.DISCONNECTED,
+                                  f"the connection to the daemon was lost: {exc.message}")
+                    changed = True
+        return changed
+
     def models(self) -> list[str]:
         return list(self.info.get("models", [])) if self.info else []
 
-    def submit(self, doc: Document, settings: GenerationSettings) -> Job:
+    def submit(self, doc: Document, settings: GenerationSettings,
+               send_timeout: float = 2.0) -> Job:
         """Read the document and send the job; raises ValueError / UnsupportedDocument /
-        DaemonError (not reachable) with a message for the user."""
+        DaemonError (not reachable) with a message for the user. ``send_timeout`` 0 never
+        waits for a connection (for UI threads)."""
         if self.job is not None and not self.job.finished:
             raise ValueError("A job is already running; cancel it first.")
         prepared = prepare(doc, settings)
@@ -207,7 +258,8 @@ class Session:
                                       mask=prepared.mask, offset=(region.x, region.y),
                                       size=(region.width, region.height),
                                       result_format=prepared.image.format if prepared.image
-                                      else doc.pixel_format(), preview=True)
+                                      else doc.pixel_format(), preview=True,
+                                      send_timeout=send_timeout)
         self.job.info["prompt"] = settings.prompt
         return self.job
 

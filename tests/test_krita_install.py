@@ -37,7 +37,7 @@ def test_install_layout_and_uninstall_removes_exactly_that(tmp_path: Path) -> No
     pk = res / "pykrita"
     assert (pk / "paintbridge.desktop").is_file()
     assert not (pk / "__init__.py").exists()
-    for name in ("__init__.py", "docker.py", "document.py", "extension.py", "link.py",
+    for name in ("__init__.py", "docker.py", "document.py", "extension.py",
                  "plugin/__init__.py", "plugin/client.py", "plugin/session.py",
                  "paintbridge-install.json"):
         assert (pk / "paintbridge" / name).is_file(), name

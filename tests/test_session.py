@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from plugin.client import DaemonError, Frame, JobState, Patch
+from plugin.client import DaemonError, Frame, Job, JobState, Patch
 from plugin.region import Rect
 from plugin.session import (
     GenerationSettings,
@@ -139,4 +139,48 @@ def test_unreachable_daemon_is_reported() -> None:
     assert "no paintbridge daemon" in session.last_error
     with pytest.raises(DaemonError):
         session.submit(ArrayDocument(20, 20), GenerationSettings())
+    session.close()
+
+
+def _spin(session: Session, until, limit: float = 10.0) -> float:
+    """Drive keepalive like a host's timer; returns the longest single call in seconds."""
+    worst, deadline = 0.0, time.monotonic() + limit
+    while not until() and time.monotonic() < deadline:
+        t = time.monotonic()
+        session.poll()
+        session.keepalive(time.monotonic())
+        worst = max(worst, time.monotonic() - t)
+        time.sleep(0.02)
+    return worst
+
+
+def test_keepalive_connects_without_blocking(daemon: DaemonProc) -> None:
+    session = Session(daemon.endpoint)
+    worst = _spin(session, lambda: session.connected)
+    assert session.connected and session.info["event"] == "hello"
+    assert "tiny-inpainting" in session.models() and "job" not in session.info
+    assert worst < 0.2
+    # the next probe's answer from the same daemon is no change (a host then leaves its
+    # model list alone)
+    assert not session.keepalive(time.monotonic() + 60)
+    changed, deadline = [], time.monotonic() + 5
+    while session._probe is not None and time.monotonic() < deadline:
+        session.poll(50)
+        changed.append(session.keepalive(time.monotonic()))
+    assert session._probe is None and changed and not any(changed)
+    session.close()
+
+
+def test_keepalive_reports_no_daemon_at_once() -> None:
+    session = Session(f"tcp://127.0.0.1:{free_port()}")
+    session.job = Job("x-1", "inpaint")                  # a job in flight
+    t = time.monotonic()
+    assert session.keepalive(time.monotonic())
+    assert time.monotonic() - t < 0.2
+    assert not session.connected and "no paintbridge daemon" in session.last_error
+    assert session.job.state is JobState.FAILED and "lost" in session.job.error_message
+    with pytest.raises(DaemonError):
+        t = time.monotonic()
+        session.submit(ArrayDocument(20, 20), GenerationSettings(), send_timeout=0)
+    assert time.monotonic() - t < 0.2
     session.close()

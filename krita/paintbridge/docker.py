@@ -3,7 +3,8 @@
 All network I/O is non-blocking: a QSocketNotifier on the ZeroMQ socket's FD wakes the
 docker when something arrives (the FD is edge-triggered, so every wake-up drains the socket
 completely through ``Session.poll()``), and a 250 ms timer does the same as a safety net
-and drives the connection probe (``link.Link``). See docs/krita.md for why not a thread.
+and drives the connection probe (``Session.keepalive``). See docs/krita.md for why not a
+thread.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from PyQt5.QtWidgets import (
 
 from krita import DockWidget, Krita
 
-from . import link
 from .document import KritaDocument
 from .plugin import launcher, protocol
 from .plugin.client import DaemonError, JobState, default_endpoint
@@ -85,7 +85,6 @@ class PaintbridgeDocker(DockWidget):
         self.setWindowTitle("Paintbridge")
         _DOCKERS.append(weakref.ref(self))
         self.session = Session(_read("endpoint") or default_endpoint())
-        self.link = link.Link(self.session)
         self.target: KritaDocument | None = None    # where the running job's result goes
         self.result_layers: list[Any] = []
         self._source_of: dict[Any, Any] = {}        # result layer/group id -> its source
@@ -96,7 +95,7 @@ class PaintbridgeDocker(DockWidget):
         self._build()
         self._apply(GenerationSettings.from_json(_read("settings") or None))
         self._loading = False
-        self.notifier: QSocketNotifier | None = None
+        self.notifiers: list[QSocketNotifier] = []
         self._watch_socket()
         self.timer = QTimer(self)
         self.timer.setInterval(250)
@@ -293,12 +292,15 @@ class PaintbridgeDocker(DockWidget):
         pass
 
     def _watch_socket(self) -> None:
-        if self.notifier is not None:
-            self.notifier.setEnabled(False)
-            self.notifier.deleteLater()
-        self.notifier = QSocketNotifier(self.session.client.fileno(), QSocketNotifier.Read,
-                                        self)
-        self.notifier.activated.connect(self.pump)
+        """Messages and connection events (a dropped daemon) both wake the docker."""
+        for notifier in self.notifiers:
+            notifier.setEnabled(False)
+            notifier.deleteLater()
+        self.notifiers = []
+        for fd in self.session.client.filenos():
+            notifier = QSocketNotifier(fd, QSocketNotifier.Read, self)
+            notifier.activated.connect(self.pump)
+            self.notifiers.append(notifier)
 
     def _endpoint_changed(self) -> None:
         endpoint = self.endpoint_edit.text().strip()
@@ -314,7 +316,6 @@ class PaintbridgeDocker(DockWidget):
             self.endpoint_edit.setText(old)
             self._error(f"Not a valid endpoint ({exc}); use e.g. tcp://127.0.0.1:47610")
             endpoint = old
-        self.link.reset()
         self.target = None
         _write("endpoint", endpoint)
         self._watch_socket()
@@ -323,14 +324,14 @@ class PaintbridgeDocker(DockWidget):
 
     def pump(self, *_: object) -> None:
         """Read everything that arrived, probe the daemon, show the state. Never waits."""
-        if self.notifier is not None:
-            self.notifier.setEnabled(False)
+        for notifier in self.notifiers:
+            notifier.setEnabled(False)
         try:
             self.session.poll()
-            if self.link.update(time.monotonic()):
+            if self.session.keepalive(time.monotonic()):
                 self._show_connection()
             self.session.poll()        # the probe's reply may already be there
-            if self.link.update(time.monotonic()):
+            if self.session.keepalive(time.monotonic()):
                 self._show_connection()
             job = self.session.job
             if job is not None and self.target is not None:
@@ -341,8 +342,8 @@ class PaintbridgeDocker(DockWidget):
             traceback.print_exc()
             self._error(f"Internal error: {exc!r} (details on the terminal)")
         finally:
-            if self.notifier is not None:
-                self.notifier.setEnabled(True)
+            for notifier in self.notifiers:
+                notifier.setEnabled(True)
 
     def _show_connection(self) -> None:
         s = self.session
@@ -427,7 +428,7 @@ class PaintbridgeDocker(DockWidget):
             if node is not None:   # Krita activates the layers we add: a result (or its
                 node = self._source_of.get(node.uniqueId(), node)   # group) means its source
             target = KritaDocument(doc, node)
-            self.session.submit(target, settings)
+            self.session.submit(target, settings, send_timeout=0)
         except (ValueError, UnsupportedDocument, ProtocolError) as exc:
             self._error(str(exc))
             return
