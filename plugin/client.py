@@ -159,10 +159,28 @@ class Client:
         self.endpoint = endpoint or default_endpoint()
         self.limits = limits or Limits()
         self._context = context or zmq.Context.instance()
+        self.client_id = client_id or uuid.uuid4().hex
+        self.connected = False
+        self.auth_refused = False
         self.socket = self._context.socket(zmq.DEALER)
+        self._monitor: zmq.Socket | None = None
+        try:
+            self._configure(server_key or os.environ.get(SERVER_KEY_ENV) or None,
+                            client_key or os.environ.get(CLIENT_KEY_ENV) or None, heartbeat_ms)
+        except BaseException:
+            self.close()  # no socket left behind by a bad key or endpoint
+            raise
+        self.jobs: dict[str, Job] = {}
+        self._replies: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+        self._waiting: set[str] = set()  # ids of requests whose reply is awaited
+        self._prefix = uuid.uuid4().hex[:8]
+        self._counter = itertools.count(1)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _configure(self, server_key: str | None, client_key: str | os.PathLike | None,
+                   heartbeat_ms: int) -> None:
         self.socket.setsockopt(zmq.LINGER, 0)
-        server_key = server_key or os.environ.get(SERVER_KEY_ENV) or None
-        client_key = client_key or os.environ.get(CLIENT_KEY_ENV) or None
         if server_key:
             self._use_curve(server_key, client_key)
         # Refuse to queue messages while no daemon is connected: a send then fails at once
@@ -170,7 +188,6 @@ class Client:
         self.socket.setsockopt(zmq.IMMEDIATE, 1)
         self.socket.setsockopt(zmq.RECONNECT_IVL, 200)
         self.socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        self.client_id = client_id or uuid.uuid4().hex
         self.socket.setsockopt(zmq.ROUTING_ID, self.client_id.encode())
         # ZMQ heartbeats: a daemon that stops answering (frozen, cable pulled) is dropped
         # after three intervals, like one that died; the socket then reconnects by itself
@@ -180,16 +197,12 @@ class Client:
         self._monitor = self.socket.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED |
             zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-        self.connected = False
-        self.auth_refused = False
-        self.socket.connect(self.endpoint)
-        self.jobs: dict[str, Job] = {}
-        self._replies: dict[str, tuple[dict[str, Any], list[Any]]] = {}
-        self._waiting: set[str] = set()  # ids of requests whose reply is awaited
-        self._prefix = uuid.uuid4().hex[:8]
-        self._counter = itertools.count(1)
-
-    # ------------------------------------------------------------------ plumbing
+        try:
+            self.socket.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            raise DaemonError(ErrorCode.BAD_FIELD,
+                              f"'{self.endpoint}' is not a valid endpoint ({exc}); use e.g. "
+                              f"{protocol.DEFAULT_ENDPOINT}") from None
 
     def _use_curve(self, server_key: str, client_key: str | os.PathLike | None) -> None:
         import zmq.auth
@@ -207,16 +220,21 @@ class Client:
             server_key = zmq.auth.load_certificate(server_key)[0].decode()
         if len(server_key) != 40:
             raise DaemonError(ErrorCode.BAD_FIELD, "the server key must be 40 Z85 characters")
-        self.socket.curve_serverkey = server_key.encode()
-        self.socket.curve_publickey = public
-        self.socket.curve_secretkey = secret
+        try:
+            self.socket.curve_serverkey = server_key.encode()
+            self.socket.curve_publickey = public
+            self.socket.curve_secretkey = secret
+        except zmq.ZMQError as exc:
+            raise DaemonError(ErrorCode.BAD_FIELD, f"the server key is not a valid Z85 key "
+                                                   f"({exc})") from None
 
     def close(self) -> None:
-        try:
-            self.socket.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self._monitor.close(0)
+        if self._monitor is not None:
+            try:
+                self.socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
         self.socket.close(0)
 
     def __enter__(self) -> Client:

@@ -105,3 +105,20 @@ def test_non_loopback_needs_keys(tmp_path: Path, key_dirs) -> None:
               str(tmp_path / "none"))
     assert out.returncode == 2 and "without authentication" in out.stderr
     assert "paintbridge keys server" in out.stderr
+
+
+def test_bad_keys_and_endpoints_are_clear_errors(key_dirs, tmp_path: Path) -> None:
+    alice = key_dirs["good"] / "clients" / "alice.key_secret"
+    garbage = tmp_path / "garbage.key_secret"
+    garbage.write_text("not a certificate")
+    cases = [({"server_key": "~" * 40, "client_key": alice}, "not a valid Z85"),
+             ({"server_key": "short", "client_key": alice}, "40 Z85 characters"),
+             ({"server_key": keys.server_public_key(key_dirs["good"]),
+               "client_key": garbage}, "No public key found"),
+             ({"server_key": keys.server_public_key(key_dirs["good"]),
+               "client_key": tmp_path / "missing"}, "cannot read client key")]
+    for options, message in cases:
+        with pytest.raises(DaemonError, match=message):
+            Client("tcp://127.0.0.1:1", **options)
+    with pytest.raises(DaemonError, match="not a valid endpoint"):
+        Client("nonsense://where")
