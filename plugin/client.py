@@ -200,9 +200,8 @@ class Client:
         try:
             self.socket.connect(self.endpoint)
         except zmq.ZMQError as exc:
-            raise DaemonError(ErrorCode.BAD_FIELD,
-                              f"'{self.endpoint}' is not a valid endpoint ({exc}); use e.g. "
-                              f"{protocol.DEFAULT_ENDPOINT}") from None
+            raise ValueError(f"'{self.endpoint}' is not a valid endpoint ({exc}); use e.g. "
+                             f"{protocol.DEFAULT_ENDPOINT}") from None
 
     def _use_curve(self, server_key: str, client_key: str | os.PathLike | None) -> None:
         import zmq.auth

@@ -120,5 +120,5 @@ def test_bad_keys_and_endpoints_are_clear_errors(key_dirs, tmp_path: Path) -> No
     for options, message in cases:
         with pytest.raises(DaemonError, match=message):
             Client("tcp://127.0.0.1:1", **options)
-    with pytest.raises(DaemonError, match="not a valid endpoint"):
+    with pytest.raises(ValueError, match="not a valid endpoint"):
         Client("nonsense://where")

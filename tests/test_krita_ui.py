@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TinyModels, start_daemon
-from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_bounded
+from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_krita_gui
 
 EMBEDDED = REPO / "backend" / "default_model" / "model_index.json"
 UI_LIMIT = 270
@@ -53,17 +52,9 @@ def ui(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dic
     env = home.env(PAINTBRIDGE_ENDPOINT=daemon.endpoint,
                    PAINTBRIDGE_KRITA_TEST_DRIVER=str(HERE / "ui_driver.py"),
                    PAINTBRIDGE_KRITA_TEST_CONFIG=str(test_cfg))
-    env.pop("QT_QPA_PLATFORM", None)
     result: dict[str, Any] = {}
     try:
-        for _attempt in range(2):   # a display number taken by a parallel Xvfb: retry
-            display = str(random.randint(100, 900))
-            rc = run_bounded(["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1600x1000x24",
-                              "krita", "--nosplash"], env, UI_LIMIT, home.root / "krita.log",
-                             cwd=home.root)
-            log = (home.root / "krita.log").read_text(errors="replace")
-            if "could not connect to display" not in log:
-                break
+        rc, log = run_krita_gui(home, env, UI_LIMIT)
         path = out / "result.json"
         assert path.is_file(), f"krita rc={rc}, no result:\n{log[-4000:]}"
         result = json.loads(path.read_text())

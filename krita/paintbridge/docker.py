@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -32,6 +34,7 @@ from PyQt5.QtWidgets import (
     QPushButton,
     QSlider,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -41,7 +44,7 @@ from krita import DockWidget, Krita
 from .document import KritaDocument
 from .plugin import launcher, protocol
 from .plugin.client import DaemonError, JobState, default_endpoint
-from .plugin.protocol import ProtocolError
+from .plugin.protocol import ErrorCode, ProtocolError
 from .plugin.session import GenerationSettings, Session, UnsupportedDocument
 
 SETTINGS_GROUP = "paintbridge"
@@ -79,12 +82,63 @@ def _write(key: str, value: str) -> None:
     Krita.instance().writeSetting(SETTINGS_GROUP, key, value)
 
 
+def _client_id(index: int) -> str:
+    """This Krita's identity at the daemon, kept in kritarc so that after a restart the
+    daemon still hands over results (``fetch``) of jobs that finished meanwhile. A second
+    window gets its own id: the daemon gives a routing id to its newest connection only."""
+    base = _read("client_id")
+    if not base:
+        base = uuid.uuid4().hex
+        _write("client_id", base)
+    return base if index == 0 else f"{base}-{index + 1}"
+
+
+class _KeyErrorClient:
+    """Stands in for a Client whose keys could not be loaded (unreadable key file, malformed
+    server key): nothing is sent, and every attempt says why, so the status line and
+    Generate show the key problem instead of a connection that would never work."""
+
+    def __init__(self, endpoint: str, message: str) -> None:
+        self.endpoint, self.message = endpoint, message
+        self.jobs: dict[str, Any] = {}
+        self.connected = self.auth_refused = False
+        self.client_id = ""
+
+    def filenos(self) -> list[int]:
+        return []
+
+    def send_request(self, *_: Any, **__: Any) -> str:
+        raise DaemonError(ErrorCode.BAD_FIELD, self.message)
+
+    submit = cancel = fetch = send_request
+
+    def take_reply(self, rid: str) -> None:
+        return None
+
+    def forget_request(self, rid: str) -> None:
+        pass
+
+    def pump(self, timeout_ms: int = 0) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 class PaintbridgeDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Paintbridge")
+        taken = {getattr(d, "window_index", -1) for d in (r() for r in _DOCKERS) if d}
+        self.window_index = next(i for i in range(len(taken) + 1) if i not in taken)
         _DOCKERS.append(weakref.ref(self))
-        self.session = Session(_read("endpoint") or default_endpoint())
+        self.client_id = _client_id(self.window_index)
+        self.key_error: str | None = None
+        keys = _read("server_key"), _read("client_key")
+        try:
+            self.session = self._open_session(_read("endpoint") or default_endpoint(), *keys)
+        except Exception:  # a malformed endpoint in kritarc: start from the default
+            self.session = self._open_session(default_endpoint(), *keys)
         self.target: KritaDocument | None = None    # where the running job's result goes
         self.result_layers: list[Any] = []
         self._source_of: dict[Any, Any] = {}        # result layer/group id -> its source
@@ -122,9 +176,43 @@ class PaintbridgeDocker(DockWidget):
         self.start_button.setToolTip("Run `paintbridge serve` in the background (it keeps "
                                      "running when Krita closes)")
         self.start_button.clicked.connect(self.start_daemon)
+        self.connection_toggle = QToolButton()
+        self.connection_toggle.setText("Connection")
+        self.connection_toggle.setToolTip("Keys for a remote daemon (see docs/security.md)")
+        self.connection_toggle.setCheckable(True)
+        self.connection_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.connection_toggle.toggled.connect(self._show_connection_box)
         row.addWidget(self.endpoint_edit, 1)
         row.addWidget(self.start_button)
+        row.addWidget(self.connection_toggle)
         outer.addLayout(row)
+
+        self.connection_box = QWidget()
+        cform = QFormLayout(self.connection_box)
+        cform.setContentsMargins(0, 0, 0, 0)
+        self.server_key_edit = QLineEdit(_read("server_key"))
+        self.server_key_edit.setPlaceholderText("empty: a local daemon without keys")
+        self.server_key_edit.setToolTip("The daemon's public key (40 Z85 characters, printed "
+                                        "by `paintbridge serve`), or the path of its "
+                                        "server.key; empty for a local daemon")
+        self.server_key_edit.editingFinished.connect(self._keys_changed)
+        cform.addRow("Server key", self.server_key_edit)
+        krow = QHBoxLayout()
+        self.client_key_edit = QLineEdit(_read("client_key"))
+        self.client_key_edit.setPlaceholderText("NAME.key_secret")
+        self.client_key_edit.setToolTip("This machine's secret key file, from `paintbridge "
+                                        "keys client NAME` on the daemon's machine")
+        self.client_key_edit.editingFinished.connect(self._keys_changed)
+        self.client_key_button = QPushButton("…")
+        self.client_key_button.setToolTip("Choose the client key file")
+        self.client_key_button.setMaximumWidth(32)
+        self.client_key_button.clicked.connect(self._pick_client_key)
+        krow.addWidget(self.client_key_edit, 1)
+        krow.addWidget(self.client_key_button)
+        cform.addRow("Client key file", krow)
+        outer.addWidget(self.connection_box)
+        self._show_connection_box(False)
+        self.connection_toggle.setChecked(bool(self.server_key_edit.text() or self.key_error))
 
         form = QFormLayout()
         self.model_combo = QComboBox()
@@ -302,25 +390,86 @@ class PaintbridgeDocker(DockWidget):
             notifier.activated.connect(self.pump)
             self.notifiers.append(notifier)
 
-    def _endpoint_changed(self) -> None:
-        endpoint = self.endpoint_edit.text().strip()
-        if not endpoint or endpoint == self.session.endpoint:
-            return
+    def _open_session(self, endpoint: str, server_key: str, client_key: str) -> Session:
+        """A session with these keys; keys that cannot be loaded give a session that is
+        never connected and says why (``key_error``). A malformed endpoint raises."""
+        options: dict[str, Any] = {"client_id": self.client_id}
+        if server_key:
+            options.update(server_key=server_key, client_key=client_key or None)
+        self.key_error = None
+        try:
+            return Session(endpoint, **options)
+        except DaemonError as exc:  # the keys; a malformed endpoint raises ValueError
+            self.key_error = f"Keys not usable: {exc.message}"
+        return Session(endpoint, client_factory=lambda ep, **_: _KeyErrorClient(
+            ep or endpoint, self.key_error or ""))
+
+    def _replace_session(self, endpoint: str) -> None:
+        """Drop the running job (its results would go nowhere) and connect anew."""
         if self.session.job is not None and not self.session.job.finished:
             self.session.cancel()
         old = self.session.endpoint
+        self.session.close()
+        server_key = self.server_key_edit.text().strip()
+        client_key = self.client_key_edit.text().strip()
         try:
-            self.session.reconnect(endpoint)
+            self.session = self._open_session(endpoint, server_key, client_key)
         except Exception as exc:  # zmq refuses a malformed endpoint
-            self.session.reconnect(old)
+            self.session = self._open_session(old, server_key, client_key)
             self.endpoint_edit.setText(old)
             self._error(f"Not a valid endpoint ({exc}); use e.g. tcp://127.0.0.1:47610")
             endpoint = old
+        else:
+            if self.key_error:
+                self.connection_toggle.setChecked(True)
+                self._error(self.key_error)
         self.target = None
         _write("endpoint", endpoint)
         self._watch_socket()
         self._set_running(False)
+        self._show_connection()
         self.pump()
+
+    def _endpoint_changed(self) -> None:
+        endpoint = self.endpoint_edit.text().strip()
+        if not endpoint or endpoint == self.session.endpoint:
+            return
+        self._replace_session(endpoint)
+
+    def _keys_changed(self) -> None:
+        server_key = self.server_key_edit.text().strip()
+        client_key = self.client_key_edit.text().strip()
+        if (server_key, client_key) == (_read("server_key"), _read("client_key")) \
+                and self.key_error is None:
+            return
+        _write("server_key", server_key)
+        _write("client_key", client_key)
+        self._info("")
+        self._replace_session(self.session.endpoint)
+
+    def _pick_client_key(self) -> None:
+        start = self.client_key_edit.text().strip() or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Client key file", start,
+                                              "Client secret keys (*.key_secret);;All files (*)")
+        if path:
+            self.client_key_edit.setText(path)
+            self._keys_changed()
+
+    def _show_connection_box(self, shown: bool) -> None:
+        self.connection_box.setVisible(shown)
+        self.connection_toggle.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+
+    def _refused(self) -> str | None:
+        """Why the daemon turns this client away, when it is the keys."""
+        if self.key_error:
+            return self.key_error
+        if getattr(self.session.client, "auth_refused", False):
+            if not self.server_key_edit.text().strip():
+                return (f"the daemon at {self.session.endpoint} requires keys: set Server key "
+                        "and Client key file under Connection")
+            return (f"the daemon at {self.session.endpoint} refused this client's keys: check "
+                    "Server key and Client key file under Connection")
+        return None
 
     def pump(self, *_: object) -> None:
         """Read everything that arrived, probe the daemon, show the state. Never waits."""
@@ -347,19 +496,22 @@ class PaintbridgeDocker(DockWidget):
 
     def _show_connection(self) -> None:
         s = self.session
+        refused = self._refused()
         if s.connected:
             info = s.info or {}
+            secure = " (CurveZMQ)" if self.server_key_edit.text().strip() else ""
             self.status_label.setText(
-                f"<span style='color:#2a2'>●</span> Connected to {s.endpoint} — "
+                f"<span style='color:#2a2'>●</span> Connected to {s.endpoint}{secure} — "
                 f"{info.get('device', '?')} ({info.get('dtype', '?')}), "
                 f"default model {info.get('default_model') or 'none'}")
             self.status_label.setProperty("connected", True)
         else:
             self.status_label.setText(
                 f"<span style='color:#c33'>●</span> Not connected: "
-                f"{s.last_error or 'connecting to ' + s.endpoint + '…'}")
+                f"{refused or s.last_error or 'connecting to ' + s.endpoint + '…'}")
             self.status_label.setProperty("connected", False)
-        self.start_button.setVisible(not s.connected and is_loopback(s.endpoint))
+        self.start_button.setVisible(not s.connected and not refused
+                                     and is_loopback(s.endpoint))
         self._fill_models()
 
     def start_daemon(self) -> None:
@@ -416,6 +568,11 @@ class PaintbridgeDocker(DockWidget):
         doc = Krita.instance().activeDocument()
         if doc is None:
             self._error("Open an image first.")
+            return
+        refused = self._refused()
+        if not self.session.connected and refused:
+            self.connection_toggle.setChecked(True)
+            self._error(f"Not connected: {refused}.")
             return
         if not self.session.connected:
             self._error(f"No paintbridge daemon answers at {self.session.endpoint}. "

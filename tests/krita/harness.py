@@ -9,6 +9,7 @@ scripts/ensure_krita.sh; without it these tests skip and say why.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,8 @@ class KritaHome:
                    XDG_DATA_HOME=str(self.root / "data"), XDG_CACHE_HOME=str(self.root / "cache"),
                    XDG_STATE_HOME=str(self.root / "state"), HF_HUB_OFFLINE="1",
                    OMP_WAIT_POLICY="PASSIVE")
-        for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PAINTBRIDGE_ENDPOINT"):
+        for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PAINTBRIDGE_ENDPOINT",
+                    "PAINTBRIDGE_SERVER_KEY", "PAINTBRIDGE_CLIENT_KEY"):
             env.pop(var, None)
         env.update(extra)
         return env
@@ -84,3 +86,20 @@ def kritarunner(home: KritaHome, module: str, args: list[str], limit: int = 240)
                    PYTHONPATH=os.pathsep.join([str(home.pykrita), str(HERE)]))
     return run_bounded(["kritarunner", "-s", module, *args], env, limit,
                        home.root / f"kritarunner-{module}.log", cwd=home.root)
+
+
+def run_krita_gui(home: KritaHome, env: dict[str, str], limit: int) -> tuple[int, str]:
+    """Full ``krita --nosplash`` under ``xvfb-run`` (a test driver in ``env`` runs inside
+    it); returns the exit code and the log."""
+    env = dict(env)
+    env.pop("QT_QPA_PLATFORM", None)
+    rc, log = 0, ""
+    for _attempt in range(2):   # a display number taken by a parallel Xvfb: retry
+        display = str(random.randint(100, 900))
+        rc = run_bounded(["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1600x1000x24",
+                          "krita", "--nosplash"], env, limit, home.root / "krita.log",
+                         cwd=home.root)
+        log = (home.root / "krita.log").read_text(errors="replace")
+        if "could not connect to display" not in log:
+            break
+    return rc, log

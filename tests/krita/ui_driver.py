@@ -266,7 +266,8 @@ class _Runner:
             _finish(1)
 
 
-def start():
+def start(make_script=None):
+    """Run ``make_script(cfg)`` (default: this file's ``script``) inside Krita."""
     with open(os.environ["PAINTBRIDGE_KRITA_TEST_CONFIG"]) as f:
         cfg = json.load(f)
     RES["_out"], RES["_t0"] = cfg["out"], time.monotonic()
@@ -279,4 +280,4 @@ def start():
     dog = threading.Timer(cfg.get("limit", 240), watchdog)
     dog.daemon = True
     dog.start()
-    _keep.append(_Runner(script(cfg)))
+    _keep.append(_Runner((make_script or script)(cfg)))

@@ -1,0 +1,114 @@
+"""Drives the docker's Connection settings inside the real Krita (tests/test_krita_auth.py)
+against a daemon started with ``--auth``: no keys, an unauthorized key and an unreadable key
+file are each refused with a clear message and leave the document unchanged; the right keys,
+set through the widgets (the file picker included), connect and Generate adds the layer.
+
+Reuses ui_driver's runner (a generator of conditions advanced by a QTimer) and helpers.
+"""
+
+import os
+import sys
+
+from PyQt5.QtCore import QByteArray, Qt
+
+from krita import Krita, Selection
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ui_driver as ui  # noqa: E402
+
+RES = ui.RES
+
+
+def _enter(edit, text):
+    """Type into a line edit as a user does and press Return (editingFinished)."""
+    edit.clear()
+    ui._type(edit, text)
+    if ui.QTest is not None:
+        ui.QTest.keyClick(edit, Qt.Key_Return)
+    else:
+        edit.editingFinished.emit()
+
+
+def _refused_generate(docker, doc, layer, source, before, tag):
+    """Generate while not admitted: a clear message, no job, nothing changed."""
+    ui._click(docker.generate_button)
+    RES[f"message_{tag}"] = docker.message_label.text()
+    RES[f"status_{tag}"] = docker.status_label.text()
+    RES[f"idle_{tag}"] = docker.target is None and docker.session.job is None
+    RES[f"unchanged_{tag}"] = (ui._layers(doc) == [["Background", "paintlayer", True]]
+                               and ui._projection(doc) == before
+                               and bytes(layer.pixelData(0, 0, ui.W, ui.H)) == source)
+
+
+def script(cfg):
+    app = Krita.instance()
+    window = app.activeWindow()
+    doc = app.createDocument(ui.W, ui.H, "paintbridge-auth", "RGBA", "U8", "", 72.0)
+    layer = doc.rootNode().childNodes()[0]
+    px = b"".join(bytes((x * 2, y * 2, 180, 255)) for y in range(ui.H) for x in range(ui.W))
+    layer.setPixelData(QByteArray(px), 0, 0, ui.W, ui.H)
+    window.addView(doc)
+    yield "document shown", lambda: app.activeDocument() == doc, 20
+    doc.setActiveNode(layer)
+    sel = Selection()
+    sel.select(*ui.SEL, 255)
+    doc.setSelection(sel)
+    source = bytes(layer.pixelData(0, 0, ui.W, ui.H))
+    from paintbridge import docker as docker_module
+
+    docker = docker_module.active_docker()
+    RES["docker_found"] = docker is not None
+    docker.setVisible(True)
+    docker.raise_()
+    RES["box_hidden_at_start"] = not docker.connection_box.isVisible()
+    _type = ui._type
+    _type(docker.prompt_edit, "a blue pear")
+    docker.steps_spin.setValue(3)
+    docker.seed_random.setChecked(False)
+    docker.seed_edit.setText("7")
+    before = ui._projection(doc)
+
+    # --- 1. no keys: the daemon turns the plaintext client away
+    yield "refused without keys", lambda: "requires keys" in docker.status_label.text(), 60
+    _refused_generate(docker, doc, layer, source, before, "plain")
+
+    # --- 2. the right server key, but a client key the daemon never authorized
+    RES["box_opened_by_refusal"] = docker.connection_box.isVisible()
+    if not docker.connection_toggle.isChecked():
+        ui._click(docker.connection_toggle)
+    RES["box_shown"] = docker.connection_box.isVisible()
+    _enter(docker.server_key_edit, cfg["server_key"])
+    RES["server_key_typed"] = docker.server_key_edit.text() == cfg["server_key"]
+    _enter(docker.client_key_edit, cfg["wrong_key"])
+    yield "wrong key refused", lambda: "refused this client's keys" in \
+        docker.status_label.text(), 60
+    _refused_generate(docker, doc, layer, source, before, "wrong")
+
+    # --- 3. a client key file that is no key at all: said at once, nothing is sent
+    _enter(docker.client_key_edit, cfg["bad_key"])
+    RES["message_bad_set"] = docker.message_label.text()
+    RES["key_error"] = docker.key_error
+    _refused_generate(docker, doc, layer, source, before, "bad")
+
+    # --- 4. the right key, chosen with the file picker: connected, Generate works
+    docker_module.QFileDialog.getOpenFileName = staticmethod(
+        lambda *a, **k: (cfg["right_key"], ""))
+    ui._click(docker.client_key_button)
+    RES["client_key_picked"] = docker.client_key_edit.text()
+    yield "connected with keys", lambda: docker.session.connected, 60
+    RES["status_ok"] = docker.status_label.text()
+    RES["key_error_ok"] = docker.key_error
+    ui._click(docker.generate_button)
+    yield "result", lambda: docker.target is None and docker.results_list.count() == 1, 90
+    RES["message_ok"] = docker.message_label.text()
+    RES["layers_ok"] = ui._layers(doc)
+    RES["compare_ok"] = ui._compare(before, ui._projection(doc))
+    RES["source_identical_ok"] = bytes(layer.pixelData(0, 0, ui.W, ui.H)) == source
+    RES["saved"] = {k: app.readSetting("paintbridge", k, "")
+                    for k in ("server_key", "client_key", "client_id")}
+    RES["session_client_id"] = docker.session.client.client_id
+    docker.grab().save(os.path.join(cfg["out"], "docker-auth.png"))
+
+
+def start():
+    ui.start(script)
