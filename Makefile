@@ -48,6 +48,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
+# Retrain the embedded default model from scratch (seeded; about 45-55 min on 2 CPU cores).
+train-default: $(STAMP)
+	nice -n 5 $(PY) -m backend.training train --out backend/default_model
+
+# Score the embedded model (colour, shape, img2img layout) and rewrite docs/default-model.md.
+eval-default: $(STAMP)
+	$(PY) -m backend.training eval --doc docs/default-model.md \
+	    --grid docs/default-model-grid.png --json backend/training/eval_results.json
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

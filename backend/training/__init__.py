@@ -1,0 +1,1 @@
+"""Training, data and evaluation for paintbridge's embedded default inpainting model."""

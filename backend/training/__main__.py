@@ -1,0 +1,52 @@
+"""CLI: ``python -m backend.training train|eval`` (reproduce / score the default model)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train import DEFAULT_CURVE, DEFAULT_OUT, TrainConfig
+
+    ap = argparse.ArgumentParser(prog="python -m backend.training")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train the default model from scratch (seeded)")
+    tr.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    tr.add_argument("--curve", type=Path, default=DEFAULT_CURVE)
+    tr.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps)
+    tr.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
+    tr.add_argument("--seed", type=int, default=TrainConfig.seed)
+    ev = sub.add_parser("eval", help="score a model folder against the procedural ground truth")
+    ev.add_argument("--model", type=Path, default=DEFAULT_OUT)
+    ev.add_argument("--n", type=int, default=50, help="masked regions per prompt")
+    ev.add_argument("--doc", type=Path, default=None, help="write results markdown here")
+    ev.add_argument("--grid", type=Path, default=None, help="write the picture grid here")
+    ev.add_argument("--json", type=Path, default=None, help="write raw numbers here")
+    ev.add_argument("--steps", type=int, default=None)
+    ev.add_argument("--guidance", type=float, default=None)
+    ev.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    if args.cmd == "train":
+        from .train import train
+
+        cfg = TrainConfig(vae_steps=args.vae_steps, unet_steps=args.unet_steps, seed=args.seed)
+        train(args.out, args.curve, cfg)
+        return 0
+    from .evaluate import run_eval
+
+    run_eval(args.model, n=args.n, doc=args.doc, grid=args.grid, json_out=args.json,
+             steps=args.steps, guidance=args.guidance, dtype=args.dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
