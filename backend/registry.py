@@ -200,9 +200,12 @@ class LoadedModel:
 def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
     """Load offline: folders as saved, single files with the config folders we ship."""
     import diffusers as d
+    import transformers
 
     from . import model_configs
 
+    d.utils.logging.disable_progress_bar()  # a daemon's log is not a terminal
+    transformers.utils.logging.disable_progress_bar()
     if entry.error or entry.arch is None:
         raise ModelError(entry.error or f"model '{entry.name}' is not usable")
     cls = {"v1": d.StableDiffusionPipeline, "inpainting": d.StableDiffusionInpaintPipeline,
