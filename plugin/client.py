@@ -23,6 +23,9 @@ from . import protocol
 from .protocol import ErrorCode, FrameSpec, Limits, ProtocolError
 
 HEARTBEAT_MS = 1000
+# a keyless client meeting a CURVE daemon often sees only NO_DETAIL, not AUTH
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 SERVER_KEY_ENV = "PAINTBRIDGE_SERVER_KEY"
 CLIENT_KEY_ENV = "PAINTBRIDGE_CLIENT_KEY"
 
@@ -162,6 +165,7 @@ class Client:
         self.client_id = client_id or uuid.uuid4().hex
         self.connected = False
         self.auth_refused = False
+        self.uses_keys = False
         self.socket = self._context.socket(zmq.DEALER)
         self._monitor: zmq.Socket | None = None
         try:
@@ -195,8 +199,7 @@ class Client:
         self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
         self.socket.setsockopt(zmq.HEARTBEAT_TTL, 6 * heartbeat_ms)
         self._monitor = self.socket.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED |
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
         try:
             self.socket.connect(self.endpoint)
         except zmq.ZMQError as exc:
@@ -219,6 +222,7 @@ class Client:
             server_key = zmq.auth.load_certificate(server_key)[0].decode()
         if len(server_key) != 40:
             raise DaemonError(ErrorCode.BAD_FIELD, "the server key must be 40 Z85 characters")
+        self.uses_keys = True
         try:
             self.socket.curve_serverkey = server_key.encode()
             self.socket.curve_publickey = public
@@ -259,9 +263,13 @@ class Client:
         parts = [protocol.encode_header(header), *frames]
         if not self.socket.poll(int(timeout * 1000), zmq.POLLOUT):
             self.pump(0)  # notice a refused handshake
-            if self.auth_refused:
+            if self.auth_refused and self.uses_keys:
                 raise DaemonError(ErrorCode.UNREACHABLE,
                                   f"the daemon at {self.endpoint} refused this client's keys")
+            if self.auth_refused:
+                raise DaemonError(ErrorCode.UNREACHABLE,
+                                  f"the daemon at {self.endpoint} requires keys: give the "
+                                  "server key and this client's key file (docs/security.md)")
             raise DaemonError(ErrorCode.UNREACHABLE,
                               f"no paintbridge daemon answers at {self.endpoint}; "
                               "start one with `paintbridge serve`")
@@ -311,8 +319,7 @@ class Client:
                             self._send({"v": protocol.VERSION, "op": "fetch", "job": job.id})
                         except DaemonError:
                             break  # gone again; the next handshake asks once more
-            elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH,
-                           zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            elif event & _HANDSHAKE_FAILED:
                 self.auth_refused = True
         return changed
 

@@ -84,6 +84,8 @@ def test_others_are_refused_and_cannot_submit(secure_daemon, key_dirs, who: str)
         with pytest.raises(DaemonError) as info:
             client.hello(timeout=1.5)
         assert info.value.code in ("unreachable", "timeout")
+        expected = "refused this client's keys" if who == "unknown key" else "requires keys"
+        assert expected in info.value.message
         with pytest.raises(DaemonError):
             tiny_job(client)
     # a raw plaintext socket that pushes a submit anyway gets nothing through

@@ -317,6 +317,33 @@ def test_settings_dialog_runs(ui: dict[str, Any]) -> None:
     assert res == {"ok": True, "seen": ["Inpaint selection"], "prompt": "a cat"}
 
 
+def test_dialog_shows_why_no_daemon_answers(ui: dict[str, Any]) -> None:
+    """With a connection problem the dialog still opens, so the endpoint and keys can be
+    corrected: its "Daemon" expander is open, says why, and holds the three fields, the
+    client key with a file chooser button."""
+    res = ui["settings_problem"]
+    assert "exception" not in res, res.get("exception")
+    assert res["ok"] is True and res["seen"] == ["Inpaint selection"]
+    found = res["widgets"]
+    assert "Expander:open" in found, found
+    assert "label:Paintbridge: the daemon requires keys." in found, found
+    assert "label:Daemon (endpoint and keys of a remote daemon)" in found, found
+    assert "label:Client key" in found and "FileChooserButton" in found, found
+    # what was typed stays, and the file picked with the button is the client key
+    assert res["server_key"] == "K" * 40 and res["client_key"] == res["picked"]
+
+
+def test_interactive_run_lets_the_keys_be_corrected(ui: dict[str, Any]) -> None:
+    """The plug-in's own run from the menu with an unusable server key: the dialog shows why,
+    the key is corrected there, and the filter then connects and adds its layer."""
+    res = ui["interactive_fix"]
+    assert "exception" not in res, res.get("exception")
+    assert res["seen"] == ["Inpaint selection"], res
+    assert len(res["problem"]) == 1 and "cannot use the keys" in res["problem"][0], res
+    assert res["status"] == "success", res["message"]
+    assert res["layers"] == ["fixed [seed 3]", "bottom"]
+
+
 def test_no_daemon_offer_explains(ui: dict[str, Any]) -> None:
     """A non-loopback endpoint: no Start button, only how to start the daemon."""
     res = ui["offer"]

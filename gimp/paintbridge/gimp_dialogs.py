@@ -3,6 +3,7 @@ small window with a Cancel button while a job runs. Never used by non-interactiv
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import Gimp, GimpUi, GLib, Gtk  # noqa: E402
+from gi.repository import Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 _ui_ready = False
 
@@ -29,22 +30,18 @@ def _pump_events() -> None:
         context.iteration(False)
 
 
-def _is_loopback(endpoint: str) -> bool:
-    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
-    return endpoint.startswith("ipc://") or host in ("127.0.0.1", "localhost", "[::1]", "::1")
-
-
 def offer_daemon(session, endpoint: str, wait_s: float) -> bool:
     """No daemon answers: say so and, on a loopback endpoint, offer to start one that outlives
     GIMP. True once a daemon answers, False when the user declines; raises the plug-in's
     error when the started daemon does not come up."""
+    from gimp_connection import is_loopback
     from paintbridge_errors import PaintbridgeError
 
     from plugin import launcher
 
     _init_ui()
     text = f"No paintbridge daemon answers at {endpoint}."
-    can_start = _is_loopback(endpoint) and launcher.serve_command(endpoint) is not None
+    can_start = is_loopback(endpoint) and launcher.serve_command(endpoint) is not None
     dialog = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION, text=text)
     dialog.set_title("Paintbridge")
     if can_start:
@@ -80,23 +77,71 @@ def offer_daemon(session, endpoint: str, wait_s: float) -> bool:
                            f"{launcher.log_path()}.")
 
 
-def settings_dialog(procedure, config, session, fields: list[str]) -> bool:
+def settings_dialog(procedure, config, session, fields: list[str],
+                    daemon_fields: list[str] | None = None, problem: str | None = None) -> bool:
     """GIMP's own procedure dialog (it remembers the last values), with the daemon's models
-    listed under it. Returns False when the user cancels."""
+    listed under it, and the connection's fields (endpoint, keys) in a "Daemon" expander that
+    is open when ``problem`` says why no daemon answers. Returns False when the user
+    cancels."""
     _init_ui()
+    for name in [*fields, *(daemon_fields or [])]:   # GTK complains about NULL strings
+        spec = config.find_property(name)
+        if spec is not None and spec.value_type == GObject.TYPE_STRING \
+                and config.get_property(name) is None:
+            config.set_property(name, "")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, procedure.get_menu_label()
                                         .replace("_", "").rstrip("…"))
-    models = session.models()
+    shown = list(fields)
+    models = session.models() if session is not None else []
     if models:
         default = (session.info or {}).get("default_model")
         listed = ", ".join(f"{m} (default)" if m == default else m for m in models)
-        label = dialog.get_label("models-label", f"Models: {listed}", False, False)
-        dialog.fill(fields + ["models-label"] if label is not None else fields)
-    else:
-        dialog.fill(fields)
+        if dialog.get_label("models-label", f"Models: {listed}", False, False) is not None:
+            shown.append("models-label")
+    if daemon_fields:
+        contents = list(daemon_fields)
+        label = dialog.get_label("problem-label", problem, False, False) if problem else None
+        if label is not None:
+            label.set_line_wrap(True)
+            label.set_max_width_chars(60)
+            label.set_xalign(0.0)
+            contents.insert(0, "problem-label")
+        if "client-key" in contents:
+            _add_file_button(dialog, config, "client-key")
+        dialog.get_label("daemon-title", "Daemon (endpoint and keys of a remote daemon)",
+                         False, False)
+        dialog.fill_box("daemon-box", contents)
+        expander = dialog.fill_expander("daemon-expander", "daemon-title", False, "daemon-box")
+        if problem and expander is not None:
+            expander.set_expanded(True)
+        shown.append("daemon-expander")
+    dialog.fill(shown)
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
+
+
+def _add_file_button(dialog, config, prop: str) -> None:
+    """A file chooser button beside a string argument's entry: the key file is picked, and
+    the path can still be typed or pasted."""
+    labeled = dialog.get_widget(prop, GObject.TYPE_NONE)
+    if not isinstance(labeled, Gtk.Grid):
+        return
+    button = Gtk.FileChooserButton(title="Paintbridge: client key file (NAME.key_secret)",
+                                   action=Gtk.FileChooserAction.OPEN)
+    button.set_width_chars(12)
+    current = config.get_property(prop) or ""
+    if current and os.path.isfile(os.path.expanduser(current)):
+        button.set_filename(os.path.expanduser(current))
+
+    def chosen(chooser) -> None:
+        path = chooser.get_filename()
+        if path:
+            config.set_property(prop, path)
+
+    button.connect("file-set", chosen)
+    labeled.attach(button, 2, 0, 1, 1)
+    button.show()
 
 
 class CancelWindow:

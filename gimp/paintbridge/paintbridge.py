@@ -39,6 +39,8 @@ START_WAIT_S = 120.0     # how long a freshly started daemon may take to answer
 RW = GObject.ParamFlags.READWRITE
 FIELDS = ["prompt", "negative-prompt", "model", "strength", "steps", "cfg", "sampler", "seed",
           "count", "padding"]
+#: the connection's arguments, shown in the dialog's "Daemon" expander
+DAEMON_FIELDS = ["endpoint", "server-key", "client-key"]
 
 
 def samplers() -> Gimp.Choice:
@@ -73,8 +75,18 @@ def add_arguments(proc: Gimp.Procedure, strength: float) -> None:
                           RW)
     proc.add_int_argument("feather", "Feather", "Soften the result's edge inside the grown "
                           "selection by this many pixels", 0, 512, 4, RW)
-    proc.add_string_argument("endpoint", "Daemon endpoint", "ZeroMQ endpoint of the daemon; "
+    proc.add_string_argument("endpoint", "Daemon _endpoint", "ZeroMQ endpoint of the daemon; "
                              "empty: $PAINTBRIDGE_ENDPOINT or tcp://127.0.0.1:47610", "", RW)
+    proc.add_string_argument("server-key", "Ser_ver key", "The daemon's public key (40 Z85 "
+                             "characters, printed by `paintbridge serve`, or its server.key "
+                             "file) for a daemon that requires keys; empty: "
+                             "$PAINTBRIDGE_SERVER_KEY, or none for a local daemon", "", RW)
+    # A string, not a file argument: GIMP itself refuses a missing file with an unreadable
+    # "value out of range", where the plug-in says which file and why; the dialog adds a
+    # file chooser button to its entry.
+    proc.add_string_argument("client-key", "C_lient key", "This machine's secret key file "
+                             "(NAME.key_secret from `paintbridge keys client NAME`); empty: "
+                             "$PAINTBRIDGE_CLIENT_KEY", "", RW)
 
 
 def settings_from_config(config: Gimp.ProcedureConfig, kind: str):  # -> GenerationSettings
@@ -134,39 +146,65 @@ class Paintbridge(Gimp.PlugIn):
         # From the menu (a dialog, or Repeat with the last values) the user is there to be
         # asked and to press Cancel; scripts and batch runs are never asked anything.
         with_user = run_mode != Gimp.RunMode.NONINTERACTIVE
+        interactive = run_mode == Gimp.RunMode.INTERACTIVE
         if len(drawables) != 1:
             raise PaintbridgeError("Paintbridge works on one layer: select exactly one.")
         if kind == "inpaint" and Gimp.Selection.is_empty(image):
             raise PaintbridgeError("Inpaint needs a selection: select the area to repaint "
                                    "first.")
         try:
-            from plugin.client import DaemonError, JobState, default_endpoint
+            from plugin.client import DaemonError, JobState
             from plugin.protocol import ProtocolError
-            from plugin.session import Session, UnsupportedDocument
+            from plugin.session import UnsupportedDocument
         except ImportError as exc:
             raise PaintbridgeError(f"Paintbridge cannot load its client ({exc}). GIMP's Python "
                                    f"({sys.executable}) needs pyzmq: on Debian/Ubuntu install "
                                    "python3-zmq; where GIMP bundles Python, run `paintbridge "
                                    "install gimp` again.") from exc
         import gimp_job
+        from gimp_connection import can_offer_start, connection_from_config, open_session
+        from gimp_connection import not_connected as why_not
         from gimp_document import GimpDocument
 
-        endpoint = config.get_property("endpoint") or default_endpoint()
-        session = Session(endpoint)
+        # In the dialog the user can still correct the endpoint and the keys, so there a
+        # connection problem is shown in it rather than ending the filter.
+        session, problem = None, None
         try:
-            if with_user:
+            connection = connection_from_config(config)
+            session = open_session(*connection)
+        except PaintbridgeError as exc:
+            if not interactive:
+                raise
+            connection, problem = None, str(exc)
+        try:
+            if with_user and session is not None and not session.check(timeout=1.0):
+                endpoint, server_key, client_key = connection
+                if can_offer_start(endpoint, server_key, session):
+                    import gimp_dialogs
+
+                    if not gimp_dialogs.offer_daemon(session, endpoint, START_WAIT_S):
+                        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+                elif interactive:
+                    problem = why_not(session, server_key, client_key, False)
+                else:
+                    raise PaintbridgeError(why_not(session, server_key, client_key, False))
+            if interactive:
                 import gimp_dialogs
 
-                if not (session.check(timeout=1.0) or
-                        gimp_dialogs.offer_daemon(session, endpoint, START_WAIT_S)):
+                if not gimp_dialogs.settings_dialog(procedure, config, session, FIELDS,
+                                                    DAEMON_FIELDS, problem):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            if run_mode == Gimp.RunMode.INTERACTIVE:
-                if not gimp_dialogs.settings_dialog(procedure, config, session, FIELDS):
-                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-            elif not session.check(timeout=2.0):
-                raise PaintbridgeError(
-                    f"Paintbridge: {session.last_error} (or run this filter from the Filters "
-                    "▸ Paintbridge menu, which offers to start it).")
+                changed = connection_from_config(config)
+                if session is None or changed != connection:
+                    if session is not None:
+                        session.close()
+                        session = None
+                    connection = changed
+                    session = open_session(*connection)
+            endpoint, server_key, client_key = connection
+            if not session.connected and not session.check(timeout=2.0):
+                raise PaintbridgeError(why_not(session, server_key, client_key,
+                                               can_offer_start(endpoint, server_key, session)))
             settings = settings_from_config(config, kind)
             try:
                 doc = GimpDocument(image, drawables[0])
@@ -185,7 +223,8 @@ class Paintbridge(Gimp.PlugIn):
             Gimp.displays_flush()
             return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
         finally:
-            session.close()
+            if session is not None:
+                session.close()
 
 
 Gimp.main(Paintbridge.__gtype__, sys.argv)

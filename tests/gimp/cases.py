@@ -2,7 +2,8 @@
 
 Calls the installed Paintbridge procedures non-interactively, as a script would, and writes
 what it observed to $PB_OUT/results.json for tests/test_gimp.py to judge. It judges nothing
-itself: every number the assertions need is recorded.
+itself: every number the assertions need is recorded. With PB_SUITE=auth it runs the key
+cases of tests/test_gimp_auth.py instead (against a daemon that requires CurveZMQ keys).
 """
 
 import hashlib
@@ -15,7 +16,7 @@ from gi.repository import Gegl, Gimp, Gio
 
 OUT = os.environ["PB_OUT"]
 ENDPOINT = os.environ["PB_ENDPOINT"]
-DEAD_ENDPOINT = os.environ["PB_DEAD_ENDPOINT"]
+DEAD_ENDPOINT = os.environ.get("PB_DEAD_ENDPOINT", "")
 PLUG_IN_DIR = os.environ["PB_PLUG_IN_DIR"]
 PDB = Gimp.get_pdb()
 W, H = 96, 72
@@ -277,4 +278,45 @@ def main():
         json.dump(results, f, indent=1)
 
 
-main()
+def auth_main():
+    """Inpaint against a daemon started with --auth: the right keys, an unauthorized
+    keypair, no client key, an unreadable key file, no keys at all. With PB_ENV_KEYS=1
+    (GIMP started with PAINTBRIDGE_SERVER_KEY / PAINTBRIDGE_CLIENT_KEY) the arguments stay
+    empty and the environment must do. Writes $PB_OUT/$PB_RESULTS."""
+    server_key = os.environ.get("PB_SERVER_KEY", "")
+
+    def key(name):
+        return os.environ[name]
+
+    if os.environ.get("PB_ENV_KEYS"):
+        cases = {"env_keys": {}}
+    else:
+        cases = {
+            "right_keys": {"server_key": server_key, "client_key": key("PB_CLIENT_KEY")},
+            "unauthorized_key": {"server_key": server_key,
+                                 "client_key": key("PB_WRONG_CLIENT_KEY")},
+            "no_client_key": {"server_key": server_key},
+            "missing_key_file": {"server_key": server_key,
+                                 "client_key": key("PB_MISSING_CLIENT_KEY")},
+            "public_key_file": {"server_key": server_key,
+                                "client_key": key("PB_PUBLIC_CLIENT_KEY")},
+            "bad_server_key": {"server_key": "not a key",
+                               "client_key": key("PB_CLIENT_KEY")},
+            "garbled_server_key": {"server_key": "~" * 40,      # 40 long, not Z85
+                                   "client_key": key("PB_CLIENT_KEY")},
+            "no_keys": {},
+        }
+    results = {}
+    for name, args in cases.items():
+        try:
+            results[name] = case(name, "paintbridge-inpaint", **args)
+        except Exception:
+            results[name] = {"exception": traceback.format_exc()}
+    with open(os.path.join(OUT, os.environ["PB_RESULTS"]), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if os.environ.get("PB_SUITE") == "auth":
+    auth_main()
+else:
+    main()

@@ -22,6 +22,9 @@ from gimp_document import GimpDocument  # noqa: E402
 from plugin.session import GenerationSettings, Session  # noqa: E402
 
 PDB = Gimp.get_pdb()
+FIELDS = ["prompt", "negative-prompt", "model", "strength", "steps", "cfg", "sampler", "seed",
+          "count", "padding"]
+DAEMON_FIELDS = ["endpoint", "server-key", "client-key"]
 
 
 def press(response, seen, after_ms=300, screenshot=None):
@@ -60,10 +63,64 @@ def settings_dialog():
     press(Gtk.ResponseType.OK, seen, after_ms=1000,
           screenshot=os.path.join(OUT, "dialog.png") if os.environ.get("PB_PICTURE_SOURCE")
           else None)
-    ok = gimp_dialogs.settings_dialog(proc, config, FakeSession(),
-                                      ["prompt", "negative-prompt", "model", "strength",
-                                       "steps", "cfg", "sampler", "seed", "count", "padding"])
+    ok = gimp_dialogs.settings_dialog(proc, config, FakeSession(), FIELDS, DAEMON_FIELDS)
     return {"ok": ok, "seen": seen, "prompt": config.get_property("prompt")}
+
+
+def widgets(widget, out):
+    """Type names of every widget under ``widget`` (expanders: with their state)."""
+    name = type(widget).__name__
+    if isinstance(widget, Gtk.Expander):
+        name += ":open" if widget.get_expanded() else ":closed"
+    elif isinstance(widget, Gtk.Label) and widget.get_visible():
+        out.append("label:" + widget.get_text())
+    out.append(name)
+    children = []
+    if isinstance(widget, Gtk.Container):
+        children = widget.get_children()
+        if isinstance(widget, Gtk.Expander) and widget.get_label_widget() is not None:
+            children = [widget.get_label_widget(), *children]
+    for child in children:
+        widgets(child, out)
+    return out
+
+
+def settings_dialog_with_problem():
+    """No daemon answered: the dialog opens anyway, its "Daemon" expander open with the
+    reason, the keys' fields in it (the client key with a file chooser), so the user can
+    correct them; the values typed in stay in the procedure's config."""
+    proc = PDB.lookup_procedure("paintbridge-inpaint")
+    config = proc.create_config()
+    seen, found = [], []
+    picked = os.path.join(OUT, "picked.key_secret")
+    with open(picked, "w") as f:
+        f.write("#   ZeroMQ CURVE **Secret** Certificate (a stand-in)\n")
+
+    def choose(widget):
+        """Pick a file with the chooser button, as a user's click in its dialog ends."""
+        if isinstance(widget, Gtk.FileChooserButton):
+            widget.set_filename(picked)
+            widget.emit("file-set")
+        elif isinstance(widget, Gtk.Container):
+            for child in widget.get_children():
+                choose(child)
+
+    def look():
+        for window in Gtk.Window.list_toplevels():
+            if isinstance(window, Gtk.Dialog) and window.get_visible():
+                widgets(window, found)
+                choose(window)
+                return False
+        return True
+
+    GLib.timeout_add(700, look)
+    press(Gtk.ResponseType.OK, seen, after_ms=1000)
+    config.set_property("server-key", "K" * 40)
+    ok = gimp_dialogs.settings_dialog(proc, config, None, FIELDS, DAEMON_FIELDS,
+                                      "Paintbridge: the daemon requires keys.")
+    return {"ok": ok, "seen": seen, "widgets": found,
+            "server_key": config.get_property("server-key"),
+            "client_key": config.get_property("client-key"), "picked": picked}
 
 
 def offer_without_daemon():
@@ -120,9 +177,60 @@ def cancel_running_job():
             "delivered": delivered, "layers": layers}
 
 
+def plug_in_run():
+    """The plug-in's own run, in this process (its script without the last line, which
+    would start GIMP's plug-in loop), so that a timer here can answer its dialog."""
+    path = os.path.join(os.environ["PB_PLUG_IN_DIR"], "paintbridge", "paintbridge.py")
+    with open(path) as f:
+        source = f.read()
+    namespace = {"__file__": path, "__name__": "paintbridge_under_test"}
+    exec(source.replace("Gimp.main(Paintbridge.__gtype__, sys.argv)", ""), namespace)
+    return namespace["Paintbridge"]._run
+
+
+def interactive_run_fixes_keys():
+    """Run from the menu with an unusable server key remembered: the dialog opens with the
+    reason, the user clears the key (a local daemon needs none) and presses OK; the filter
+    connects with the corrected values and adds its layer."""
+    run = plug_in_run()
+    proc = PDB.lookup_procedure("paintbridge-inpaint")
+    config = proc.create_config()
+    for key, value in {"prompt": "fixed", "steps": 2, "seed": 3, "endpoint":
+                       os.environ["PB_ENDPOINT"], "server-key": "not a key"}.items():
+        config.set_property(key, value)
+    img = Gimp.Image.new(64, 64, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(img, "bottom", 64, 64, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    img.insert_layer(layer, None, 0)
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, 16, 16, 24, 24)
+    seen, problem = [], []
+
+    def fix():
+        for window in Gtk.Window.list_toplevels():
+            if isinstance(window, Gtk.Dialog) and window.get_visible():
+                problem.extend(w[len("label:"):] for w in widgets(window, [])
+                               if w.startswith("label:Paintbridge"))
+                config.set_property("server-key", "")
+                return False
+        return True
+
+    GLib.timeout_add(700, fix)
+    press(Gtk.ResponseType.OK, seen, after_ms=1000)
+    values = run(None, proc, "inpaint", Gimp.RunMode.INTERACTIVE, img, [layer], config)
+    status = values.index(0).value_nick
+    message = values.index(1) if values.length() > 1 else None
+    layers = [lay.get_name() for lay in img.get_layers()]
+    img.delete()
+    return {"status": status, "message": message, "seen": seen, "problem": problem,
+            "layers": layers}
+
+
 results = {}
-for name, fn in (("settings_dialog", settings_dialog), ("offer", offer_without_daemon),
-                 ("start", offer_and_start), ("cancel", cancel_running_job)):
+for name, fn in (("settings_dialog", settings_dialog),
+                 ("settings_problem", settings_dialog_with_problem),
+                 ("offer", offer_without_daemon),
+                 ("start", offer_and_start), ("cancel", cancel_running_job),
+                 ("interactive_fix", interactive_run_fixes_keys)):
     try:
         results[name] = fn()
     except Exception:
