@@ -165,7 +165,8 @@ def ui(gimp: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
             if started is None and asked.exists():
                 args = asked.read_text().split()      # serve --bind ENDPOINT
                 assert args[:2] == ["serve", "--bind"], args
-                started = serve_at(args[2], gimp["log_dir"], daemon_args(request))
+                started = start_daemon(gimp["log_dir"], *daemon_args(request),
+                                       endpoint=args[2], wait=False)
             time.sleep(0.2)
         if proc.poll() is None:
             proc.kill()
@@ -179,18 +180,6 @@ def ui(gimp: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
     out = work / "ui_results.json"
     assert out.exists(), f"GIMP wrote no results:\n{log[-4000:]}"
     return json.loads(out.read_text())
-
-
-def serve_at(endpoint: str, log_dir: Path, args: list[str]) -> DaemonProc:
-    """A real daemon bound where the plug-in asked (start_daemon picks its own port)."""
-    log = log_dir / "started-daemon.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
-               XDG_CONFIG_HOME=str(log_dir / "xdg"))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", endpoint,
-                                 "--threads", "1", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
-    return DaemonProc(proc, endpoint, log)
 
 
 def result(cases: dict[str, Any], name: str) -> dict[str, Any]:
