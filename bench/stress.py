@@ -43,7 +43,8 @@ def small_image(seed: int) -> Frame:
 class LoadReport:
     clients: int
     jobs_per_client: int
-    results: int = 0
+    results: int = 0          # with in_flight: every job ends with a result
+    submitted: int = 0
     busy: int = 0
     other_errors: int = 0
     lost: int = 0
@@ -54,32 +55,44 @@ class LoadReport:
 
 
 def run_load(endpoint: str, clients: int, jobs: int, steps: int = 2,
-             timeout: float = 600) -> LoadReport:
-    """``clients`` threads, each with its own connection, submit ``jobs`` jobs at once and
-    wait. Every job must end with exactly one result or one 'busy'."""
+             timeout: float = 600, in_flight: int | None = None) -> LoadReport:
+    """``clients`` threads, each with its own connection, run ``jobs`` jobs. With
+    ``in_flight`` None all are submitted at once (a burst: the queue limits answer 'busy');
+    otherwise each client keeps that many in flight and resubmits what was refused 'busy',
+    as a patient host would. Every submitted job must end with exactly one result or one
+    'busy'."""
     report = LoadReport(clients, jobs)
     order: list[tuple[float, str]] = []
     lock = threading.Lock()
     start = threading.Barrier(clients)
     outcomes: list[Counter] = [Counter() for _ in range(clients)]
     events_per_job: list[dict[str, int]] = [{} for _ in range(clients)]
+    window = in_flight or jobs
 
     def one(index: int) -> None:
         with Client(endpoint) as client:
             client.hello(timeout=30)
             start.wait()
-            submitted = [client.submit("img2img", {"steps": steps, "seed": index},
-                                       image=small_image(index)) for _ in range(jobs)]
+            submitted: list = []
+            outstanding: list = []
+            remaining = jobs
             deadline = time.monotonic() + timeout
-            pending = list(submitted)
-            while pending and time.monotonic() < deadline:
+            while (remaining or outstanding) and time.monotonic() < deadline:
+                while remaining and len(outstanding) < window:
+                    job = client.submit("img2img", {"steps": steps, "seed": index},
+                                        image=small_image(index))
+                    submitted.append(job)
+                    outstanding.append(job)
+                    remaining -= 1
                 for job in client.pump(200):
                     if job.finished:
                         events_per_job[index][job.id] = events_per_job[index].get(job.id, 0) + 1
                         if job.state is JobState.DONE:
                             with lock:
                                 order.append((time.monotonic(), f"c{index}"))
-                pending = [j for j in pending if not j.finished]
+                        elif in_flight and job.error_code == ErrorCode.BUSY:
+                            remaining += 1  # refused: try again when one of ours is done
+                outstanding = [j for j in outstanding if not j.finished]
             for job in submitted:
                 if job.state is JobState.DONE and len(job.patches) == 1:
                     outcomes[index]["result"] += 1
@@ -99,6 +112,7 @@ def run_load(endpoint: str, clients: int, jobs: int, steps: int = 2,
     report.seconds = round(time.monotonic() - t0, 2)
     total = sum(outcomes, Counter())
     report.results, report.busy = total["result"], total["busy"]
+    report.submitted = sum(total.values())
     report.other_errors, report.lost = total["error"], total["lost"]
     report.duplicated = sum(1 for per in events_per_job for n in per.values() if n > 1)
     report.completion_order = [c for _, c in sorted(order)]

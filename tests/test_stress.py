@@ -32,6 +32,12 @@ def test_load_every_job_one_answer_and_fair(stress_daemon) -> None:
     assert report.worst_first_result_rank <= 4
 
 
+def test_paced_load_every_job_gets_a_result(stress_daemon) -> None:
+    report = stress.run_load(stress_daemon.endpoint, clients=4, jobs=6, in_flight=2)
+    assert report.results == 4 * 6 and report.submitted == report.results + report.busy
+    assert report.lost == report.duplicated == report.other_errors == 0
+
+
 def test_soak_no_growth(stress_daemon) -> None:
     report = stress.run_soak(stress_daemon.endpoint, stress_daemon.proc.pid, jobs=120)
     assert report.failed == 0
