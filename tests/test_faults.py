@@ -75,6 +75,7 @@ def test_frozen_daemon_is_detected_by_heartbeat_and_its_job_resumes(tmp_path,
             d.proc.send_signal(signal.SIGSTOP)          # alive but silent: only heartbeats see it
             detected = until(client, job, JobState.FAILED, timeout=HEARTBEAT_TIMEOUT + 2)
             assert job.lost and detected < HEARTBEAT_TIMEOUT + 2
+            print(f"frozen daemon detected after {detected:.2f} s")
             d.proc.send_signal(signal.SIGCONT)
             # reconnected, the client asks about the job; the daemon finished it meanwhile
             until(client, job, JobState.DONE, timeout=120)
