@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ if str(REPO) not in sys.path:  # `python bench/x.py` puts only bench/ on the pat
 
 import numpy as np  # noqa: E402
 
-from plugin.client import Client, DaemonError  # noqa: E402
+from backend import childdaemon  # noqa: E402
 
 # --------------------------------------------------------------------------- arguments
 
@@ -54,12 +53,6 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
 
 
 # --------------------------------------------------------------------------- the daemon
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -80,17 +73,12 @@ def daemon(*args: str, workdir: Path | None = None, timeout: float = 120.0
     tmp = tempfile.TemporaryDirectory(prefix="pb-bench-daemon-") if workdir is None else None
     root = Path(tmp.name) if tmp is not None else workdir
     assert root is not None
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
     log = root / "daemon.log"
     # an empty XDG config home: a user's own config.json must not change what is measured
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
-               XDG_CONFIG_HOME=str(root / "xdg"))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", endpoint,
-                                 "--threads", "1", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=REPO)
+    proc, endpoint = childdaemon.spawn(args, log, env={"XDG_CONFIG_HOME": str(root / "xdg")},
+                                       cwd=REPO)
     try:
-        hello = _wait_hello(proc, endpoint, log, timeout)
+        hello = childdaemon.wait_ready(proc, endpoint, log, timeout)
         yield DaemonProc(proc, endpoint, log, hello)
     finally:
         if proc.poll() is None:
@@ -102,22 +90,6 @@ def daemon(*args: str, workdir: Path | None = None, timeout: float = 120.0
                 proc.wait()
         if tmp is not None:
             tmp.cleanup()
-
-
-def _wait_hello(proc: subprocess.Popen, endpoint: str, log: Path, timeout: float
-                ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with Client(endpoint) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"daemon exited early:\n{log.read_text(errors='replace')}")
-            try:
-                return client.hello(timeout=1.0)
-            except DaemonError:
-                time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"daemon did not answer within {timeout} s:\n"
-                       f"{log.read_text(errors='replace')}")
 
 
 def tiny_model_dir(root: Path, native_sizes: tuple[int, ...] = ()) -> Path:

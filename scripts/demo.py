@@ -5,45 +5,25 @@ Writes demo-out.png (and demo-out.patch.png) in the repository root.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from plugin.client import Client, DaemonError  # noqa: E402
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+from backend import childdaemon  # noqa: E402
 
 
 def main() -> int:
-    endpoint = free_endpoint()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")
-    daemon = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", endpoint],
-                              cwd=ROOT, env=env)
+    daemon, endpoint = childdaemon.spawn([], None, cwd=ROOT)
     try:
-        with Client(endpoint) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                if daemon.poll() is not None:
-                    print("demo: the daemon exited early", file=sys.stderr)
-                    return 1
-                try:
-                    hello = client.hello(timeout=1)
-                    break
-                except DaemonError:
-                    if time.monotonic() > deadline:
-                        print("demo: the daemon did not answer", file=sys.stderr)
-                        return 1
+        try:
+            hello = childdaemon.wait_ready(daemon, endpoint, None, timeout=120)
+        except RuntimeError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
         if not hello["models"]:
             print("demo: the daemon has no usable model (see its output above)", file=sys.stderr)
             return 1
@@ -51,7 +31,7 @@ def main() -> int:
                               str(ROOT / "samples" / "sample.png"), "--mask",
                               str(ROOT / "samples" / "mask.png"), "--prompt", "a red circle",
                               "--seed", "1", "-o", str(ROOT / "demo-out.png"), "--endpoint",
-                              endpoint], cwd=ROOT, env=env)
+                              endpoint], cwd=ROOT)
         if out.returncode == 0:
             print(f"demo: wrote {ROOT / 'demo-out.png'}")
         return out.returncode

@@ -6,15 +6,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from backend import childdaemon
+from backend.childdaemon import free_port  # noqa: F401 - the tests import it from here
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -59,12 +60,6 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return TinyModels(models, singles, config_file)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class DaemonProc:
     proc: subprocess.Popen
@@ -87,35 +82,13 @@ class DaemonProc:
 
 def start_daemon(log_dir: Path, *args: str, wait: bool = True,
                  endpoint: str | None = None) -> DaemonProc:
-    endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
-    log = log_dir / f"daemon-{endpoint.rsplit(':', 1)[1]}-{time.monotonic_ns()}.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE",
-               XDG_CONFIG_HOME=str(log_dir / "xdg"))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--bind", endpoint,
-                                 "--threads", "1", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
-    daemon = DaemonProc(proc, endpoint, log)
+    """A real daemon process (its own XDG config home, so no user config leaks in)."""
+    log = log_dir / f"daemon-{time.monotonic_ns()}.log"
+    proc, endpoint = childdaemon.spawn(args, log, endpoint,
+                                       env={"XDG_CONFIG_HOME": str(log_dir / "xdg")})
     if wait:
-        wait_ready(daemon)
-    return daemon
-
-
-def wait_ready(daemon: DaemonProc, timeout: float = 90) -> None:
-    from plugin.client import Client, DaemonError
-
-    deadline = time.monotonic() + timeout
-    with Client(daemon.endpoint) as client:
-        while time.monotonic() < deadline:
-            if daemon.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited early:\n{daemon.output()}")
-            try:
-                client.hello(timeout=1.0)
-                return
-            except DaemonError:
-                time.sleep(0.2)
-    daemon.stop(signal.SIGKILL)
-    raise RuntimeError(f"daemon did not answer within {timeout} s:\n{daemon.output()}")
+        childdaemon.wait_ready(proc, endpoint, log)
+    return DaemonProc(proc, endpoint, log)
 
 
 @pytest.fixture(scope="session")
