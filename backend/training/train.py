@@ -42,16 +42,19 @@ class TrainConfig:
     """Everything that decides the weights; stored in the loss-curve JSON."""
 
     seed: int = 1234
-    vae_steps: int = 600
+    vae_steps: int = 700
     vae_batch: int = 16
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-7
+    vae_edge_weight: float = 4.0
     unet_steps: int = 3600
     unet_batch: int = 32
     unet_lr: float = 1e-3
     warmup: int = 100
     ema_decay: float = 0.998
     outside_mask_weight: float = 0.1
+    edge_weight: float = 2.0
+    t_power: float = 1.0
     log_every: int = 25
     checkpoint_every: int = 500
     steps: int = 20
@@ -80,10 +83,15 @@ def train_vae(cfg: TrainConfig, curve: dict) -> AutoencoderKL:
     for step in range(cfg.vae_steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, 50)
-        x = torch.from_numpy(data.vae_batch(rng, cfg.vae_batch))
+        x_np, e_np = data.vae_batch(rng, cfg.vae_batch, edges=True)
+        x, e = torch.from_numpy(x_np), torch.from_numpy(e_np)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + cfg.vae_kl_weight * post.kl().mean()
+        # Pixels on the shapes' outlines weigh more, so corners and edges stay crisp.
+        wp = 1 + cfg.vae_edge_weight * e
+        err = rec - x
+        rec_loss = ((err.abs() + err**2) * wp).sum() / (wp.sum() * x.shape[1])
+        loss = rec_loss + cfg.vae_kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -204,7 +212,7 @@ def train(out: Path = DEFAULT_OUT, curve_path: Path = DEFAULT_CURVE,
     for step in range(cfg.unet_steps):
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
-        x_np, m_np, caps = data.training_batch(rng, cfg.unet_batch)
+        x_np, m_np, caps, e_np = data.training_batch(rng, cfg.unet_batch, edges=True)
         x, m = torch.from_numpy(x_np), torch.from_numpy(m_np)
         ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                   return_tensors="pt").input_ids
@@ -212,12 +220,16 @@ def train(out: Path = DEFAULT_OUT, curve_path: Path = DEFAULT_CURVE,
             z0 = _encode(vae, x, gen)
             zm = _encode(vae, x * (m < 0.5), gen)
             ml = F.interpolate(m, size=(LATENT, LATENT))
-            t = torch.randint(0, len(abar), (x.shape[0],), generator=gen)
+            # t_power < 1 draws more high-noise steps, where the shape is decided.
+            u = torch.rand(x.shape[0], generator=gen)
+            t = (u ** cfg.t_power * len(abar)).long().clamp(max=len(abar) - 1)
+            # Latent cells that hold a shape outline weigh more inside the mask.
+            el = F.max_pool2d(torch.from_numpy(e_np), 64 // LATENT)
             a = abar[t].view(-1, 1, 1, 1)
             zt = a.sqrt() * z0 + (1 - a).sqrt() * torch.randn(z0.shape, generator=gen)
         emb = te(ids)[0]
         pred = unet(torch.cat([zt, ml, zm], 1), t, encoder_hidden_states=emb).sample
-        w = ml + cfg.outside_mask_weight * (1 - ml)
+        w = ml * (1 + cfg.edge_weight * el) + cfg.outside_mask_weight * (1 - ml)
         loss = ((pred - z0) ** 2 * w).sum() / (w.sum() * z0.shape[1])
         opt.zero_grad(set_to_none=True)
         loss.backward()
