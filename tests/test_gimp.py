@@ -87,21 +87,30 @@ def popen_gimp(chroot: Path, inside: str, script: str, env: dict[str, str], log:
                             stderr=subprocess.STDOUT)
 
 
+def fresh_profile(chroot: Path, prefix: str) -> tuple[Path, str, Path]:
+    """A work folder inside the chroot with a GIMP profile holding the plug-in (installed by
+    the CLI) and the batch scripts: (work, the same folder seen from inside, plug-ins)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=chroot / "tmp"))
+    inside = "/" + str(work.relative_to(chroot))           # the same folder seen from inside
+    plug_ins = work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
+    installed = paintbridge("install", "gimp", "--plug-ins", str(plug_ins))
+    if installed.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+    assert installed.returncode == 0, installed.stderr
+    shutil.copy(CASES, work / "cases.py")
+    shutil.copy(UI_CASES, work / "ui_cases.py")
+    return work, inside, plug_ins
+
+
 @pytest.fixture(scope="module")
 def gimp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[dict[str, Any]]:
     """Install the plug-in into a fresh GIMP profile in the chroot and start a daemon."""
     chroot = ensure_chroot()
-    work = Path(tempfile.mkdtemp(prefix="paintbridge-test-", dir=chroot / "tmp"))
-    inside = "/" + str(work.relative_to(chroot))           # the same folder seen from inside
-    plug_ins = work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
+    work, inside, plug_ins = fresh_profile(chroot, "paintbridge-test-")
     log_dir = tmp_path_factory.mktemp("gimp")
     daemon = None
     try:
-        installed = paintbridge("install", "gimp", "--plug-ins", str(plug_ins))
-        assert installed.returncode == 0, installed.stderr
-        shutil.copy(CASES, work / "cases.py")
-        shutil.copy(UI_CASES, work / "ui_cases.py")
         daemon = start_daemon(log_dir, *daemon_args(request))
         env = {"PB_ENDPOINT": daemon.endpoint,
                "PB_DEAD_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,11 @@ from backend import keys
 
 from .conftest import start_daemon
 from .test_gimp import (
-    CASES,
     assert_changed_inside_only,
     assert_one_result_above,
     assert_untouched,
     ensure_chroot,
-    paintbridge,
+    fresh_profile,
     pytestmark,  # noqa: F401  (the same skip without root)
     result,
     run_gimp,
@@ -62,15 +60,10 @@ def auth(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     keys.create_server(other_keys)
     wrong, _ = keys.create_client(other_keys, "mallory")    # well-formed, never authorized
     server_key = keys.server_public_key(host_keys)
-    work = Path(tempfile.mkdtemp(prefix="paintbridge-auth-", dir=chroot / "tmp"))
-    inside = "/" + str(work.relative_to(chroot))
-    plug_ins = work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
+    work, inside, _ = fresh_profile(chroot, "paintbridge-auth-")
     log_dir = tmp_path_factory.mktemp("gimp-auth")
     daemon = None
     try:
-        installed = paintbridge("install", "gimp", "--plug-ins", str(plug_ins))
-        assert installed.returncode == 0, installed.stderr
-        shutil.copy(CASES, work / "cases.py")
         key_dir = work / "home" / "keys"     # the client machine's copy of its keys
         key_dir.mkdir(parents=True)
         for src in (secret, wrong, public):
