@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test demo bench lint train-default eval-default clean install
+.PHONY: run test check types demo bench lint train-default eval-default clean install
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -36,11 +36,22 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/paintbridge serve
 
+# Everything, hosts included: what CI runs.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	sh scripts/typecheck.sh $(VENV)/bin/mypy
 	sh scripts/ensure_krita.sh
 	sh scripts/ensure_gimp_chroot.sh
 	$(PY) -m pytest -q
+
+# The edit loop, under a minute: lint, types and the tests marked fast (no daemon, no host).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	sh scripts/typecheck.sh $(VENV)/bin/mypy
+	$(PY) -m pytest -q -m fast
+
+types: $(STAMP)
+	sh scripts/typecheck.sh $(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
@@ -50,15 +61,15 @@ bench: $(STAMP)
 
 # Retrain the embedded default model from scratch (seeded; about 45-55 min on 2 CPU cores).
 train-default: $(STAMP)
-	nice -n 5 $(PY) -m backend.training train --out backend/default_model
+	nice -n 5 $(PY) -m tools.training train --out backend/default_model
 
 # Score the embedded model (colour, shape, img2img layout) and rewrite docs/default-model.md.
 eval-default: $(STAMP)
-	$(PY) -m backend.training eval --doc docs/default-model.md \
-	    --grid docs/default-model-grid.png --json backend/training/eval_results.json
+	$(PY) -m tools.training eval --doc docs/default-model.md \
+	    --grid docs/default-model-grid.png --json tools/training/eval_results.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache bench/results demo-out*.png
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .typecheck bench/results demo-out*.png

@@ -26,8 +26,8 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from plugin.client import Client, Frame, Job, JobState  # noqa: E402
-from plugin.region import Rect, job_region  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, Job, JobState  # noqa: E402
+from paintbridge.plugin.region import Rect, job_region  # noqa: E402
 
 TARGET = 1.1
 SMALL, BIG, SELECTION = 512, 8192, 256

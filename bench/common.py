@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:  # `python bench/x.py` puts only bench/ on the pat
 
 import numpy as np  # noqa: E402
 
-from backend import childdaemon  # noqa: E402
+from tools import childdaemon  # noqa: E402
 
 # --------------------------------------------------------------------------- arguments
 
@@ -97,7 +97,7 @@ def tiny_model_dir(root: Path, native_sizes: tuple[int, ...] = ()) -> Path:
     plus copies named ``tiny-inpainting-<n>`` whose paintbridge.json sets native_size n."""
     import shutil
 
-    from backend.tiny_models import save_tiny_model
+    from tools.tiny_models import save_tiny_model
 
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)

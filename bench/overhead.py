@@ -29,7 +29,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
 
 TARGET = 1.05
 PROMPT = "a weathered stone wall with moss"

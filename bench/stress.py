@@ -23,9 +23,9 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plugin import protocol  # noqa: E402
-from plugin.client import Client, Frame, JobState  # noqa: E402
-from plugin.protocol import ErrorCode  # noqa: E402
+from paintbridge.plugin import protocol  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.plugin.protocol import ErrorCode  # noqa: E402
 
 SIDE = 32
 

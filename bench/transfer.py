@@ -33,7 +33,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from plugin.client import Client, Frame  # noqa: E402
+from paintbridge.plugin.client import Client, Frame  # noqa: E402
 
 SIDES = (1024, 2048, 4096)
 # repetitions (full, quick) per side; PNG at 4096² takes ~15 s a round trip on 2 cores

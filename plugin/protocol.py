@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import params as _params
+from .params import WireEnum
+
 VERSION = 1
 
 DEFAULT_PORT = 47610
@@ -38,17 +41,44 @@ FORMATS: dict[str, tuple[int, int]] = {
 IMAGE_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 4)
 MASK_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 1)
 
-KINDS = ("txt2img", "img2img", "inpaint")
-REQUEST_OPS = ("hello", "models", "submit", "cancel", "fetch", "status", "echo")
-EVENTS = ("hello", "models", "status", "echo", "accepted", "progress", "result", "error",
-          "cancelled")
-SAMPLERS = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm", "pndm",
-            "unipc")
+KINDS = _params.KINDS
+Kind = _params.Kind
+SAMPLERS = tuple(_params.SAMPLERS)
+
+
+class Op(WireEnum):
+    """Request operations (a request header's ``op``)."""
+
+    HELLO = "hello"
+    MODELS = "models"
+    SUBMIT = "submit"
+    CANCEL = "cancel"
+    FETCH = "fetch"
+    STATUS = "status"
+    ECHO = "echo"
+
+
+class Event(WireEnum):
+    """What the daemon sends back (an event header's ``event``)."""
+
+    HELLO = "hello"
+    MODELS = "models"
+    STATUS = "status"
+    ECHO = "echo"
+    ACCEPTED = "accepted"
+    PROGRESS = "progress"
+    RESULT = "result"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+REQUEST_OPS = tuple(o.value for o in Op)
+EVENTS = tuple(e.value for e in Event)
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
-class ErrorCode:
+class ErrorCode(WireEnum):
     """Stable, machine-readable error codes carried by ``error`` events."""
 
     BAD_MESSAGE = "bad_message"      # not multipart JSON, header not an object, not UTF-8
@@ -237,85 +267,59 @@ def check_frame_buffers(specs: Sequence[FrameSpec], buffers: Sequence[Any]) -> N
 # --------------------------------------------------------------------------- parameters
 
 
-@dataclass(frozen=True)
-class _Param:
-    kind: type
-    default: Any
-    lo: float | None = None
-    hi: float | None = None
-    nullable: bool = False
-    choices: tuple[str, ...] = ()
-
-
-def _param_table(limits: Limits) -> dict[str, _Param]:
-    return {
-        "prompt": _Param(str, "", hi=limits.max_prompt_chars),
-        "negative_prompt": _Param(str, "", hi=limits.max_prompt_chars),
-        "model": _Param(str, None, nullable=True, hi=512),
-        "strength": _Param(float, None, lo=0.0, hi=1.0, nullable=True),
-        "steps": _Param(int, None, lo=1, hi=limits.max_steps, nullable=True),
-        "guidance": _Param(float, None, lo=0.0, hi=50.0, nullable=True),
-        "sampler": _Param(str, "default", choices=SAMPLERS),
-        "seed": _Param(int, None, lo=0, hi=2**32 - 1, nullable=True),
-        "count": _Param(int, 1, lo=1, hi=limits.max_count),
-        "padding": _Param(int, None, lo=0, hi=8192, nullable=True),
-        "grow": _Param(int, 0, lo=0, hi=512),
-        "feather": _Param(int, 0, lo=0, hi=512),
-    }
-
-
 #: strength when the client leaves it out: inpaint repaints the selection fully,
 #: img2img keeps the composition.
-DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.6, "inpaint": 1.0}
+DEFAULT_STRENGTH = dict(_params.BY_NAME["strength"].kind_defaults)
 
 
 def validate_params(kind: str, params: Any, limits: Limits) -> dict[str, Any]:
-    """Check every submit parameter against its type and range; fill in defaults."""
+    """Check every submit parameter against its row in :data:`params.PARAMS` (type and
+    range); fill in the defaults for the kind."""
     if not isinstance(params, dict):
         raise ProtocolError(ErrorCode.BAD_FIELD, "'params' must be an object", "params")
-    table = _param_table(limits)
-    unknown = sorted(set(params) - set(table))
+    unknown = sorted(set(params) - set(_params.BY_NAME))
     if unknown:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown parameter(s): {', '.join(unknown)}",
                             unknown[0])
     out: dict[str, Any] = {}
-    for name, spec in table.items():
-        value = params.get(name, spec.default)
+    for spec in _params.PARAMS:
+        value = params.get(spec.name)
         if value is None:
-            if name in params and not spec.nullable:
-                raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must not be null", name)
-            out[name] = spec.default
-            continue
-        out[name] = _check_param(name, value, spec)
-    if out["strength"] is None:
-        out["strength"] = DEFAULT_STRENGTH[kind]
-    if out["strength"] <= 0.0:
-        raise ProtocolError(ErrorCode.BAD_FIELD, "strength must be > 0 (0 would change nothing)",
-                            "strength")
+            if spec.name in params and not spec.nullable:
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"{spec.name} must not be null",
+                                    spec.name)
+            out[spec.name] = spec.default_for(kind)
+        else:
+            out[spec.name] = _check_param(spec, value, limits)
     return out
 
 
-def _check_param(name: str, value: Any, spec: _Param) -> Any:
-    if spec.kind is str:
+def _check_param(spec: _params.Param, value: Any, limits: Limits) -> Any:
+    name, hi = spec.name, spec.limit(limits)
+    if spec.type is str:
         if not isinstance(value, str):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string", name)
-        if spec.hi is not None and len(value) > spec.hi:
+        if hi is not None and len(value) > hi:
             raise ProtocolError(ErrorCode.TOO_LARGE,
-                                f"{name} is {len(value)} characters; limit {int(spec.hi)}", name)
-        if spec.choices and value not in spec.choices:
+                                f"{name} is {len(value)} characters; limit {int(hi)}", name)
+        if spec.choices and not spec.from_daemon and value not in spec.choices:
             raise ProtocolError(ErrorCode.BAD_FIELD,
                                 f"{name} must be one of {', '.join(spec.choices)}", name)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a number", name)
-    if spec.kind is int and not isinstance(value, int):
+    if spec.type is int and not isinstance(value, int):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be an integer", name)
     if isinstance(value, float) and not math.isfinite(value):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be finite", name)
-    if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+    lo = spec.lo
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ProtocolError(ErrorCode.BAD_FIELD,
-                            f"{name} = {value} is outside {spec.lo:g}..{spec.hi:g}", name)
-    return spec.kind(value)
+                            f"{name} = {value} is outside {lo or 0:g}..{hi:g}", name)
+    if spec.lo_open and value == lo:
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"{name} must be > {lo:g} ({lo:g} would change nothing)", name)
+    return spec.type(value)
 
 
 # --------------------------------------------------------------------------- submit
@@ -326,7 +330,7 @@ class SubmitRequest:
     """A validated ``submit``: what the daemon's job runner needs, frames still raw."""
 
     job: str
-    kind: str
+    kind: Kind
     params: dict[str, Any]
     offset: tuple[int, int]
     size: tuple[int, int]
@@ -343,10 +347,11 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
     """Validate a whole submit message; raise ProtocolError naming the first bad field."""
     job = job_id(header, required=True)
     assert job is not None
-    kind = header.get("kind")
-    if kind not in KINDS:
+    raw_kind = header.get("kind")
+    if raw_kind not in KINDS:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"kind must be one of {', '.join(KINDS)}",
                             "kind")
+    kind = Kind(raw_kind)
     params = validate_params(kind, header.get("params", {}), limits)
     specs = parse_frame_specs(header, limits)
     check_frame_buffers(specs, buffers)

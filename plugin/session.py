@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import protocol
-from .client import Client, DaemonError, Frame, Job, JobState, Patch
+from . import hosts, protocol
+from .client import Client, DaemonError, Frame, Job, JobState, Patch, default_endpoint
+from .params import BY_NAME, PARAMS
 from .protocol import ErrorCode
 from .region import Rect, job_region
 
@@ -42,60 +43,70 @@ class Document(Protocol):
     def read_selection(self, rect: Rect) -> Frame:
         """The selection's values in ``rect`` (gray8/gray16/grayf32), soft edges kept."""
 
-    def add_results(self, patches: list[Patch], names: list[str]) -> None:
-        """New layers above the active layer (a group when there are several)."""
+    def add_results(self, patches: list[Patch], names: list[str], group: str | None) -> Any:
+        """New layers above the active layer; in a new layer group named ``group`` when
+        there are several (``group`` is None for one)."""
 
 
-_TYPES: dict[str, Any] = {"prompt": str, "negative_prompt": str, "model": str, "mode": str,
-                          "strength": (int, float), "steps": int, "guidance": (int, float),
-                          "sampler": str, "seed": int, "count": int, "padding": int,
-                          "grow": int, "feather": int}
-_FLOATS = ("strength", "guidance")
-_NULLABLE = ("model", "strength", "steps", "guidance", "seed", "padding")
-
-
-@dataclass
 class GenerationSettings:
-    """Everything the user chooses in the docker or dialog; persisted by the host."""
+    """Everything the user chooses in the docker or dialog; persisted by the host.
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str | None = None
-    mode: str = "auto"
-    strength: float | None = None    # None = the daemon's default for the kind
-    steps: int | None = None
-    guidance: float | None = None
-    sampler: str = "default"
-    seed: int | None = None          # None = random each time
-    count: int = 1
-    padding: int | None = None       # None = automatic context
-    grow: int = 4
-    feather: int = 4
+    One attribute per row of :data:`params.PARAMS` (None = the daemon's or model's default,
+    where the row allows it) plus ``mode`` ("auto" picks inpaint with a selection, img2img
+    without)."""
+
+    def __init__(self, mode: str = "auto", **values: Any) -> None:
+        unknown = set(values) - set(BY_NAME)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "mode", mode)
+        object.__setattr__(self, "values", {p.name: p.start for p in PARAMS})
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in BY_NAME:
+            self.values[name] = BY_NAME[name].coerce(value)
+        elif name == "mode":
+            object.__setattr__(self, name, value)
+        else:
+            raise AttributeError(f"no setting {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, GenerationSettings) and self.mode == other.mode
+                and self.values == other.values)
+
+    def __repr__(self) -> str:
+        return f"GenerationSettings(mode={self.mode!r}, {self.values!r})"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({"mode": self.mode, **self.values})
 
     @classmethod
     def from_json(cls, text: str | None) -> GenerationSettings:
         """Tolerant: unknown keys and values of the wrong type keep their defaults, so an
         old or hand-edited settings file never stops the plugin from loading."""
+        out = cls()
         try:
             data = json.loads(text or "{}")
         except ValueError:
-            return cls()
-        out = cls()
+            return out
         if not isinstance(data, dict):
             return out
-        for f in fields(cls):
-            value = data.get(f.name, getattr(out, f.name))
-            if value is None and f.name in _NULLABLE:
-                setattr(out, f.name, None)
-            elif isinstance(value, _TYPES[f.name]) and not isinstance(value, bool):
-                setattr(out, f.name, float(value) if f.name in _FLOATS else value)
-        if out.mode not in MODES:
-            out.mode = "auto"
-        if out.sampler not in protocol.SAMPLERS:
-            out.sampler = "default"
+        for name in BY_NAME:
+            if name in data:
+                try:
+                    setattr(out, name, data[name])
+                except ValueError:
+                    pass
+        if data.get("mode") in MODES:
+            out.mode = data["mode"]
         return out
 
     def kind(self, has_selection: bool) -> str:
@@ -104,16 +115,9 @@ class GenerationSettings:
         return "inpaint" if has_selection else "img2img"
 
     def params(self, kind: str) -> dict[str, Any]:
-        p: dict[str, Any] = {"prompt": self.prompt, "negative_prompt": self.negative_prompt,
-                             "sampler": self.sampler, "count": self.count, "grow": self.grow,
-                             "feather": self.feather}
-        if kind != "txt2img" and self.strength is not None:
-            p["strength"] = self.strength
-        for key in ("model", "steps", "guidance", "seed", "padding"):
-            value = getattr(self, key)
-            if value is not None:
-                p[key] = value
-        return p
+        """The submit's ``params`` for ``kind``: the rows the kind uses, with a value."""
+        return {p.name: self.values[p.name] for p in PARAMS
+                if kind in p.kinds and self.values[p.name] is not None}
 
 
 @dataclass
@@ -144,11 +148,19 @@ def prepare(doc: Document, settings: GenerationSettings) -> PreparedJob:
     return PreparedJob(kind, region, settings.params(kind), image, mask)
 
 
-def layer_name(prompt: str, seed: int, limit: int = 60) -> str:
+def _short(prompt: str, limit: int = 60) -> str:
     text = " ".join(prompt.split()) or "(no prompt)"
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return f"{text} [seed {seed}]"
+    return text[: limit - 1] + "…" if len(text) > limit else text
+
+
+def layer_name(prompt: str, seed: int) -> str:
+    """A result layer's name: the prompt (shortened) and the seed to reuse."""
+    return f"{_short(prompt)} [seed {seed}]"
+
+
+def group_name(prompt: str, count: int) -> str:
+    """The name of the layer group that holds a batch's variations."""
+    return f"{_short(prompt)} [{count} variations]"
 
 
 class Session:
@@ -165,34 +177,87 @@ class Session:
     def __init__(self, endpoint: str | None = None,
                  client_factory: Callable[..., Client] = Client, **client_options: Any) -> None:
         """``client_options`` go to the client: ``server_key``/``client_key`` for a remote
-        daemon (CurveZMQ), ``client_id`` to stay the same client across restarts."""
+        daemon (CurveZMQ), ``client_id`` to stay the same client across restarts. Keys that
+        cannot be loaded leave a session that sends nothing and says why (``key_error``);
+        a malformed endpoint raises ValueError."""
         self._factory = client_factory
         self._options = client_options
-        self.client = client_factory(endpoint, **client_options)
         self.info: dict[str, Any] | None = None     # the last hello, None while disconnected
         self.job: Job | None = None
         self.last_error: str | None = None
+        self.key_error: str | None = None
+        self._endpoint = endpoint or default_endpoint()
+        self._client: Client | None = None
         self._probe: str | None = None               # request id of the hello in flight
         self._probe_sent = 0.0
         self._probe_next = 0.0
+        self._open(self._endpoint)
+
+    def _open(self, endpoint: str) -> None:
+        self._endpoint, self.key_error = endpoint, None
+        try:
+            self._client = self._factory(endpoint, **self._options)
+        except DaemonError as exc:  # unusable keys; zmq raises ValueError for the endpoint
+            self._client = None
+            self.key_error = hosts.keys_unusable(exc.message)
+            self.last_error = self.key_error
+
+    @property
+    def client(self) -> Client:
+        """The connection; DaemonError with the key problem when the keys were unusable."""
+        if self._client is None:
+            raise DaemonError(ErrorCode.BAD_FIELD, self.key_error or "no connection")
+        return self._client
 
     @property
     def endpoint(self) -> str:
-        return self.client.endpoint
+        return self._endpoint
 
     @property
     def connected(self) -> bool:
         return self.info is not None
 
-    def reconnect(self, endpoint: str | None = None) -> None:
-        """A fresh socket (after the endpoint changed); jobs in flight are forgotten."""
-        self.client.close()
-        self.client = self._factory(endpoint or self.endpoint, **self._options)
-        self.info, self.job = None, None
+    @property
+    def auth_refused(self) -> bool:
+        """The daemon completed no handshake because of this client's keys (or their lack)."""
+        return self._client is not None and self._client.auth_refused
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id if self._client is not None else ""
+
+    @property
+    def uses_keys(self) -> bool:
+        return bool(self._options.get("server_key"))
+
+    def filenos(self) -> list[int]:
+        """File descriptors a host's event loop watches (none while the keys are unusable)."""
+        return self._client.filenos() if self._client is not None else []
+
+    def refusal(self, where: str) -> str | None:
+        """Why the daemon turns this client away, when it is the keys; ``where`` says where
+        this host takes them (e.g. "Server key and Client key file under Connection")."""
+        if self.key_error:
+            return self.key_error
+        if self.auth_refused:
+            return (hosts.keys_refused(self.endpoint, where) if self.uses_keys
+                    else hosts.keys_required(self.endpoint, where))
+        return None
+
+    def reconnect(self, endpoint: str | None = None, **client_options: Any) -> None:
+        """A fresh socket (after the endpoint or the keys changed); jobs in flight are
+        forgotten. ``client_options`` replace the ones given so far."""
+        if self._client is not None:
+            self._client.close()
+        self._options.update(client_options)
+        self.info, self.job, self.last_error = None, None, None
         self._probe, self._probe_next = None, 0.0
+        self._open(endpoint or self.endpoint)
 
     def check(self, timeout: float = 1.0) -> bool:
         """Say hello; updates ``info`` and ``last_error``. Cheap enough for a 2 s timer."""
+        if self._client is None:
+            return False
         try:
             self.info = self.client.hello(timeout=timeout)
             self.last_error = None
@@ -210,7 +275,9 @@ class Session:
         """The non-blocking twin of :meth:`check`, for a UI thread: collect the answer to the
         last ``hello`` probe, time it out, or send the next one. Call it often (with
         ``poll``); returns True when the connection state, the hello or the error changed."""
-        client = self.client
+        client = self._client
+        if client is None:
+            return False
         changed = False
         if self._probe is not None:
             reply = client.take_reply(self._probe)
@@ -265,7 +332,9 @@ class Session:
 
     def poll(self, timeout_ms: int = 0) -> Job | None:
         """Read what arrived; returns the current job if it changed."""
-        changed = self.client.pump(timeout_ms)
+        if self._client is None:
+            return None
+        changed = self._client.pump(timeout_ms)
         return self.job if self.job is not None and self.job in changed else None
 
     def cancel(self) -> None:
@@ -283,9 +352,16 @@ class Session:
             return []
         prompt = job.info.get("prompt", "")
         names = [layer_name(prompt, p.seed) for p in job.patches]
-        doc.add_results(job.patches, names)
-        self.client.jobs.pop(job.id, None)
+        group = group_name(prompt, len(names)) if len(names) > 1 else None
+        doc.add_results(job.patches, names, group)
+        self.discard(job)
         return names
 
+    def discard(self, job: Job) -> None:
+        """Forget a job the host is done with (delivered, failed or abandoned)."""
+        if self._client is not None:
+            self._client.jobs.pop(job.id, None)
+
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()

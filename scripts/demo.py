@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend import childdaemon  # noqa: E402
+from tools import childdaemon  # noqa: E402
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
         if not hello["models"]:
             print("demo: the daemon has no usable model (see its output above)", file=sys.stderr)
             return 1
-        out = subprocess.run([sys.executable, "-m", "backend", "edit",
+        out = subprocess.run([sys.executable, "-m", "paintbridge.backend", "edit",
                               str(ROOT / "samples" / "sample.png"), "--mask",
                               str(ROOT / "samples" / "mask.png"), "--prompt", "a red circle",
                               "--seed", "1", "-o", str(ROOT / "demo-out.png"), "--endpoint",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import childdaemon
-from backend.childdaemon import free_port  # noqa: F401 - the tests import it from here
+from tools import childdaemon
+from tools.childdaemon import free_port  # noqa: F401 - the tests import it from here
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -37,7 +37,7 @@ class TinyModels:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """Every tiny architecture, saved both as a diffusers folder and as an original-layout
     single file (our converter), as a user's model folders would hold them."""
-    from backend.tiny_models import save_tiny_model
+    from tools.tiny_models import save_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     build, models, singles, configs = (root / n for n in ("build", "models", "singles",
@@ -103,7 +103,7 @@ def daemon(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def client(daemon: DaemonProc) -> Iterator[object]:
-    from plugin.client import Client
+    from paintbridge.plugin.client import Client
 
     with Client(daemon.endpoint) as c:
         yield c

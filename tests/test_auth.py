@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import zmq
 
-from backend import keys
-from plugin.client import Client, DaemonError, Frame, JobState
+from paintbridge.backend import keys
+from paintbridge.plugin.client import Client, DaemonError, Frame, JobState
 
 from .conftest import free_port, start_daemon
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "paintbridge.backend", *args], capture_output=True,
                           text=True, timeout=120)
 
 

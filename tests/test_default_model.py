@@ -12,8 +12,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from backend.training import data  # noqa: E402
-from backend.training import evaluate as ev  # noqa: E402
+from tools.training import data  # noqa: E402
+from tools.training import evaluate as ev  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "backend" / "default_model"
 

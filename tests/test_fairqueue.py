@@ -6,7 +6,9 @@ import threading
 
 import pytest
 
-from backend.fairqueue import FairQueue, QueueFull
+from paintbridge.backend.fairqueue import FairQueue, QueueFull
+
+pytestmark = pytest.mark.fast
 
 
 def drain(q: FairQueue) -> list[str]:

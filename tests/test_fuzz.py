@@ -11,8 +11,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugin import protocol
-from plugin.protocol import Limits, ProtocolError
+from paintbridge.plugin import protocol
+from paintbridge.plugin.protocol import Limits, ProtocolError
 
 from .conftest import DaemonProc
 

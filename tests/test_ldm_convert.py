@@ -28,7 +28,7 @@ from diffusers.loaders.single_file_utils import (  # noqa: E402
 )
 from PIL import Image  # noqa: E402
 
-from backend.ldm_convert import (  # noqa: E402
+from tools.ldm_convert import (  # noqa: E402
     SD1_CLIP_PREFIX,
     SDXL_CLIP_G_PREFIX,
     SDXL_CLIP_L_PREFIX,
@@ -36,7 +36,7 @@ from backend.ldm_convert import (  # noqa: E402
     save_single_file,
     unet_to_ldm,
 )
-from backend.tiny_models import (  # noqa: E402
+from tools.tiny_models import (  # noqa: E402
     KINDS,
     build_tiny_pipeline,
     pipeline_class,

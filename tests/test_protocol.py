@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
-from plugin import protocol
-from plugin.protocol import ErrorCode, FrameSpec, Limits, ProtocolError
-from plugin.region import Rect, auto_padding, job_region
+from paintbridge.plugin import protocol
+from paintbridge.plugin.protocol import ErrorCode, FrameSpec, Limits, ProtocolError
+from paintbridge.plugin.region import Rect, auto_padding, job_region
+
+pytestmark = pytest.mark.fast
 
 LIMITS = Limits()
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from plugin.client import DaemonError, Frame, Job, JobState, Patch
-from plugin.region import Rect
-from plugin.session import (
+from paintbridge.plugin.client import DaemonError, Frame, Job, JobState, Patch
+from paintbridge.plugin.region import Rect
+from paintbridge.plugin.session import (
     GenerationSettings,
     Session,
     UnsupportedDocument,
@@ -56,8 +57,9 @@ class ArrayDocument:
         m = self.mask[rect.y:rect.bottom, rect.x:rect.right]
         return Frame(rect.width, rect.height, "gray8", m.tobytes())
 
-    def add_results(self, patches: list[Patch], names: list[str]) -> None:
+    def add_results(self, patches: list[Patch], names: list[str], group: str | None) -> None:
         self.layers.extend(zip(names, patches, strict=True))
+        self.group = group
 
 
 def finish(session: Session, timeout: float = 120) -> None:
@@ -112,6 +114,8 @@ def test_session_generates_new_layers(daemon: DaemonProc) -> None:
     assert session.job.state is JobState.DONE
     names = session.deliver(doc)
     assert names == ["a red circle [seed 11]", "a red circle [seed 12]"]
+    assert doc.group == "a red circle [2 variations]"
+    assert session.job.id not in session.client.jobs      # delivered jobs are forgotten
     assert [p.format for _, p in doc.layers] == ["bgra8", "bgra8"]
     assert (doc.pixels == before).all()          # the source is never written
     session.close()
@@ -183,4 +187,19 @@ def test_keepalive_reports_no_daemon_at_once() -> None:
         t = time.monotonic()
         session.submit(ArrayDocument(20, 20), GenerationSettings(), send_timeout=0)
     assert time.monotonic() - t < 0.2
+    session.close()
+
+
+def test_unusable_keys_leave_a_session_that_says_why(tmp_path: Path) -> None:
+    """Keys that cannot be loaded: nothing is sent, and every attempt names the key problem."""
+    session = Session(f"tcp://127.0.0.1:{free_port()}", server_key="not-a-key",
+                      client_key=str(tmp_path / "missing.key_secret"))
+    assert session.key_error and session.key_error.startswith("Keys not usable")
+    assert session.refusal("the keys") == session.key_error
+    assert session.filenos() == [] and not session.keepalive(time.monotonic())
+    assert not session.check() and not session.connected
+    with pytest.raises(DaemonError, match="Keys not usable"):
+        session.submit(ArrayDocument(20, 20), GenerationSettings())
+    session.reconnect(server_key=None, client_key=None)     # keys cleared: a plain client
+    assert session.key_error is None and session.filenos()
     session.close()

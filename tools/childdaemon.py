@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from plugin.client import Client, DaemonError
+from paintbridge.plugin.client import Client, DaemonError
 
 
 def free_port() -> int:
@@ -31,7 +31,8 @@ def spawn(args: Sequence[str], log: Path | None, endpoint: str | None = None,
     this process's own when None); returns it and ENDPOINT."""
     endpoint = endpoint or f"tcp://127.0.0.1:{free_port()}"
     full_env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE", **(env or {}))
-    cmd = [sys.executable, "-m", "backend", "serve", "--bind", endpoint, "--threads", "1", *args]
+    cmd = [sys.executable, "-m", "paintbridge.backend", "serve", "--bind", endpoint,
+           "--threads", "1", *args]
     if log is None:
         return subprocess.Popen(cmd, env=full_env, cwd=cwd), endpoint
     with open(log, "wb") as out:

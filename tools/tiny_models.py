@@ -22,9 +22,11 @@ from typing import Any
 
 import torch
 
+from paintbridge.backend.model_configs import CONFIG_ROOT
+
 KINDS = ("v1", "inpainting", "xl_base", "xl_inpaint")
 
-CLIP_TOKENIZER_DIR = Path(__file__).resolve().parent / "configs" / "clip-tokenizer"
+CLIP_TOKENIZER_DIR = CONFIG_ROOT / "clip-tokenizer"
 
 # Standard CLIP ids (vocab of 49408; "!" is id 0, SDXL's tokenizer_2 pads with it).
 VOCAB_SIZE = 49408

@@ -1,4 +1,4 @@
-"""CLI: ``python -m backend.training train|eval`` (reproduce / score the default model)."""
+"""CLI: ``python -m tools.training train|eval`` (reproduce / score the default model)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def main(argv: list[str] | None = None) -> int:
     from .train import DEFAULT_CURVE, DEFAULT_OUT, TrainConfig
 
-    ap = argparse.ArgumentParser(prog="python -m backend.training")
+    ap = argparse.ArgumentParser(prog="python -m tools.training")
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train the default model from scratch (seeded)")
     tr.add_argument("--out", type=Path, default=DEFAULT_OUT)

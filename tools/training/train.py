@@ -33,7 +33,7 @@ from .model import (
 )
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE.parent / "default_model"
+DEFAULT_OUT = HERE.parents[1] / "backend" / "default_model"
 DEFAULT_CURVE = HERE / "loss_curve.json"
 
 

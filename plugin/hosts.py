@@ -1,0 +1,89 @@
+"""Facts every end of paintbridge shares, defined once: which endpoints are local, the
+environment names, the user's folders, and the words shown to the user.
+
+Standard library only (the hosts' Pythons import it too). The daemon takes its loopback rule
+from here, so "local" means the same thing to ``serve --bind`` and to both host plugins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENDPOINT_ENV = "PAINTBRIDGE_ENDPOINT"
+SERVER_KEY_ENV = "PAINTBRIDGE_SERVER_KEY"
+CLIENT_KEY_ENV = "PAINTBRIDGE_CLIENT_KEY"
+SECURITY_DOC = "docs/security.md"
+APP = "paintbridge"
+
+
+def is_loopback(endpoint: str) -> bool:
+    """ipc:// and inproc:// are local; tcp:// must name a loopback host ("*", interface
+    names and host names other than localhost are not provably loopback)."""
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    try:
+        host = urlsplit(endpoint).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def config_dir(env: Mapping[str, str] | None = None, platform: str = sys.platform) -> Path:
+    """The user's paintbridge settings folder (keys live in ``keys/`` below it):
+    ``$XDG_CONFIG_HOME/paintbridge`` (``~/.config/paintbridge``) on Linux and macOS,
+    ``%APPDATA%\\paintbridge`` on Windows."""
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or Path.home())
+    if platform == "win32" and env.get("APPDATA"):
+        return Path(env["APPDATA"]) / APP
+    return Path(env.get("XDG_CONFIG_HOME") or home / ".config") / APP
+
+
+def keys_dir(env: Mapping[str, str] | None = None) -> Path:
+    return config_dir(env) / "keys"
+
+
+# ---------------------------------------------------------------- words shown to the user
+
+
+def keys_unusable(detail: str) -> str:
+    return (f"Keys not usable: {detail}. The server key is the daemon's public key "
+            "(40 characters, or its server.key file); the client key is this machine's "
+            f"NAME.key_secret file (see {SECURITY_DOC}).")
+
+
+def keys_refused(endpoint: str, where: str) -> str:
+    """The daemon turned the keys down; ``where`` says where the host takes them."""
+    return (f"The daemon at {endpoint} refused this client's keys: check {where}, and that "
+            "the daemon authorizes this client (its public key in the daemon's "
+            f"keys/authorized folder; see {SECURITY_DOC}).")
+
+
+def keys_required(endpoint: str, where: str) -> str:
+    return (f"The daemon at {endpoint} requires keys: give {where} (or set {SERVER_KEY_ENV} "
+            f"and {CLIENT_KEY_ENV}; see {SECURITY_DOC}).")
+
+
+def stage_text(stage: str | None, step: int = 0, total: int = 0, model: str | None = None
+               ) -> str:
+    """A running job's state in a few words, the same in every host."""
+    if stage == "loading":
+        return f"Loading model {model}…" if model else "Loading the model…"
+    if stage == "queued":
+        return "Queued…"
+    if total:
+        return f"Step {step}/{total}"
+    return "Starting…"
