@@ -1,16 +1,20 @@
 """What both host installers share: copy files while recording them in a manifest, so
-``--uninstall`` removes exactly what was installed and nothing else."""
+``--uninstall`` removes exactly what was installed and nothing else; and pyzmq for a host
+that bundles its own Python."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from plugin import __version__
-from plugin.launcher import RECORD_NAME
+from paintbridge.plugin import __version__
+from paintbridge.plugin.launcher import RECORD_NAME
 
 PLUGIN_PACKAGE = Path(__file__).resolve().parent.parent / "plugin"
 
@@ -21,7 +25,7 @@ def serve_command() -> list[str]:
     for name in ("paintbridge", "paintbridge.exe"):
         if (scripts / name).is_file():
             return [str(scripts / name)]
-    return [sys.executable, "-m", "backend"]
+    return [sys.executable, "-m", "paintbridge.backend"]
 
 
 class Manifest:
@@ -89,3 +93,38 @@ def uninstall(manifest_path: Path) -> list[str]:
             removed.append(d)
     manifest_path.unlink()
     return removed
+
+
+def pip_download_command(python_version: str, platforms: list[str], dest: Path,
+                         python: str = sys.executable) -> list[str]:
+    """pip's command for a pyzmq wheel that a host's bundled Python can import: binary only
+    (the host has no compiler), the newest release with a wheel for that Python. pip's own
+    settings (index, proxy, find-links) apply."""
+    cmd = [python, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
+           "--implementation", "cp", "--python-version", python_version]
+    for tag in platforms:
+        cmd += ["--platform", tag]
+    return [*cmd, "--dest", str(dest), "pyzmq"]
+
+
+def vendor_pyzmq(manifest: Manifest, dest: Path, python_version: str,
+                 platforms: list[str]) -> str:
+    """Download the pyzmq wheel (libzmq inside) for a host's bundled Python and unpack it
+    into ``dest``, recorded in ``manifest``; returns the wheel's name. OSError when pip
+    finds none, with pip's last words."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = pip_download_command(python_version, platforms, Path(tmp))
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired as exc:
+            raise OSError(f"could not download pyzmq for Python {python_version}: pip took "
+                          f"longer than {exc.timeout:g} s") from exc
+        wheels = sorted(Path(tmp).glob("pyzmq-*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise OSError(f"could not download pyzmq for Python {python_version} "
+                          f"({', '.join(platforms)}): {done.stderr.strip()[-500:]}")
+        unpacked = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            wheel.extractall(unpacked)
+        manifest.copy_tree(unpacked, dest)
+        return wheels[0].name

@@ -16,12 +16,9 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-import zipfile
-from importlib import metadata
 from pathlib import Path
 
-from .install_common import Manifest, uninstall
+from .install_common import Manifest, uninstall, vendor_pyzmq
 
 SOURCE = Path(__file__).resolve().parent.parent / "gimp" / "paintbridge"
 NAME = "paintbridge"
@@ -79,27 +76,6 @@ def bundled_python(plug_ins: Path) -> tuple[str, list[str]] | None:
     return None
 
 
-def vendor_pyzmq(manifest: Manifest, target: Path, version: str, platforms: list[str]) -> str:
-    """Download the pyzmq wheel (libzmq inside) matching GIMP's bundled Python and unpack it
-    into ``target/vendor``; returns the wheel's name. pip's own settings (index, proxy,
-    find-links) apply."""
-    pin = metadata.version("pyzmq")
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
-               "--implementation", "cp", "--python-version", version, "-d", tmp, "-q",
-               *(f"--platform={tag}" for tag in platforms), f"pyzmq=={pin}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        wheels = sorted(Path(tmp).glob("pyzmq-*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise OSError(f"could not download pyzmq {pin} for Python {version} "
-                          f"({', '.join(platforms)}): {done.stderr.strip()[-500:]}")
-        unpacked = Path(tmp) / "unpacked"
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            wheel.extractall(unpacked)
-        manifest.copy_tree(unpacked, target / VENDOR)
-        return wheels[0].name
-
-
 def pyzmq_advice(plug_ins: Path) -> str | None:
     """None when GIMP's Python can import zmq; else what to install, by name."""
     if sys.platform == "win32":
@@ -142,7 +118,7 @@ def install(plug_ins: Path) -> tuple[Path, str | None]:
     bundled = bundled_python(plug_ins)
     try:
         if bundled is not None:
-            wheel = vendor_pyzmq(manifest, target, *bundled)
+            wheel = vendor_pyzmq(manifest, target / VENDOR, *bundled)
     finally:
         manifest.save({"host": "gimp", "plug_ins": str(plug_ins), "vendored": wheel})
     return target, wheel

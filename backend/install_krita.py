@@ -20,11 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
-from .install_common import Manifest, uninstall
+from .install_common import Manifest, uninstall, vendor_pyzmq
 
 KRITA_SOURCE = Path(__file__).resolve().parent.parent / "krita"
 PLUGIN_ID = "paintbridge"          # X-KDE-Library in the .desktop file
@@ -117,17 +115,6 @@ def restore_kritarc(kritarc: Path, old: str | None) -> None:
 # ------------------------------------------------------------------------ pyzmq
 
 
-def pip_download_command(python_version: str, platforms: list[str], dest: Path,
-                         python: str = sys.executable) -> list[str]:
-    """The wheel of pyzmq that Krita's bundled Python can import (binary only: Krita has
-    no compiler and no headers)."""
-    cmd = [python, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
-           "--implementation", "cp", "--python-version", python_version]
-    for p in platforms:
-        cmd += ["--platform", p]
-    return [*cmd, "--dest", str(dest), "pyzmq"]
-
-
 def system_python_has_zmq(python: str = "/usr/bin/python3") -> bool | None:
     """True/False, or None when there is no system Python to ask."""
     if not Path(python).exists():
@@ -137,23 +124,6 @@ def system_python_has_zmq(python: str = "/usr/bin/python3") -> bool | None:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
-
-
-def vendor_pyzmq(manifest: Manifest, target: Path, platform: str) -> None:
-    """Download the matching pyzmq wheel and unpack it into ``target`` (recorded)."""
-    version = os.environ.get("PAINTBRIDGE_KRITA_PYTHON", BUNDLED_PYTHON)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = pip_download_command(version, WHEEL_PLATFORMS[platform], Path(tmp))
-        print("  " + " ".join(cmd))
-        subprocess.run(cmd, check=True)
-        wheels = sorted(Path(tmp).glob("pyzmq-*.whl"))
-        if not wheels:
-            raise RuntimeError("pip downloaded no pyzmq wheel")
-        unpacked = Path(tmp) / "unpacked"
-        with zipfile.ZipFile(wheels[0]) as z:
-            z.extractall(unpacked)
-        manifest.copy_tree(unpacked, target)
-    print(f"  pyzmq for Krita's Python {version}: {wheels[0].name} -> {target}")
 
 
 # ------------------------------------------------------------------------ commands
@@ -180,9 +150,11 @@ def install(resources: Path, kritarc: Path, platform: str = sys.platform) -> int
     print(f"paintbridge: Krita plugin installed in {target}")
     status = 0
     if platform in WHEEL_PLATFORMS:
+        version = os.environ.get("PAINTBRIDGE_KRITA_PYTHON", BUNDLED_PYTHON)
         try:
-            vendor_pyzmq(manifest, target / "vendor", platform)
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            wheel = vendor_pyzmq(manifest, target / "vendor", version, WHEEL_PLATFORMS[platform])
+            print(f"  pyzmq for Krita's Python {version}: {wheel} -> {target / 'vendor'}")
+        except OSError as exc:
             print(f"paintbridge: could not fetch pyzmq for Krita's Python ({exc}); the "
                   "plugin will say so when Krita starts", file=sys.stderr)
             status = 1

@@ -123,6 +123,8 @@ class Param:
         """A widget's value as a setting (``unset`` -> None)."""
         if self.unset is not None and value == self.unset:
             return None
+        if self.type is str and self.nullable and not value:
+            return None     # an empty entry: the daemon's choice (e.g. its default model)
         return self.type(value)
 
     def coerce(self, value: Any) -> Any:

@@ -4,7 +4,10 @@
 # shares the host's network, so GIMP inside reaches a daemon on the host loopback.
 # Idempotent: a complete chroot (stamp file written last) is reused as is.
 # Usage: scripts/ensure_gimp_chroot.sh   (prints the chroot path on the last line)
+# debootstrap picks its own default Debian mirror; set MIRROR=URL to use another one.
 set -eu
+
+MIRROR="${MIRROR:-}"
 
 CACHE="${PAINTBRIDGE_CACHE:-$HOME/.cache/paintbridge}"
 CHROOT="$CACHE/gimp-trixie"
@@ -24,16 +27,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 start=$(date +%s)
-# The mirror apt already uses on this host (deb822 first, then the classic list).
-MIRROR=""
-if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    MIRROR=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-fi
-if [ -z "$MIRROR" ] && [ -f /etc/apt/sources.list ]; then
-    MIRROR=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list)
-fi
-MIRROR="${MIRROR:-http://deb.debian.org/debian}"
-
 if ! command -v debootstrap >/dev/null 2>&1; then
     echo "gimp chroot: installing debootstrap on the host"
     apt-get -o DPkg::Lock::Timeout=300 update -qq
@@ -45,8 +38,10 @@ mkdir -p "$CACHE"
 if [ ! -x "$CHROOT/usr/bin/apt-get" ]; then
     # A half-built chroot from an interrupted run is started over.
     rm -rf "$CHROOT"
-    echo "gimp chroot: debootstrap trixie from $MIRROR"
-    debootstrap --variant=minbase trixie "$CHROOT" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 || {
+    echo "gimp chroot: debootstrap trixie${MIRROR:+ from $MIRROR}"
+    # no MIRROR: no mirror argument, so debootstrap uses its default
+    debootstrap --variant=minbase trixie "$CHROOT" ${MIRROR:+"$MIRROR"} \
+        >"$CACHE/debootstrap.log" 2>&1 || {
         tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
 fi
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf" 2>/dev/null || true

@@ -22,6 +22,9 @@ from typing import IO, Any
 
 import pytest
 
+from paintbridge.plugin.hosts import stage_text
+from paintbridge.plugin.params import INT32_MAX, PARAMS
+
 from .conftest import DaemonProc, free_port, start_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,9 +34,8 @@ UI_CASES = Path(__file__).resolve().parent / "gimp" / "ui_cases.py"
 EMBEDDED = ROOT / "backend" / "default_model" / "model_index.json"
 SEL_BOX = [32, 24, 56, 44]           # tests/gimp/cases.py SEL as x1, y1, x2, y2
 GIMP_TIMEOUT_S = 300
-SAMPLE = ROOT / "samples" / "sample.png"
-#: set to a folder to also write the pictures of docs/gimp.md there (result and dialog)
-PICTURES = os.environ.get("PAINTBRIDGE_GIMP_PICTURES")
+GIMP_ARGS = ("run-mode", "image", "num-drawables", "drawables")   # every image procedure's
+DAEMON_ARGS = ["endpoint", "server-key", "client-key"]
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                                 reason="the GIMP 3 chroot needs root (debootstrap, chroot)")
@@ -58,7 +60,7 @@ def daemon_args(request: pytest.FixtureRequest) -> list[str]:
 
 
 def paintbridge(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "paintbridge.backend", *args], capture_output=True,
                           text=True, timeout=60)
 
 
@@ -114,9 +116,6 @@ def gimp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         daemon = start_daemon(log_dir, *daemon_args(request))
         env = {"PB_ENDPOINT": daemon.endpoint,
                "PB_DEAD_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
-        if PICTURES:
-            shutil.copy(SAMPLE, work / "sample.png")
-            env["PB_PICTURE_SOURCE"] = f"{inside}/sample.png"
         yield {"chroot": chroot, "work": work, "inside": inside, "plug_ins": plug_ins,
                "log_dir": log_dir, "env": env}
     finally:
@@ -128,9 +127,7 @@ def gimp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="module")
 def cases(gimp: dict[str, Any]) -> dict[str, Any]:
     """Every procedure case in one GIMP run (tests/gimp/cases.py)."""
-    start = time.monotonic()
     run = run_gimp(gimp["chroot"], gimp["inside"], f"{gimp['inside']}/cases.py", gimp["env"])
-    gimp["seconds"] = time.monotonic() - start
     (gimp["log_dir"] / "gimp.log").write_text(run.stdout + run.stderr)
     out = gimp["work"] / "results.json"
     assert out.exists(), f"GIMP wrote no results:\n{run.stderr[-4000:]}"
@@ -214,6 +211,61 @@ def assert_changed_inside_only(res: dict[str, Any]) -> None:
     assert c["inside"] >= 0.9 * c["inside_total"], c
 
 
+def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
+    """Each procedure has one argument per row of plugin/params.py, in order, named, labelled,
+    ranged and defaulted by the row (strength per procedure; GIMP's 32-bit ints narrow the
+    seed), then the connection's three."""
+    procs = result(cases, "arguments")
+    kinds = {"paintbridge-inpaint": "inpaint", "paintbridge-img2img": "img2img",
+             "paintbridge-generate": "txt2img"}
+    for proc, kind in kinds.items():
+        args = {a["name"]: a for a in procs[proc]}
+        names = [a["name"] for a in procs[proc] if a["name"] not in GIMP_ARGS]
+        assert names == [p.arg_name for p in PARAMS] + DAEMON_ARGS, (proc, names)
+        for p in PARAMS:
+            arg = args[p.arg_name]
+            assert arg["label"] == p.label and arg["help"].startswith(p.help), arg
+            if p.unset_text:
+                assert f"{p.unset:g}: {p.unset_text}" in arg["help"], arg
+            if p.choices and not p.from_daemon:
+                assert arg["choices"] == list(p.choices), arg
+            if p.type in (int, float):
+                lo, hi = p.widget_range(int_max=INT32_MAX)
+                assert (arg["minimum"], arg["maximum"]) == (lo, hi), arg
+        assert args["strength"]["default_value"] == {"inpaint": 1.0, "img2img": 0.6,
+                                                     "txt2img": 1.0}[kind]
+        assert args["seed"]["maximum"] == INT32_MAX and args["seed"]["default_value"] == -1
+        assert args["grow"]["default_value"] == 4 and args["sampler"]["default_value"] == \
+            "default"
+
+
+def test_arguments_read_back_as_settings(cases: dict[str, Any]) -> None:
+    """The plug-in's reading of its arguments: "no value" values (seed -1, steps and
+    guidance 0, an empty model, padding -1) become None, set values arrive as they are."""
+    res = result(cases, "settings")
+    for kind in ("inpaint", "img2img", "txt2img"):
+        assert res[kind] == {"mode": kind, "prompt": "", "negative_prompt": "", "model": None,
+                             "strength": {"img2img": 0.6}.get(kind, 1.0), "steps": None,
+                             "guidance": None, "sampler": "default", "seed": None, "count": 1,
+                             "padding": None, "grow": 4, "feather": 4}, kind
+    assert res["set"] == {"prompt": "", "negative_prompt": "", "model": "other",
+                          "strength": 0.3, "steps": 20, "guidance": 7.5, "sampler": "euler_a",
+                          "seed": 5, "count": 2, "padding": 0, "grow": 1, "feather": 2}
+
+
+def test_progress_says_which_model_loads(cases: dict[str, Any]) -> None:
+    """The first job on a fresh daemon loads its model: GIMP's progress bar says so, in the
+    words every host uses, before it counts steps."""
+    res = result(cases, "progress")
+    assert res["state"] == "done" and res["delivered"] == ["a red apple [seed 7]"], res
+    texts = res["texts"]
+    loading = f"Paintbridge: Inpainting: {stage_text('loading', model=res['model'])}"
+    assert loading in texts, texts
+    steps = [t for t in texts if t.startswith("Paintbridge: Inpainting: Step ")]
+    assert steps and texts.index(loading) < texts.index(steps[0]), texts
+    assert steps[-1] == "Paintbridge: Inpainting: Step 3/3", texts
+
+
 @pytest.mark.parametrize("case", ["inpaint_rgb8", "inpaint_u16_linear", "inpaint_float"])
 def test_inpaint_selection(cases: dict[str, Any], case: str) -> None:
     res = result(cases, case)
@@ -275,7 +327,7 @@ def test_batch_goes_into_a_group(cases: dict[str, Any]) -> None:
     assert_untouched(res)
     top, group, bottom = res["tree"]
     assert (top["name"], bottom["name"]) == ("top", "bottom")
-    assert group["name"] == "a red apple ×2"
+    assert group["name"] == "a red apple [2 variations]"
     assert [c["name"] for c in group["children"]] == ["a red apple [seed 7]",
                                                       "a red apple [seed 8]"]
     assert_changed_inside_only(res)
@@ -309,10 +361,19 @@ def test_inpaint_without_selection_explains(cases: dict[str, Any]) -> None:
     assert [n["name"] for n in res["tree"]] == ["top", "bottom"]
 
 
-def test_settings_dialog_runs(ui: dict[str, Any]) -> None:
+def test_settings_dialog_shows_every_row(ui: dict[str, Any]) -> None:
+    """Every row of plugin/params.py is a field of the dialog: prompts as text boxes, the
+    advanced rows in a folded "Advanced" section; OK keeps the values."""
     res = ui["settings_dialog"]
     assert "exception" not in res, res.get("exception")
-    assert res == {"ok": True, "seen": ["Inpaint selection"], "prompt": "a cat"}
+    assert (res["ok"], res["seen"], res["prompt"]) == (True, ["Inpaint selection"], "a cat")
+    rows = res["rows"]
+    assert list(rows) == [p.arg_name for p in PARAMS]
+    for p in PARAMS:
+        row = rows[p.arg_name]
+        assert row["shown"], (p.name, row)
+        assert row["folded"] == (["Advanced", False] if p.advanced else None), (p.name, row)
+        assert (row["widget"] == "TextView") == p.multiline, (p.name, row)
 
 
 def test_dialog_shows_why_no_daemon_answers(ui: dict[str, Any]) -> None:
@@ -337,7 +398,7 @@ def test_interactive_run_lets_the_keys_be_corrected(ui: dict[str, Any]) -> None:
     res = ui["interactive_fix"]
     assert "exception" not in res, res.get("exception")
     assert res["seen"] == ["Inpaint selection"], res
-    assert len(res["problem"]) == 1 and "cannot use the keys" in res["problem"][0], res
+    assert len(res["problem"]) == 1 and "Keys not usable" in res["problem"][0], res
     assert res["status"] == "success", res["message"]
     assert res["layers"] == ["fixed [seed 3]", "bottom"]
 
@@ -370,24 +431,6 @@ def test_cancel_leaves_the_image_unchanged(ui: dict[str, Any]) -> None:
     assert res["delivered"] == [] and res["layers"] == ["bottom"]
 
 
-@pytest.mark.skipif(not PICTURES, reason="set PAINTBRIDGE_GIMP_PICTURES=DIR to make them")
-def test_pictures_for_the_docs(cases: dict[str, Any], ui: dict[str, Any]) -> None:
-    """docs/gimp-result.png: before | after, side by side; docs/gimp-dialog.png."""
-    from PIL import Image
-
-    res = result(cases, "picture")
-    assert res["status"] == "success", res["message"]
-    assert res["layers"] == ["a red circle [seed 1]", "Background"]
-    work, out = cases["work"], Path(str(PICTURES))
-    before, after = (Image.open(work / f"picture-{n}.png").convert("RGB")
-                     for n in ("before", "after"))
-    both = Image.new("RGB", (before.width * 2 + 8, before.height), "white")
-    both.paste(before, (0, 0))
-    both.paste(after, (before.width + 8, 0))
-    both.save(out / "gimp-result.png", optimize=True)
-    Image.open(work / "dialog.png").save(out / "gimp-dialog.png", optimize=True)
-
-
 def test_uninstall_removes_what_gimp_ran(cases: dict[str, Any], ui: Any) -> None:
     """After GIMP ran the plug-in (leaving __pycache__ behind), uninstall empties the folder."""
     plug_ins = cases["plug_ins"]
@@ -395,4 +438,3 @@ def test_uninstall_removes_what_gimp_ran(cases: dict[str, Any], ui: Any) -> None
     out = paintbridge("install", "gimp", "--plug-ins", str(plug_ins), "--uninstall")
     assert out.returncode == 0, out.stderr
     assert list(plug_ins.iterdir()) == []
-    print(f"GIMP batch run: {cases['seconds']:.1f} s")

@@ -10,14 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from plugin import protocol
+from paintbridge.plugin.params import PARAMS, SAMPLERS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "gimp" / "paintbridge" / "paintbridge.py"
+#: GIMP calls that take an argument's name first
+BY_NAME_CALLS = {"add_string_argument", "add_int_argument", "add_double_argument",
+                 "add_choice_argument", "add_boolean_argument", "get_property", "set_property",
+                 "find_property", "get_widget"}
 
 
 def install(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend", "install", "gimp", *args],
+    return subprocess.run([sys.executable, "-m", "paintbridge.backend", "install", "gimp", *args],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -59,7 +63,7 @@ def test_install_refuses_a_folder_it_did_not_create(tmp_path: Path) -> None:
 
 
 def test_default_folder_per_os(monkeypatch, tmp_path: Path) -> None:
-    from backend import install_gimp
+    from paintbridge.backend import install_gimp
 
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
@@ -69,13 +73,26 @@ def test_default_folder_per_os(monkeypatch, tmp_path: Path) -> None:
     assert install_gimp.default_plug_ins() == tmp_path / "roaming" / "GIMP" / "3.0" / "plug-ins"
 
 
-def test_sampler_choices_match_the_protocol() -> None:
-    """The plug-in cannot import gi here, so read its sampler table from the source."""
-    tree = ast.parse(SCRIPT.read_text())
-    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
-              and n.name == "samplers")
-    table = next(n for n in ast.walk(fn) if isinstance(n, ast.Dict))
-    assert tuple(ast.literal_eval(k) for k in table.keys) == protocol.SAMPLERS
+def test_the_plug_in_has_no_parameter_table_of_its_own() -> None:
+    """The procedures' generation arguments come from plugin/params.py alone: no source of the
+    plug-in registers or reads a row's argument by name, spells a row's or a sampler's label,
+    or lists rows or samplers, so a new row or sampler needs no GIMP change. The plug-in
+    cannot import gi here, so its sources are read."""
+    rows = {p.arg_name for p in PARAMS} | {p.name for p in PARAMS} | set(SAMPLERS) | {"cfg"}
+    labels = {p.label for p in PARAMS} | set(SAMPLERS.values())
+    for source in sorted(SCRIPT.parent.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            where = f"{source.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in BY_NAME_CALLS and node.args:
+                first = node.args[0]
+                assert not (isinstance(first, ast.Constant) and first.value in rows), where
+            elif isinstance(node, ast.Constant):
+                assert node.value not in labels and node.value != "cfg", where
+            elif isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+                items = node.keys if isinstance(node, ast.Dict) else node.elts
+                listed = {n.value for n in items if isinstance(n, ast.Constant)} & rows
+                assert len(listed) < 2, f"{where} lists {sorted(listed)}"
 
 
 def fake_wheel(folder: Path, version: str) -> Path:

@@ -7,16 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend import install_krita as ik
+from paintbridge.backend import install_krita as ik
+from paintbridge.backend.install_common import pip_download_command
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {"XDG_CONFIG_HOME": str(tmp / "config"), "HOME": str(tmp), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "backend", "install", "krita", "--resources",
-                           str(tmp / "res"), *extra], env=env, capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    return subprocess.run([sys.executable, "-m", "paintbridge.backend", "install", "krita",
+                           "--resources", str(tmp / "res"), *extra], env=env,
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
 def _tree(root: Path) -> set[str]:
@@ -83,11 +84,11 @@ def test_default_folders_per_os() -> None:
 
 
 def test_pip_download_command_for_bundled_python() -> None:
-    cmd = ik.pip_download_command("3.10", ik.WHEEL_PLATFORMS["win32"], Path("/d"), python="py")
+    cmd = pip_download_command("3.10", ik.WHEEL_PLATFORMS["win32"], Path("/d"), python="py")
     assert cmd == ["py", "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
                    "--implementation", "cp", "--python-version", "3.10",
                    "--platform", "win_amd64", "--dest", "/d", "pyzmq"]
-    mac = ik.pip_download_command("3.10", ik.WHEEL_PLATFORMS["darwin"], Path("/d"))
+    mac = pip_download_command("3.10", ik.WHEEL_PLATFORMS["darwin"], Path("/d"))
     assert mac.count("--platform") == 4 and "macosx_10_15_universal2" in mac
 
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.fast
 REPO = Path(__file__).resolve().parents[1]
 # GIMP's plug-in folder holds the client as a top-level `plugin` package: its code and the
 # scripts that run inside GIMP import it by that name.
-GIMP_SIDE = ("gimp", "tests/gimp")
+GIMP_SIDE = ("gimp", "tests/gimp", "scripts/gimp_doc_pictures.py")
 
 
 def _absolute_imports(path: Path) -> list[tuple[int, str]]:

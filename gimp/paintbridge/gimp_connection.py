@@ -1,6 +1,7 @@
-"""The plug-in's connection to the daemon: endpoint and CurveZMQ keys from the procedure's
-arguments (or the environment), a session that uses them, and messages that say what to fix
-when no daemon answers. No GimpUi here: batch runs import it too."""
+"""The plug-in's connection to the daemon: the endpoint and CurveZMQ key arguments, their
+values (or the environment's), a session that uses them, and messages that say what to fix
+when no daemon answers. The rules and words are plugin.hosts's, shared with Krita. No GimpUi
+here: batch runs import it too."""
 
 from __future__ import annotations
 
@@ -10,17 +11,33 @@ import socket
 import gi
 
 gi.require_version("Gimp", "3.0")
-from gi.repository import Gimp  # noqa: E402
+from gi.repository import Gimp, GObject  # noqa: E402
 from paintbridge_errors import PaintbridgeError  # noqa: E402
 
-SERVER_KEY_ENV = "PAINTBRIDGE_SERVER_KEY"    # plugin.client's names
-CLIENT_KEY_ENV = "PAINTBRIDGE_CLIENT_KEY"
-SECURITY_DOC = "docs/security.md"
+from plugin import hosts  # noqa: E402
+from plugin.protocol import DEFAULT_ENDPOINT  # noqa: E402
+
+#: the connection's arguments, shown in the dialog's "Daemon" expander
+DAEMON_FIELDS = ["endpoint", "server-key", "client-key"]
+#: where this host takes the keys, for plugin.hosts's messages
+KEYS_WHERE = ("the filter's Server key and Client key arguments (under \"Daemon\" in its "
+              "dialog)")
+RW = GObject.ParamFlags.READWRITE
 
 
-def is_loopback(endpoint: str) -> bool:
-    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
-    return endpoint.startswith("ipc://") or host in ("127.0.0.1", "localhost", "[::1]", "::1")
+def add_arguments(proc: Gimp.Procedure) -> None:
+    proc.add_string_argument("endpoint", "Daemon _endpoint", "ZeroMQ endpoint of the daemon; "
+                             f"empty: ${hosts.ENDPOINT_ENV} or {DEFAULT_ENDPOINT}", "", RW)
+    proc.add_string_argument("server-key", "Ser_ver key", "The daemon's public key (40 Z85 "
+                             "characters, printed by `paintbridge serve`, or its server.key "
+                             "file) for a daemon that requires keys; empty: "
+                             f"${hosts.SERVER_KEY_ENV}, or none for a local daemon", "", RW)
+    # A string, not a file argument: GIMP itself refuses a missing file with an unreadable
+    # "value out of range", where the plug-in says which file and why; the dialog adds a
+    # file chooser button to its entry.
+    proc.add_string_argument("client-key", "C_lient key", "This machine's secret key file "
+                             "(NAME.key_secret from `paintbridge keys client NAME`); empty: "
+                             f"${hosts.CLIENT_KEY_ENV}", "", RW)
 
 
 def connection_from_config(config: Gimp.ProcedureConfig) -> tuple[str, str, str]:
@@ -30,9 +47,9 @@ def connection_from_config(config: Gimp.ProcedureConfig) -> tuple[str, str, str]
 
     endpoint = (config.get_property("endpoint") or "").strip() or default_endpoint()
     server_key = ((config.get_property("server-key") or "").strip()
-                  or os.environ.get(SERVER_KEY_ENV, "").strip())
+                  or os.environ.get(hosts.SERVER_KEY_ENV, "").strip())
     client_key = ((config.get_property("client-key") or "").strip()
-                  or os.environ.get(CLIENT_KEY_ENV, "").strip())
+                  or os.environ.get(hosts.CLIENT_KEY_ENV, "").strip())
     client_key = os.path.expanduser(client_key) if client_key else ""
     return endpoint, server_key, client_key
 
@@ -41,18 +58,17 @@ def open_session(endpoint: str, server_key: str, client_key: str):  # -> Session
     """A session with CurveZMQ when there is a server key (a client key alone is not used,
     as in plugin.client); unusable keys are the plug-in's error, raised before anything is
     sent, so the image stays as it was."""
-    from plugin.client import DaemonError
     from plugin.session import Session
 
     try:
-        return Session(endpoint, server_key=server_key or None, client_key=client_key or None)
-    except DaemonError as exc:
-        raise PaintbridgeError(f"Paintbridge cannot use the keys: {exc.message}. The server "
-                               "key is the daemon's public key (40 characters); the client "
-                               "key is this machine's NAME.key_secret file (see "
-                               f"{SECURITY_DOC}).") from exc
+        session = Session(endpoint, server_key=server_key or None,
+                          client_key=client_key or None)
     except ValueError as exc:   # a malformed endpoint
         raise PaintbridgeError(f"Paintbridge: {exc}") from exc
+    if session.key_error:
+        session.close()
+        raise PaintbridgeError(f"Paintbridge: {session.key_error}")
+    return session
 
 
 def listening(endpoint: str, timeout: float = 0.5) -> bool:
@@ -72,32 +88,34 @@ def listening(endpoint: str, timeout: float = 0.5) -> bool:
 def handshake_refused(session) -> bool:
     """The daemon is there but would not complete the handshake (keys refused, or keys
     missing for a daemon that requires them)."""
-    client = session.client
-    return client.auth_refused or (not client.connected and listening(session.endpoint))
+    return session.auth_refused or (not session.client.connected
+                                    and listening(session.endpoint))
+
+
+def refusal(session) -> str | None:
+    """Why the daemon turns this client away, when it is the keys."""
+    said = session.refusal(KEYS_WHERE)
+    if said is None and handshake_refused(session):
+        said = (hosts.keys_refused if session.uses_keys else hosts.keys_required)(
+            session.endpoint, KEYS_WHERE)
+    return said
 
 
 def can_offer_start(endpoint: str, server_key: str, session=None) -> bool:
     """Only a local daemon without keys can be started from the plug-in, and only where
     none runs yet (not where one that requires keys refused us)."""
-    if server_key or not is_loopback(endpoint):
+    if server_key or not hosts.is_loopback(endpoint):
         return False
     return session is None or not handshake_refused(session)
 
 
-def not_connected(session, server_key: str, client_key: str, offered: bool) -> str:
+def not_connected(session, offered: bool) -> str:
     """Why no daemon answers, and what to do about it."""
+    said = refusal(session)
+    if said is not None:
+        return f"Paintbridge: {said}"
     message = f"Paintbridge: {session.last_error}"
-    if handshake_refused(session):
-        where = f"Paintbridge: the daemon at {session.endpoint}"
-        if server_key:
-            return (f"{where} refused this client's keys. Check the server key, the client "
-                    f"key file ({client_key}) and that the daemon authorizes this client (its "
-                    f"public key in the daemon's keys/authorized folder; see {SECURITY_DOC}).")
-        return (f"{where} requires keys: give the filter the daemon's server key and this "
-                "machine's client key file, or set PAINTBRIDGE_SERVER_KEY and "
-                f"PAINTBRIDGE_CLIENT_KEY (see {SECURITY_DOC}).")
     if offered:
         return (f"{message} (or run this filter from the Filters ▸ Paintbridge menu, which "
                 "offers to start it).")
     return f"{message}."
-

@@ -14,6 +14,8 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 from gi.repository import Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
+from plugin.client import JobState  # noqa: E402
+
 _ui_ready = False
 
 
@@ -34,10 +36,10 @@ def offer_daemon(session, endpoint: str, wait_s: float) -> bool:
     """No daemon answers: say so and, on a loopback endpoint, offer to start one that outlives
     GIMP. True once a daemon answers, False when the user declines; raises the plug-in's
     error when the started daemon does not come up."""
-    from gimp_connection import is_loopback
     from paintbridge_errors import PaintbridgeError
 
     from plugin import launcher
+    from plugin.hosts import is_loopback
 
     _init_ui()
     text = f"No paintbridge daemon answers at {endpoint}."
@@ -77,48 +79,70 @@ def offer_daemon(session, endpoint: str, wait_s: float) -> bool:
                            f"{launcher.log_path()}.")
 
 
-def settings_dialog(procedure, config, session, fields: list[str],
-                    daemon_fields: list[str] | None = None, problem: str | None = None) -> bool:
-    """GIMP's own procedure dialog (it remembers the last values), with the daemon's models
-    listed under it, and the connection's fields (endpoint, keys) in a "Daemon" expander that
-    is open when ``problem`` says why no daemon answers. Returns False when the user
-    cancels."""
+def settings_dialog(procedure, config, session, problem: str | None = None) -> bool:
+    """GIMP's own procedure dialog (it remembers the last values): one field per row of
+    plugin/params.py (prompts as text boxes; the advanced rows in a folded "Advanced"
+    section), the daemon's models under them, and the connection's fields (endpoint, keys)
+    in a "Daemon" expander that is open when ``problem`` says why no daemon answers. Returns
+    False when the user cancels."""
+    from gimp_connection import DAEMON_FIELDS
+    from gimp_params import ADVANCED_FIELDS, FIELDS
+
+    from plugin.params import PARAMS, plain_label
+
     _init_ui()
-    for name in [*fields, *(daemon_fields or [])]:   # GTK complains about NULL strings
+    for name in [*FIELDS, *ADVANCED_FIELDS, *DAEMON_FIELDS]:  # GTK complains about NULLs
         spec = config.find_property(name)
         if spec is not None and spec.value_type == GObject.TYPE_STRING \
                 and config.get_property(name) is None:
             config.set_property(name, "")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, procedure.get_menu_label()
                                         .replace("_", "").rstrip("…"))
-    shown = list(fields)
+    shown = [_text_box(dialog, p.arg_name, plain_label(p.label)) if p.multiline
+             else p.arg_name for p in PARAMS if p.arg_name in FIELDS]
     models = session.models() if session is not None else []
     if models:
         default = (session.info or {}).get("default_model")
         listed = ", ".join(f"{m} (default)" if m == default else m for m in models)
         if dialog.get_label("models-label", f"Models: {listed}", False, False) is not None:
             shown.append("models-label")
-    if daemon_fields:
-        contents = list(daemon_fields)
-        label = dialog.get_label("problem-label", problem, False, False) if problem else None
-        if label is not None:
-            label.set_line_wrap(True)
-            label.set_max_width_chars(60)
-            label.set_xalign(0.0)
-            contents.insert(0, "problem-label")
-        if "client-key" in contents:
-            _add_file_button(dialog, config, "client-key")
-        dialog.get_label("daemon-title", "Daemon (endpoint and keys of a remote daemon)",
-                         False, False)
-        dialog.fill_box("daemon-box", contents)
-        expander = dialog.fill_expander("daemon-expander", "daemon-title", False, "daemon-box")
-        if problem and expander is not None:
-            expander.set_expanded(True)
-        shown.append("daemon-expander")
+    if ADVANCED_FIELDS:
+        dialog.get_label("advanced-title", "Advanced", False, False)
+        dialog.fill_box("advanced-box", ADVANCED_FIELDS)
+        dialog.fill_expander("advanced-expander", "advanced-title", False, "advanced-box")
+        shown.append("advanced-expander")
+    contents = list(DAEMON_FIELDS)
+    label = dialog.get_label("problem-label", problem, False, False) if problem else None
+    if label is not None:
+        label.set_line_wrap(True)
+        label.set_max_width_chars(60)
+        label.set_xalign(0.0)
+        contents.insert(0, "problem-label")
+    _add_file_button(dialog, config, "client-key")
+    dialog.get_label("daemon-title", "Daemon (endpoint and keys of a remote daemon)",
+                     False, False)
+    dialog.fill_box("daemon-box", contents)
+    expander = dialog.fill_expander("daemon-expander", "daemon-title", False, "daemon-box")
+    if problem and expander is not None:
+        expander.set_expanded(True)
+    shown.append("daemon-expander")
     dialog.fill(shown)
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
+
+
+def _text_box(dialog, prop: str, title: str) -> str:
+    """A string argument as a few lines of wrapped text in a frame titled ``title`` (a long
+    prompt does not fit an entry); returns the frame's id for ``fill``."""
+    view = dialog.get_widget(prop, Gtk.TextView)
+    if not isinstance(view, Gtk.TextView):
+        return prop                     # an entry, as GIMP makes it by default
+    view.set_wrap_mode(Gtk.WrapMode.WORD_CHAR)
+    view.set_size_request(360, 48)
+    dialog.get_label(f"{prop}-title", title, False, False)
+    dialog.fill_frame(f"{prop}-frame", f"{prop}-title", False, prop)
+    return f"{prop}-frame"
 
 
 def _add_file_button(dialog, config, prop: str) -> None:
@@ -171,12 +195,15 @@ class CancelWindow:
             self._cancel()
 
     def iterate(self, job) -> None:
-        if not self.cancelled:
-            if job.total:
-                self.bar.set_fraction(job.step / job.total)
-                self.bar.set_text(f"Step {job.step} of {job.total}")
-            elif job.position:
-                self.bar.set_text(f"Queued, position {job.position}")
+        from gimp_job import fraction, state_text
+
+        if not self.cancelled and job.state is not JobState.SENT:
+            self.bar.set_text(state_text(job))
+            done = fraction(job)
+            if done is None:
+                self.bar.pulse()
+            else:
+                self.bar.set_fraction(done)
         _pump_events()
 
     def close(self) -> None:

@@ -105,15 +105,15 @@ class GimpDocument:
         buffer.flush()
         layer.update(0, 0, patch.width, patch.height)
 
-    def add_results(self, patches: list[Patch], names: list[str]) -> None:
-        """New layers directly above the drawable (in a group when there are several), all in
-        one undo group so that one Ctrl+Z takes them away."""
+    def add_results(self, patches: list[Patch], names: list[str], group: str | None) -> None:
+        """New layers directly above the drawable (in a layer group named ``group`` when
+        there is one), all in one undo group so that one Ctrl+Z takes them away."""
         parent = self.drawable.get_parent()
         position = self.image.get_item_position(self.drawable)
         self.image.undo_group_start()
         try:
-            if len(patches) > 1:
-                self.group = Gimp.GroupLayer.new(self.image, group_name(names))
+            if group is not None:
+                self.group = Gimp.GroupLayer.new(self.image, group)
                 self.image.insert_layer(self.group, parent, position)
                 parent, position = self.group, 0
             for i, (patch, name) in enumerate(zip(patches, names, strict=True)):
@@ -123,9 +123,3 @@ class GimpDocument:
                 self.layers.append(layer)
         finally:
             self.image.undo_group_end()
-
-
-def group_name(names: list[str]) -> str:
-    """"<prompt> ×N" from the first layer's name (which ends in " [seed S]")."""
-    first = names[0].rsplit(" [seed ", 1)[0] if names else "Paintbridge"
-    return f"{first} ×{len(names)}"

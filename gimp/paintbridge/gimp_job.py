@@ -1,5 +1,5 @@
-"""Waiting for one job inside GIMP: the socket is pumped on GIMP's side, steps go to GIMP's
-progress bar (and, when run from the menu, to a window with a Cancel button)."""
+"""Waiting for one job inside GIMP: the socket is pumped on GIMP's side, the job's state goes
+to GIMP's progress bar (and, when run from the menu, to a window with a Cancel button)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,37 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
-from plugin.client import DaemonError  # noqa: E402
+from plugin import hosts  # noqa: E402
+from plugin.client import JobState  # noqa: E402
+from plugin.protocol import ErrorCode  # noqa: E402
 
 SILENCE_CHECK_S = 5.0    # ask the daemon if it is alive after this long without news
+TITLES = {"inpaint": "Inpainting", "img2img": "Image to image", "txt2img": "Generating"}
+
+
+def state_text(job) -> str:
+    """The job's state in the words every host uses ("Loading model X…", "Step 3/20"),
+    with the queue position while it waits."""
+    stage = getattr(job, "stage", None)     # daemons and clients before stages have none
+    if stage is None and job.state is JobState.QUEUED:
+        stage = "queued"
+    text = hosts.stage_text(stage, job.step, job.total, getattr(job, "model", None))
+    if stage == "queued" and job.position:
+        text = f"{text} (position {job.position})"
+    return text
+
+
+def fraction(job) -> float | None:
+    """How far the job is, or None while that is unknown (loading the model, queued)."""
+    if getattr(job, "stage", None) == "loading" or not job.total:
+        return None
+    return job.step / job.total
 
 
 def wait(session, job, kind: str, with_user: bool) -> None:
-    """Pump the socket until the job ends, showing steps in GIMP's progress bar; when the
-    daemon falls silent, check that it is still there rather than wait forever."""
-    title = {"inpaint": "Inpainting", "img2img": "Image to image",
-             "txt2img": "Generating"}[kind]
+    """Pump the socket until the job ends, showing its state in GIMP's progress bar; when
+    the daemon falls silent, check that it is still there rather than wait forever."""
+    title = TITLES[kind]
     Gimp.progress_init(f"Paintbridge: {title}…")
     canceller = None
     if with_user:
@@ -31,17 +52,18 @@ def wait(session, job, kind: str, with_user: bool) -> None:
         while not job.finished:
             if session.poll(100) is not None:
                 last = time.monotonic()
-                if job.total:
-                    Gimp.progress_set_text(f"Paintbridge: {title}, step {job.step}/{job.total}")
-                    Gimp.progress_update(job.step / job.total)
-                elif job.position:
-                    Gimp.progress_set_text(f"Paintbridge: queued, position {job.position}")
+                Gimp.progress_set_text(f"Paintbridge: {title}: {state_text(job)}")
+                done = fraction(job)
+                if done is not None:
+                    Gimp.progress_update(done)
             elif time.monotonic() - last > SILENCE_CHECK_S:
-                try:
-                    session.client.hello(timeout=5.0)  # also dispatches the job's events
+                if session.check(timeout=5.0):   # also dispatches the job's events
                     last = time.monotonic()
-                except DaemonError as exc:
-                    job.fail(exc.code, f"the daemon stopped answering ({exc.message})")
+                else:
+                    job.fail(ErrorCode.UNREACHABLE,
+                             f"the daemon stopped answering ({session.last_error})")
+            if getattr(job, "stage", None) == "loading":   # no steps to count yet
+                Gimp.progress_pulse()
             if canceller is not None:
                 canceller.iterate(job)
     finally:

@@ -22,89 +22,23 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gimp, GLib, GObject  # noqa: E402
+from gi.repository import Gimp, GLib  # noqa: E402
+from gimp_connection import add_arguments as add_connection_arguments  # noqa: E402
+from gimp_params import add_arguments as add_generation_arguments  # noqa: E402
 from paintbridge_errors import PaintbridgeError  # noqa: E402
 
-#: procedure name -> (job kind, menu label, blurb, default strength)
+#: procedure name -> (job kind, menu label, blurb); the arguments are gimp_params's (one
+#: per row of plugin/params.py) and gimp_connection's (endpoint and keys)
 PROCEDURES = {
     "paintbridge-inpaint": ("inpaint", "_Inpaint selection…",
-                            "Repaint the selection with Stable Diffusion", 1.0),
+                            "Repaint the selection with Stable Diffusion"),
     "paintbridge-img2img": ("img2img", "I_mage to image…",
-                            "Redraw the selection, or the whole layer, guided by a prompt", 0.6),
+                            "Redraw the selection, or the whole layer, guided by a prompt"),
     "paintbridge-generate": ("txt2img", "_Generate into selection…",
-                             "Paint new content into the selection from a prompt alone", 1.0),
+                             "Paint new content into the selection from a prompt alone"),
 }
 MENU = "<Image>/Filters/Paintbridge"
 START_WAIT_S = 120.0     # how long a freshly started daemon may take to answer
-RW = GObject.ParamFlags.READWRITE
-FIELDS = ["prompt", "negative-prompt", "model", "strength", "steps", "cfg", "sampler", "seed",
-          "count", "padding"]
-#: the connection's arguments, shown in the dialog's "Daemon" expander
-DAEMON_FIELDS = ["endpoint", "server-key", "client-key"]
-
-
-def samplers() -> Gimp.Choice:
-    """The daemon's sampler names (kept in step with plugin.protocol.SAMPLERS by a test)."""
-    choice = Gimp.Choice.new()
-    labels = {"default": "Model default", "euler": "Euler", "euler_a": "Euler ancestral",
-              "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_karras": "DPM++ 2M Karras", "ddim": "DDIM",
-              "lcm": "LCM", "pndm": "PNDM", "unipc": "UniPC"}
-    for i, (nick, label) in enumerate(labels.items()):
-        choice.add(nick, i, label, "")
-    return choice
-
-
-def add_arguments(proc: Gimp.Procedure, strength: float) -> None:
-    proc.add_string_argument("prompt", "_Prompt", "What to paint", "", RW)
-    proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
-    proc.add_string_argument("model", "Mo_del", "Model name; empty: the daemon's default", "",
-                             RW)
-    proc.add_double_argument("strength", "Stren_gth", "How much to change (1: repaint fully; "
-                             "ignored by generate)", 0.0, 1.0, strength, RW)
-    proc.add_int_argument("steps", "S_teps", "Denoising steps; 0: the model's default", 0, 200,
-                          0, RW)
-    proc.add_double_argument("cfg", "C_FG", "Prompt guidance scale; 0: the model's default",
-                             0.0, 50.0, 0.0, RW)
-    proc.add_choice_argument("sampler", "Sa_mpler", "Sampler", samplers(), "default", RW)
-    proc.add_int_argument("seed", "S_eed", "Seed; -1: a random seed", -1, 2**31 - 1, -1, RW)
-    proc.add_int_argument("count", "Co_unt", "Variations; more than one go into a layer group",
-                          1, 8, 1, RW)
-    proc.add_int_argument("padding", "Conte_xt padding", "Context around the selection in "
-                          "pixels; -1: automatic", -1, 8192, -1, RW)
-    proc.add_int_argument("grow", "Grow", "Grow the selection by this many pixels", 0, 512, 4,
-                          RW)
-    proc.add_int_argument("feather", "Feather", "Soften the result's edge inside the grown "
-                          "selection by this many pixels", 0, 512, 4, RW)
-    proc.add_string_argument("endpoint", "Daemon _endpoint", "ZeroMQ endpoint of the daemon; "
-                             "empty: $PAINTBRIDGE_ENDPOINT or tcp://127.0.0.1:47610", "", RW)
-    proc.add_string_argument("server-key", "Ser_ver key", "The daemon's public key (40 Z85 "
-                             "characters, printed by `paintbridge serve`, or its server.key "
-                             "file) for a daemon that requires keys; empty: "
-                             "$PAINTBRIDGE_SERVER_KEY, or none for a local daemon", "", RW)
-    # A string, not a file argument: GIMP itself refuses a missing file with an unreadable
-    # "value out of range", where the plug-in says which file and why; the dialog adds a
-    # file chooser button to its entry.
-    proc.add_string_argument("client-key", "C_lient key", "This machine's secret key file "
-                             "(NAME.key_secret from `paintbridge keys client NAME`); empty: "
-                             "$PAINTBRIDGE_CLIENT_KEY", "", RW)
-
-
-def settings_from_config(config: Gimp.ProcedureConfig, kind: str):  # -> GenerationSettings
-    """The procedure's arguments as plugin/'s settings (0 and -1 mean "the default")."""
-    from plugin.session import GenerationSettings
-
-    def get(name: str):
-        return config.get_property(name)
-
-    return GenerationSettings(
-        prompt=get("prompt") or "", negative_prompt=get("negative-prompt") or "",
-        model=get("model") or None, mode=kind,
-        strength=None if kind == "txt2img" else float(get("strength")),
-        steps=get("steps") or None, guidance=get("cfg") or None,
-        sampler=get("sampler") or "default",
-        seed=None if get("seed") < 0 else get("seed"), count=get("count"),
-        padding=None if get("padding") < 0 else get("padding"),
-        grow=get("grow"), feather=get("feather"))
 
 
 def error_values(procedure: Gimp.Procedure, message: str,
@@ -121,7 +55,7 @@ class Paintbridge(Gimp.PlugIn):
         return False
 
     def do_create_procedure(self, name):
-        kind, label, blurb, strength = PROCEDURES[name]
+        kind, label, blurb = PROCEDURES[name]
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
@@ -131,7 +65,8 @@ class Paintbridge(Gimp.PlugIn):
                                "is a new layer above the active one (a layer group for several "
                                "variations); the image's own layers are never changed.", name)
         proc.set_attribution("paintbridge", "paintbridge", "2026")
-        add_arguments(proc, strength)
+        add_generation_arguments(proc, kind)
+        add_connection_arguments(proc)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -165,6 +100,7 @@ class Paintbridge(Gimp.PlugIn):
         from gimp_connection import can_offer_start, connection_from_config, open_session
         from gimp_connection import not_connected as why_not
         from gimp_document import GimpDocument
+        from gimp_params import settings_from_config
 
         # In the dialog the user can still correct the endpoint and the keys, so there a
         # connection problem is shown in it rather than ending the filter.
@@ -178,21 +114,20 @@ class Paintbridge(Gimp.PlugIn):
             connection, problem = None, str(exc)
         try:
             if with_user and session is not None and not session.check(timeout=1.0):
-                endpoint, server_key, client_key = connection
+                endpoint, server_key, _ = connection
                 if can_offer_start(endpoint, server_key, session):
                     import gimp_dialogs
 
                     if not gimp_dialogs.offer_daemon(session, endpoint, START_WAIT_S):
                         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
                 elif interactive:
-                    problem = why_not(session, server_key, client_key, False)
+                    problem = why_not(session, False)
                 else:
-                    raise PaintbridgeError(why_not(session, server_key, client_key, False))
+                    raise PaintbridgeError(why_not(session, False))
             if interactive:
                 import gimp_dialogs
 
-                if not gimp_dialogs.settings_dialog(procedure, config, session, FIELDS,
-                                                    DAEMON_FIELDS, problem):
+                if not gimp_dialogs.settings_dialog(procedure, config, session, problem):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
                 changed = connection_from_config(config)
                 if session is None or changed != connection:
@@ -201,10 +136,10 @@ class Paintbridge(Gimp.PlugIn):
                         session = None
                     connection = changed
                     session = open_session(*connection)
-            endpoint, server_key, client_key = connection
+            endpoint, server_key, _ = connection
             if not session.connected and not session.check(timeout=2.0):
-                raise PaintbridgeError(why_not(session, server_key, client_key,
-                                               can_offer_start(endpoint, server_key, session)))
+                raise PaintbridgeError(why_not(session, can_offer_start(endpoint, server_key,
+                                                                         session)))
             settings = settings_from_config(config, kind)
             try:
                 doc = GimpDocument(image, drawables[0])

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from gi.repository import Gegl, Gimp, Gio
+from gi.repository import Gegl, Gimp
 
 OUT = os.environ["PB_OUT"]
 ENDPOINT = os.environ["PB_ENDPOINT"]
@@ -21,6 +21,13 @@ PLUG_IN_DIR = os.environ["PB_PLUG_IN_DIR"]
 PDB = Gimp.get_pdb()
 W, H = 96, 72
 SEL = (32, 24, 24, 20)  # x, y, w, h
+
+
+def plug_in_modules():
+    """Let this script import the installed plug-in's modules (and its ``plugin`` package)."""
+    folder = os.path.join(PLUG_IN_DIR, "paintbridge")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def gradient(w, h):
@@ -191,7 +198,7 @@ def walk(items):
 def undo_group_trace():
     """Drive the plug-in's own GimpDocument.add_results on a real image through a proxy that
     records the calls: every change must fall between one undo_group_start/end pair."""
-    sys.path.insert(0, os.path.join(PLUG_IN_DIR, "paintbridge"))
+    plug_in_modules()
     from gimp_document import GimpDocument
 
     from plugin.client import Patch
@@ -214,7 +221,7 @@ def undo_group_trace():
     try:
         doc = GimpDocument(img, bottom)
         patches = [Patch(2, 3, 4, 5, "rgba8", s, bytes([9, 8, 7, 255]) * 20) for s in (1, 2)]
-        doc.add_results(patches, ["p [seed 1]", "p [seed 2]"])
+        doc.add_results(patches, ["p [seed 1]", "p [seed 2]"], "p [2 variations]")
     finally:
         for cls, attr, target in originals:
             setattr(cls, attr, target)
@@ -223,33 +230,107 @@ def undo_group_trace():
     return {"calls": calls, "tree": tr}
 
 
-def picture():
-    """For docs/gimp.md: the sample picture, a circle selected where its mask is white,
-    inpainted through the procedure; before and after are exported as PNG."""
-    src = os.environ["PB_PICTURE_SOURCE"]
-    img = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(src))
-    layer = img.get_layers()[0]
-    img.select_ellipse(Gimp.ChannelOps.REPLACE, 140, 70, 91, 91)
-    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
-                   Gio.File.new_for_path(os.path.join(OUT, "picture-before.png")), None)
-    status, message = run_procedure("paintbridge-inpaint", img, layer, prompt="a red circle",
-                                    seed=1, steps=20, endpoint=ENDPOINT)
-    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
-                   Gio.File.new_for_path(os.path.join(OUT, "picture-after.png")), None)
-    layers = [item.get_name() for item in img.get_layers()]
+def spec_entry(spec):
+    """One procedure argument as GIMP registered it: name, type, label, help, default and
+    range (and a choice's values)."""
+    entry = {"name": spec.get_name(), "type": spec.value_type.name, "label": spec.get_nick(),
+             "help": spec.get_blurb()}
+    for key in ("default_value", "minimum", "maximum"):
+        try:
+            value = getattr(spec, key)
+        except (AttributeError, TypeError):
+            continue
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            entry[key] = value
+    entry["spec"] = spec.__gtype__.name
+    if "Choice" in entry["spec"]:
+        entry["choices"] = list(Gimp.param_spec_choice_get_choice(spec).list_nicks())
+        entry["default_value"] = Gimp.param_spec_choice_get_default(spec)
+    return entry
+
+
+def arguments():
+    """Every Paintbridge procedure's arguments, as GIMP has them registered."""
+    return {name: [spec_entry(spec) for spec in PDB.lookup_procedure(name).get_arguments()]
+            for name in ("paintbridge-inpaint", "paintbridge-img2img", "paintbridge-generate")}
+
+
+def settings_read_back():
+    """The plug-in's own reading of its arguments into plugin/'s settings: each procedure's
+    defaults, and set values."""
+    plug_in_modules()
+    from gimp_params import settings_from_config
+
+    out = {}
+    for name, kind in (("paintbridge-inpaint", "inpaint"), ("paintbridge-img2img", "img2img"),
+                       ("paintbridge-generate", "txt2img")):
+        settings = settings_from_config(PDB.lookup_procedure(name).create_config(), kind)
+        out[kind] = {"mode": settings.mode, **settings.values}
+    config = PDB.lookup_procedure("paintbridge-img2img").create_config()
+    for key, value in {"model": "other", "strength": 0.3, "steps": 20, "guidance": 7.5,
+                       "sampler": "euler_a", "seed": 5, "count": 2, "padding": 0, "grow": 1,
+                       "feather": 2}.items():
+        config.set_property(key, value)
+    out["set"] = dict(settings_from_config(config, "img2img").values)
+    return out
+
+
+def progress_texts():
+    """A real job through the plug-in's own wait loop with GIMP's progress calls recorded:
+    on a fresh daemon the job first loads its model, and the bar says which."""
+    plug_in_modules()
+    import gimp_job
+    from gimp_document import GimpDocument
+
+    from plugin.session import GenerationSettings, Session
+
+    img, bottom, _ = make_image()
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, *SEL)
+    texts = []
+    original = Gimp.progress_set_text
+
+    def record(text):
+        texts.append(text)
+        return original(text)
+
+    Gimp.progress_set_text = record
+    session = Session(ENDPOINT)
+    try:
+        session.check(timeout=30.0)
+        doc = GimpDocument(img, bottom)
+        job = session.submit(doc, GenerationSettings(
+            mode="inpaint", prompt="a red apple", steps=3, seed=7, grow=0, feather=0,
+            padding=8))
+        gimp_job.wait(session, job, "inpaint", False)
+        delivered = session.deliver(doc)
+    finally:
+        Gimp.progress_set_text = original
+        session.close()
     img.delete()
-    return {"status": status, "message": message, "layers": layers}
+    return {"texts": texts, "state": job.state.value, "model": job.model,
+            "delivered": delivered}
 
 
 def main():
     results = {}
+    only = os.environ.get("PB_ONLY")
+    # first: the daemon has loaded no model yet
+    for name, fn in (("progress", progress_texts), ("arguments", arguments),
+                     ("settings", settings_read_back)):
+        if only and name not in only.split(","):
+            continue
+        try:
+            results[name] = fn()
+        except Exception:
+            results[name] = {"exception": traceback.format_exc()}
     cases = {
         "inpaint_rgb8": ("paintbridge-inpaint", {}),
         "inpaint_u16_linear": ("paintbridge-inpaint", {"precision": Gimp.Precision.U16_LINEAR}),
         "inpaint_float": ("paintbridge-inpaint",
                           {"precision": Gimp.Precision.FLOAT_NON_LINEAR}),
         "img2img_layer": ("paintbridge-img2img", {"select": False, "on_top": True,
-                                                  "strength": 0.7, "box": [4, 6, 44, 36]}),
+                                                  "strength": 0.7, "guidance": 5.0,
+                                                  "box": [4, 6, 44, 36]}),
         "generate_selection": ("paintbridge-generate", {}),
         "batch_group": ("paintbridge-inpaint", {"count": 2}),
         "inpaint_gray8": ("paintbridge-inpaint", {"gray": True}),
@@ -257,7 +338,6 @@ def main():
         "daemon_stopped": ("paintbridge-inpaint", {"endpoint": DEAD_ENDPOINT}),
         "inpaint_no_selection": ("paintbridge-inpaint", {"select": False}),
     }
-    only = os.environ.get("PB_ONLY")
     for name, (proc, kw) in cases.items():
         if only and name not in only.split(","):
             continue
@@ -265,11 +345,6 @@ def main():
             results[name] = case(name, proc, **kw)
         except Exception:
             results[name] = {"exception": traceback.format_exc()}
-    if os.environ.get("PB_PICTURE_SOURCE"):
-        try:
-            results["picture"] = picture()
-        except Exception:
-            results["picture"] = {"exception": traceback.format_exc()}
     try:
         results["undo_group"] = undo_group_trace()
     except Exception:

@@ -10,8 +10,7 @@ import traceback
 import gi
 
 gi.require_version("Gtk", "3.0")
-gi.require_version("Gdk", "3.0")
-from gi.repository import Gdk, Gegl, Gimp, GLib, Gtk  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject, Gtk  # noqa: E402
 
 OUT = os.environ["PB_OUT"]
 sys.path.insert(0, os.path.join(os.environ["PB_PLUG_IN_DIR"], "paintbridge"))
@@ -19,26 +18,21 @@ import gimp_dialogs  # noqa: E402
 import gimp_job  # noqa: E402
 from gimp_document import GimpDocument  # noqa: E402
 
+from plugin.params import PARAMS  # noqa: E402
 from plugin.session import GenerationSettings, Session  # noqa: E402
 
 PDB = Gimp.get_pdb()
-FIELDS = ["prompt", "negative-prompt", "model", "strength", "steps", "cfg", "sampler", "seed",
-          "count", "padding"]
-DAEMON_FIELDS = ["endpoint", "server-key", "client-key"]
 
 
-def press(response, seen, after_ms=300, screenshot=None):
-    """Answer the first dialog that shows up with ``response``; record its title (and save
-    a picture of it when ``screenshot`` names a file)."""
+def press(response, seen, after_ms=300, look=None):
+    """Answer the first dialog that shows up with ``response``; record its title (and first
+    call ``look`` with the dialog)."""
     def tick():
         for window in Gtk.Window.list_toplevels():
             if isinstance(window, Gtk.Dialog) and window.get_visible():
                 seen.append(window.get_title())
-                if screenshot:
-                    gdk_window = window.get_window()
-                    Gdk.pixbuf_get_from_window(gdk_window, 0, 0, gdk_window.get_width(),
-                                               gdk_window.get_height()
-                                               ).savev(screenshot, "png", [], [])
+                if look is not None:
+                    look(window)
                 if isinstance(window, Gtk.MessageDialog):
                     seen.append(window.get_property("text"))
                     seen.append(window.get_property("secondary-text"))
@@ -56,15 +50,29 @@ class FakeSession:
 
 
 def settings_dialog():
+    """The dialog with a daemon's models: where each row of plugin/params.py is shown (the
+    folded section it sits in, its widget), and that OK keeps the values."""
     proc = PDB.lookup_procedure("paintbridge-inpaint")
     config = proc.create_config()
     config.set_property("prompt", "a cat")
-    seen = []
-    press(Gtk.ResponseType.OK, seen, after_ms=1000,
-          screenshot=os.path.join(OUT, "dialog.png") if os.environ.get("PB_PICTURE_SOURCE")
-          else None)
-    ok = gimp_dialogs.settings_dialog(proc, config, FakeSession(), FIELDS, DAEMON_FIELDS)
-    return {"ok": ok, "seen": seen, "prompt": config.get_property("prompt")}
+    seen, rows = [], {}
+
+    def look(dialog):
+        for p in PARAMS:
+            widget = dialog.get_widget(p.arg_name, GObject.TYPE_NONE)
+            rows[p.arg_name] = {"widget": type(widget).__name__,
+                                "shown": widget.get_toplevel() is dialog, "folded": None}
+            parent = widget.get_parent()
+            while parent is not None:
+                if isinstance(parent, Gtk.Expander):
+                    rows[p.arg_name]["folded"] = [parent.get_label_widget().get_text(),
+                                                  parent.get_expanded()]
+                    break
+                parent = parent.get_parent()
+
+    press(Gtk.ResponseType.OK, seen, after_ms=1000, look=look)
+    ok = gimp_dialogs.settings_dialog(proc, config, FakeSession())
+    return {"ok": ok, "seen": seen, "prompt": config.get_property("prompt"), "rows": rows}
 
 
 def widgets(widget, out):
@@ -78,7 +86,8 @@ def widgets(widget, out):
     children = []
     if isinstance(widget, Gtk.Container):
         children = widget.get_children()
-        if isinstance(widget, Gtk.Expander) and widget.get_label_widget() is not None:
+        if isinstance(widget, (Gtk.Expander, Gtk.Frame)) and \
+                widget.get_label_widget() is not None:
             children = [widget.get_label_widget(), *children]
     for child in children:
         widgets(child, out)
@@ -116,7 +125,7 @@ def settings_dialog_with_problem():
     GLib.timeout_add(700, look)
     press(Gtk.ResponseType.OK, seen, after_ms=1000)
     config.set_property("server-key", "K" * 40)
-    ok = gimp_dialogs.settings_dialog(proc, config, None, FIELDS, DAEMON_FIELDS,
+    ok = gimp_dialogs.settings_dialog(proc, config, None,
                                       "Paintbridge: the daemon requires keys.")
     return {"ok": ok, "seen": seen, "widgets": found,
             "server_key": config.get_property("server-key"),

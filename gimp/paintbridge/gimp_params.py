@@ -1,0 +1,79 @@
+"""The procedures' generation arguments, made from the rows of ``plugin.params.PARAMS``.
+
+One argument per row (its name with dashes, its label, help, range and default), so a new
+row becomes a GIMP argument, and a field of the dialog, without a change here; and the
+arguments read back as ``plugin.session.GenerationSettings``. GIMP's arguments cannot hold
+"no value": a number row's ``unset`` value stands for it, an empty string for a string row
+without a default. No GimpUi here: batch runs import it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp, GObject  # noqa: E402
+
+from plugin.params import INT32_MAX, PARAMS, Param  # noqa: E402
+
+RW = GObject.ParamFlags.READWRITE
+#: the dialog's fields: the main ones, and those of its folded "Advanced" section
+FIELDS = [p.arg_name for p in PARAMS if not p.advanced]
+ADVANCED_FIELDS = [p.arg_name for p in PARAMS if p.advanced]
+
+
+def help_text(p: Param) -> str:
+    """The row's help, and what its "no value" value means (e.g. "-1: Random")."""
+    if p.unset is None or not p.unset_text:
+        return p.help
+    return f"{p.help} ({p.unset:g}: {p.unset_text})"
+
+
+def start(p: Param, kind: str) -> Any:
+    """An argument's default: the row's own for this procedure's kind where it has one (the
+    strength), else the value a fresh host starts at, as the widget holds it."""
+    value = p.to_widget(p.default_for(kind) if kind in p.kind_defaults else p.start)
+    if value is None:
+        return "" if p.type is str else p.widget_range(int_max=INT32_MAX)[0]
+    return value
+
+
+def _choice(p: Param) -> Gimp.Choice:
+    choice = Gimp.Choice.new()
+    for i, (nick, label) in enumerate(p.choices.items()):
+        choice.add(nick, i, label, "")
+    return choice
+
+
+def add_arguments(proc: Gimp.Procedure, kind: str) -> None:
+    """Every row as an argument of ``proc`` (GIMP's integers are 32-bit: ranges narrow)."""
+    for p in PARAMS:
+        name, label, blurb, value = p.arg_name, p.label, help_text(p), start(p, kind)
+        if p.type is str and p.choices and not p.from_daemon:
+            proc.add_choice_argument(name, label, blurb, _choice(p), value, RW)
+        elif p.type is str:
+            proc.add_string_argument(name, label, blurb, value, RW)
+        elif p.type is int:
+            lo, hi = p.widget_range(int_max=INT32_MAX)
+            proc.add_int_argument(name, label, blurb, int(lo), int(hi), int(value), RW)
+        elif p.type is float:
+            lo, hi = p.widget_range(int_max=INT32_MAX)
+            proc.add_double_argument(name, label, blurb, lo, hi, float(value), RW)
+        else:
+            raise TypeError(f"no GIMP argument type for {p.name} ({p.type.__name__})")
+
+
+def setting(p: Param, value: Any) -> Any:
+    """An argument's value as the row's setting: its ``unset`` value, or an empty string for
+    a row without a default (the model), is None."""
+    return p.from_widget("" if p.type is str and value is None else value)
+
+
+def settings_from_config(config: Gimp.ProcedureConfig, kind: str):  # -> GenerationSettings
+    """The procedure's arguments as plugin/'s settings for a job of ``kind``."""
+    from plugin.session import GenerationSettings
+
+    return GenerationSettings(mode=kind, **{p.name: setting(p, config.get_property(p.arg_name))
+                                            for p in PARAMS})
