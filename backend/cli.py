@@ -10,13 +10,29 @@ import argparse
 import json
 import os
 import sys
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from plugin import __version__
-from plugin.protocol import DEFAULT_ENDPOINT, ENDPOINT_ENV, KINDS, SAMPLERS, Limits
+from paintbridge.plugin import __version__
+from paintbridge.plugin.hosts import ENDPOINT_ENV, is_loopback
+from paintbridge.plugin.params import PARAMS
+from paintbridge.plugin.protocol import (
+    DEFAULT_ENDPOINT,
+    KINDS,
+    ErrorCode,
+    Limits,
+)
 
-EXIT_OK, EXIT_JOB, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+class ExitCode(IntEnum):
+    """What a script can rely on; the numbers are the interface (docstring above)."""
+
+    OK = 0
+    FAILED = 1        # the daemon refused or failed the job
+    USAGE = 2         # bad usage or input
+    UNREACHABLE = 3   # no daemon reachable, or it went silent
+    INTERRUPTED = 130  # Ctrl+C (128 + SIGINT); the job is cancelled
 
 
 def _config_path() -> Path:
@@ -46,12 +62,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     from . import device as dev
     from .daemon import Daemon
-    from .registry import ModelEntry, ModelRegistry
+    from .registry import ModelEntry, ModelRegistry, Source
 
     explicit = []
     for item in config.get("models", []):
         path = Path(item["path"]).expanduser()
-        source = "folder" if path.is_dir() else "single_file"
+        source = Source.FOLDER if path.is_dir() else Source.SINGLE_FILE
         cfg = Path(item["config"]).expanduser() if item.get("config") else None
         explicit.append(ModelEntry(item.get("name") or path.stem, path, source, config=cfg))
     roots = [Path(p) for p in config.get("model_dirs", [])] + [Path(p) for p in args.models]
@@ -66,7 +82,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          ("max_pixels", args.max_pixels))
                        if v is not None})
     from . import keys
-    from .daemon import is_loopback
 
     auth = None
     if args.auth or not is_loopback(bind):
@@ -76,16 +91,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"paintbridge: refusing to bind {bind} without authentication: {exc}",
                   file=sys.stderr)
-            return EXIT_USAGE
+            return ExitCode.USAGE
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
                         auth=auth)
     except ValueError as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
         print(f"paintbridge: cannot bind {bind}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     entries = registry.scan()
     usable = [e for e in entries if e.error is None]
     print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
@@ -103,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  default model: {registry.default}", flush=True)
     daemon.serve()
     print("paintbridge daemon stopped", flush=True)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _load_config(path: str | None) -> dict[str, Any]:
@@ -125,7 +140,7 @@ def _load_config(path: str | None) -> dict[str, Any]:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from plugin.client import Client
+    from paintbridge.plugin.client import Client
 
     return Client(args.endpoint, server_key=args.server_key, client_key=args.client_key)
 
@@ -153,31 +168,32 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(f"authorized client: {f.stem}")
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
+        return ExitCode.USAGE
+    return ExitCode.OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from plugin.client import DaemonError
+    from paintbridge.plugin.client import DaemonError
 
     with _client(args) as client:
         try:
             header = client.request("models", timeout=args.timeout)[0]
         except DaemonError as exc:
             print(f"paintbridge: {exc.message}", file=sys.stderr)
-            return EXIT_UNREACHABLE if exc.code in ("unreachable", "timeout") else EXIT_JOB
+            unreachable = exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT)
+            return ExitCode.UNREACHABLE if unreachable else ExitCode.FAILED
     if args.json:
         print(json.dumps(header["models"], indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     for m in header["models"]:
         mark = "*" if m["name"] == header.get("default") else " "
         state = "" if m["usable"] else f"  ({m.get('error')})"
         print(f"{mark} {m['name']:40s} {m['arch'] or '?':12s} {m['source']}{state}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from plugin.client import DaemonError
+    from paintbridge.plugin.client import DaemonError
 
     from .edit import EditFailed, run_edit
 
@@ -185,7 +201,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         return run_edit(args)
     except DaemonError as exc:  # bad key files
         print(f"paintbridge: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except EditFailed as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -195,11 +211,15 @@ def cmd_install(args: argparse.Namespace) -> int:
     """Hand over to the host's installer module (backend/install_<host>.py)."""
     import importlib
 
-    module = importlib.import_module(f"backend.install_{args.host}")
+    module = importlib.import_module(f".install_{args.host}", __package__)
     return int(module.run(args))
 
 
 # --------------------------------------------------------------------------- parser
+
+
+#: older spellings of `edit` options, still accepted
+EDIT_ALIASES = {"negative_prompt": ("--negative",), "guidance": ("--cfg",)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,19 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mask", help="grayscale mask: white = selected, grey = partly selected")
     e.add_argument("--kind", choices=("auto", *KINDS), default="auto",
                    help="auto: inpaint with a mask, else img2img")
-    e.add_argument("--prompt", required=True)
-    e.add_argument("--negative", default="")
-    e.add_argument("--strength", type=float)
-    e.add_argument("--steps", type=int)
-    e.add_argument("--cfg", type=float, help="guidance scale")
-    e.add_argument("--sampler", choices=SAMPLERS, default="default")
-    e.add_argument("--seed", type=int)
-    e.add_argument("--count", type=int, default=1)
-    e.add_argument("--model")
-    e.add_argument("--padding", type=int, help="context around the selection in px "
-                                               "(default: half its longest side, ≥ 32)")
-    e.add_argument("--grow", type=int, default=4)
-    e.add_argument("--feather", type=int, default=4)
+    for row in PARAMS:   # one option per row of the parameter table
+        names = [f"--{row.arg_name}", *EDIT_ALIASES.get(row.name, ())]
+        default = None if row.unset is not None else row.start
+        e.add_argument(*names, dest=row.name, type=row.type, default=default,
+                       choices=list(row.choices) if row.choices and not row.from_daemon
+                       else None,
+                       help=row.help + (f" (default {default})" if default not in (None, "")
+                                        else ""))
     e.add_argument("-o", "--output", required=True, help="composited result (PNG)")
     e.add_argument("--job-timeout", type=float, default=600.0,
                    help="give up when the daemon is silent this long during a job")

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plugin.protocol import FORMATS, FrameSpec
+from paintbridge.plugin.protocol import FORMATS, FrameSpec
 
-_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype("<u2"), 4: np.dtype("<f4")}
+_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype("<u2"),
+                                     4: np.dtype("<f4")}
 _SCALE = {1: 255.0, 2: 65535.0}
 
 
-def decode_frame(buffer: object, spec: FrameSpec) -> np.ndarray:
+def decode_frame(buffer: Any, spec: FrameSpec) -> np.ndarray:
     """Raw frame -> (height, width, channels) float32, RGBA channel order."""
     channels, depth = FORMATS[spec.format]
     raw = np.frombuffer(buffer, dtype=_DTYPES[depth]).reshape(spec.height, spec.width, channels)
@@ -85,11 +87,6 @@ def feather_inward(grown: np.ndarray, feather: int) -> np.ndarray:
             break
         feather //= 2
     return t[0, 0].clamp_(0.0, 1.0).numpy()
-
-
-def soft_alpha(mask: np.ndarray, grow_px: int, feather: int) -> np.ndarray:
-    """Selection -> patch alpha: grown by ``grow_px``, then feathered inwards."""
-    return feather_inward(grow(mask, grow_px), feather)
 
 
 # --------------------------------------------------------------------------- scaling

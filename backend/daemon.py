@@ -9,23 +9,22 @@ before anything is allocated or queued; the worker gets only well-formed jobs.
 from __future__ import annotations
 
 import gc
-import ipaddress
 import logging
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from plugin import __version__, protocol
-from plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
+from paintbridge.plugin import __version__, protocol
+from paintbridge.plugin.hosts import is_loopback
+from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, Stage, SubmitRequest
 
 from . import compose, runner
-from .device import DTYPES, DeviceChoice
+from .device import DTYPES, DeviceChoice, is_out_of_memory
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
 from .registry import ModelError, ModelRegistry, empty_device_cache
@@ -37,39 +36,28 @@ _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
 HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 intervals
 
 
-def is_loopback(endpoint: str) -> bool:
-    """ipc:// and inproc:// are local; tcp:// must name a loopback host."""
-    scheme = endpoint.split("://", 1)[0]
-    if scheme in ("ipc", "inproc"):
-        return True
-    if scheme != "tcp":
-        return False
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", interface names, host names: not provably loopback
-
-
 @dataclass
 class ActiveJob:
     client: bytes
     request: SubmitRequest
     cancel: threading.Event = field(default_factory=threading.Event)
-    step: int = 0      # written by the worker, read by fetch
+    stage: Stage | None = None  # written by the worker, read by fetch
+    step: int = 0
     total: int = 0
+
+    def progress_event(self) -> dict[str, Any]:
+        """Where the running job stands: loading its model, or at a denoising step."""
+        if self.stage == Stage.LOADING:
+            return {"event": "progress", "stage": Stage.LOADING,
+                    "model": self.request.params["model"]}
+        return {"event": "progress", "stage": Stage.DENOISING, "step": self.step,
+                "total": self.total}
 
 
 OOM_ADVICE = ("out of memory: select a smaller region (or lower the count or the context "
               "padding), use a smaller model, or start the daemon with --dtype float16 on a GPU")
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, torch's (CUDA/MPS) OutOfMemoryError, or the CPU allocator's failure."""
-    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
-            or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower())
+OOM_LOADING_ADVICE = ("out of memory loading model '{}': use a smaller model, keep fewer "
+                      "models loaded (--cache-size 1), or --dtype float16 on a GPU")
 
 
 class Worker(threading.Thread):
@@ -114,23 +102,13 @@ class Worker(threading.Thread):
         started = time.monotonic()
         try:
             entry = self.d.registry.resolve(req.params["model"])
-            loaded = self.d.registry.load(entry, self.d.device.device,
-                                          self.d.model_dtype(entry))
         except KeyError as exc:
             self._fail(push, job, ErrorCode.UNKNOWN_MODEL, exc.args[0])
             return
-        except ModelError as exc:
-            self._fail(push, job, ErrorCode.MODEL_ERROR, str(exc))
-            return
-        last = [0.0]
 
         def progress(step: int, total: int, preview: Any) -> None:
-            now = time.monotonic()
-            if preview is None and step != total and now - last[0] < self.d.progress_interval:
-                return
-            last[0] = now
-            job.step, job.total = step, total
-            event: dict[str, Any] = {"event": "progress", "step": step, "total": total}
+            job.stage, job.step, job.total = Stage.DENOISING, step, total
+            event = job.progress_event()
             frames = []
             if preview is not None:
                 h, w = preview.shape[:2]
@@ -139,7 +117,16 @@ class Worker(threading.Thread):
             self._emit(push, job, event, frames)
 
         try:
+            if not self.d.registry.is_loaded(entry.name):  # say so: loading takes a while
+                job.stage = Stage.LOADING
+                self._emit(push, job, job.progress_event())
+            loaded = self.d.registry.load(entry, self.d.device.device,
+                                          self.d.model_dtype(entry))
+            job.stage = Stage.DENOISING
             results = runner.run(req, loaded, job.cancel, progress)
+        except ModelError as exc:
+            self._fail(push, job, ErrorCode.MODEL_ERROR, str(exc))
+            return
         except runner.JobCancelled:
             self._emit(push, job, {"event": "cancelled"}, end=True)
             return
@@ -147,9 +134,11 @@ class Worker(threading.Thread):
             self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
             return
         except Exception as exc:  # the daemon must keep serving whatever a model does
-            if _is_out_of_memory(exc):
+            if is_out_of_memory(exc):
                 log.warning("job %s ran out of memory: %s", req.job, exc)
-                self._fail(push, job, ErrorCode.OUT_OF_MEMORY, OOM_ADVICE)
+                advice = (OOM_LOADING_ADVICE.format(entry.name) if job.stage == Stage.LOADING
+                          else OOM_ADVICE)
+                self._fail(push, job, ErrorCode.OUT_OF_MEMORY, advice)
             else:
                 log.exception("job %s failed", req.job)
                 self._fail(push, job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
@@ -175,7 +164,7 @@ class Worker(threading.Thread):
 class Daemon:
     def __init__(self, bind: str, registry: ModelRegistry, device: DeviceChoice,
                  limits: Limits | None = None, dtype_forced: bool = False,
-                 progress_interval: float = 0.0, auth: ServerKeys | None = None,
+                 auth: ServerKeys | None = None,
                  results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
@@ -187,7 +176,6 @@ class Daemon:
         self.device = device
         self.dtype_forced = dtype_forced
         self.limits = limits or Limits()
-        self.progress_interval = progress_interval
         self.queue: FairQueue[ActiveJob] = FairQueue(self.limits.max_queue,
                                                      self.limits.max_queue_per_client)
         self.active: dict[tuple[bytes, str], ActiveJob] = {}
@@ -210,7 +198,7 @@ class Daemon:
             self.router.curve_publickey = auth.public
             self.router.curve_secretkey = auth.secret
         self.router.bind(bind)
-        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.events = self.context.socket(zmq.PULL)
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(_WORKER_ENDPOINT)
@@ -388,8 +376,7 @@ class Daemon:
         active = self.active.get((client, job))
         current = self.worker.current
         if active is not None and active is current:
-            self._send(client, {"event": "progress", "job": job, "step": active.step,
-                                "total": active.total})
+            self._send(client, {**active.progress_event(), "job": job})
         elif active is not None:
             self._send(client, {"event": "accepted", "job": job,
                                 "position": self.queue.position(client, job)})

@@ -54,6 +54,20 @@ def default_threads() -> int:
     return max(1, n - 1) if n <= 4 else n
 
 
+#: allocators that report running out with a plain RuntimeError: the CPU's (Linux/macOS and
+#: Windows wordings) and Apple MPS's (still a RuntimeError in torch 2.14, not OutOfMemoryError)
+_OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory",
+                 "DefaultCPUAllocator: not enough memory", "MPS backend out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """By type first (MemoryError, numpy's included; torch.OutOfMemoryError, which CUDA's
+    allocator raises), by message only where torch raises a bare RuntimeError."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
+
+
 def configure_threads(threads: int | None) -> int:
     """Set torch's intra-op threads; OMP_WAIT_POLICY must already be PASSIVE (cli.py)."""
     n = threads or default_threads()

@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from plugin.client import Client, DaemonError, Frame, Job, JobState, Patch
-from plugin.protocol import ErrorCode, ProtocolError
-from plugin.region import Rect, job_region
+from paintbridge.plugin.client import Client, DaemonError, Frame, Job, JobState, Patch
+from paintbridge.plugin.params import PARAMS
+from paintbridge.plugin.protocol import ErrorCode, ProtocolError, Stage
+from paintbridge.plugin.region import Rect, job_region
+
+from .cli import ExitCode
 
 
 class EditFailed(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -34,10 +37,10 @@ def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
         if args.mask:
             mask = np.asarray(Image.open(args.mask).convert("L"))
     except (OSError, ValueError) as exc:
-        raise EditFailed(f"cannot read input: {exc}", 2) from None
+        raise EditFailed(f"cannot read input: {exc}", ExitCode.USAGE) from None
     if mask is not None and mask.shape != image.shape[:2]:
         raise EditFailed(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                         f"{image.shape[1]}x{image.shape[0]}", 2)
+                         f"{image.shape[1]}x{image.shape[0]}", ExitCode.USAGE)
     return image, mask
 
 
@@ -65,20 +68,27 @@ def composite(image: np.ndarray, patch: Patch) -> np.ndarray:
     return np.rint(out).clip(0, 255).astype(np.uint8)
 
 
+def progress_line(job: Job) -> str | None:
+    """One line for where the job stands: queued, loading its model, or a bar of steps."""
+    if job.state is JobState.QUEUED and job.position:
+        return f"queued ({job.position} ahead)"
+    if job.state is JobState.RUNNING and job.stage == Stage.LOADING:
+        return f"loading model {job.model}…"
+    if job.state is JobState.RUNNING and job.total:
+        done = int(30 * job.step / job.total)
+        return f"[{'#' * done}{'.' * (30 - done)}] {job.step}/{job.total} steps"
+    return None
+
+
 class _Bar:
+    """The progress line on a terminal (nothing when stderr is a file or a pipe)."""
+
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.shown = -1
 
     def __call__(self, job: Job) -> None:
-        if job.state is JobState.QUEUED and job.position:
-            self._line(f"queued ({job.position} ahead)")
-        elif job.state is JobState.RUNNING and job.total:
-            done = int(30 * job.step / job.total)
-            self._line(f"[{'#' * done}{'.' * (30 - done)}] {job.step}/{job.total} steps")
-
-    def _line(self, text: str) -> None:
-        if self.tty:
+        text = progress_line(job)
+        if self.tty and text is not None:
             sys.stderr.write(f"\r{text:60s}")
             sys.stderr.flush()
 
@@ -87,20 +97,20 @@ class _Bar:
             sys.stderr.write("\r" + " " * 60 + "\r")
 
 
-def run_edit(args: argparse.Namespace) -> int:
+def run_edit(args: argparse.Namespace) -> ExitCode:
     image, mask = _load(args)
     height, width = image.shape[:2]
     selection = _bounds(mask) if mask is not None else None
     if mask is not None and selection is None:
-        raise EditFailed("the mask selects nothing (it is all black)", 2)
+        raise EditFailed("the mask selects nothing (it is all black)", ExitCode.USAGE)
     kind = args.kind if args.kind != "auto" else ("inpaint" if mask is not None else "img2img")
     if kind == "inpaint" and mask is None:
-        raise EditFailed("inpaint needs --mask", 2)
+        raise EditFailed("inpaint needs --mask", ExitCode.USAGE)
     try:
         region = job_region(kind, Rect(0, 0, width, height), selection, args.padding,
                             args.grow)
     except ValueError as exc:
-        raise EditFailed(str(exc), 2) from None
+        raise EditFailed(str(exc), ExitCode.USAGE) from None
     ys = slice(region.y, region.bottom)
     xs = slice(region.x, region.right)
     rgba = Frame(region.width, region.height, "rgba8",
@@ -109,14 +119,8 @@ def run_edit(args: argparse.Namespace) -> int:
     if mask is not None:
         sel = Frame(region.width, region.height, "gray8",
                     np.ascontiguousarray(mask[ys, xs]).tobytes())
-    params: dict[str, Any] = {"prompt": args.prompt, "negative_prompt": args.negative,
-                              "sampler": args.sampler, "count": args.count,
-                              "grow": args.grow, "feather": args.feather}
-    for key, value in (("strength", args.strength), ("steps", args.steps),
-                       ("guidance", args.cfg), ("seed", args.seed), ("model", args.model),
-                       ("padding", args.padding)):
-        if value is not None:
-            params[key] = value
+    params: dict[str, Any] = {p.name: getattr(args, p.name) for p in PARAMS
+                              if kind in p.kinds and getattr(args, p.name) is not None}
     bar = _Bar()
     with Client(args.endpoint, server_key=args.server_key, client_key=args.client_key) as client:
         try:
@@ -125,26 +129,28 @@ def run_edit(args: argparse.Namespace) -> int:
                                 mask=sel, offset=(region.x, region.y),
                                 size=(region.width, region.height), result_format="rgba8")
         except ProtocolError as exc:
-            raise EditFailed(f"invalid request: {exc.message}", 2) from None
+            raise EditFailed(f"invalid request: {exc.message}", ExitCode.USAGE) from None
         except DaemonError as exc:
-            code = 3 if exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT) else 1
-            raise EditFailed(exc.message, code) from None
+            unreachable = exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT)
+            raise EditFailed(exc.message, ExitCode.UNREACHABLE if unreachable
+                             else ExitCode.FAILED) from None
         try:
             client.wait(job, timeout=args.job_timeout, on_update=bar)
         except KeyboardInterrupt:
             client.cancel(job)
             client.wait(job, timeout=10)
             bar.close()
-            raise EditFailed("interrupted: job cancelled", 130) from None
+            raise EditFailed("interrupted: job cancelled", ExitCode.INTERRUPTED) from None
         finally:
             bar.close()
     if job.state is not JobState.DONE:
-        code = 3 if job.error_code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED) else 1
-        raise EditFailed(f"{job.error_message or job.state.value} [{job.error_code}]", code)
+        silent = job.error_code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED)
+        raise EditFailed(f"{job.error_message or job.state.value} [{job.error_code}]",
+                         ExitCode.UNREACHABLE if silent else ExitCode.FAILED)
     return _write(args, image, job)
 
 
-def _write(args: argparse.Namespace, image: np.ndarray, job: Job) -> int:
+def _write(args: argparse.Namespace, image: np.ndarray, job: Job) -> ExitCode:
     out = Path(args.output)
     summary = []
     for i, patch in enumerate(job.patches):
@@ -158,4 +164,4 @@ def _write(args: argparse.Namespace, image: np.ndarray, job: Job) -> int:
                         "seed": patch.seed})
     print(json.dumps({"model": job.info.get("model"), "seconds": job.info.get("seconds"),
                       "results": summary}))
-    return 0
+    return ExitCode.OK

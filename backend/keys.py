@@ -20,10 +20,11 @@ from pathlib import Path
 
 import zmq.auth
 
+from paintbridge.plugin import hosts
+
 
 def default_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "paintbridge" / "keys"
+    return hosts.keys_dir()
 
 
 @dataclass(frozen=True)

@@ -22,36 +22,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .registry import Arch
+
 if TYPE_CHECKING:  # transformers is heavy; import it only when tokenizers are built.
     from transformers import CLIPTokenizer
 
 CONFIG_ROOT: Path = Path(__file__).resolve().parent / "configs"
 TOKENIZER_DIR: Path = CONFIG_ROOT / "clip-tokenizer"
-SUPPORTED_KINDS: tuple[str, ...] = ("v1", "inpainting", "xl_base", "xl_inpaint")
+SUPPORTED_KINDS: tuple[str, ...] = tuple(a.value for a in Arch)  # one config folder each
 MODEL_MAX_LENGTH = 77
 
 # Pad token per tokenizer slot, as in the published repos: SD1.x and SDXL ``tokenizer`` pad
 # with <|endoftext|>; SDXL ``tokenizer_2`` (OpenCLIP bigG) pads with "!" (id 0).
-_PAD_TOKENS: dict[str, dict[str, str]] = {
-    "v1": {"tokenizer": "<|endoftext|>"},
-    "inpainting": {"tokenizer": "<|endoftext|>"},
-    "xl_base": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
-    "xl_inpaint": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
+_PAD_TOKENS: dict[Arch, dict[str, str]] = {
+    Arch.V1: {"tokenizer": "<|endoftext|>"},
+    Arch.INPAINTING: {"tokenizer": "<|endoftext|>"},
+    Arch.XL_BASE: {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
+    Arch.XL_INPAINT: {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
 }
 
 
-def _check_kind(kind: str) -> None:
+def _check_kind(kind: str) -> Arch:
     """Fail early, naming what is supported (e.g. SD2 "v2" checkpoints are not)."""
-    if kind not in SUPPORTED_KINDS:
+    try:
+        return Arch(kind)
+    except ValueError:
         raise ValueError(
             f"unsupported model kind {kind!r}; supported kinds: {', '.join(SUPPORTED_KINDS)}"
-        )
+        ) from None
 
 
 def config_dir(kind: str) -> Path:
     """Folder to pass as ``config=`` to ``from_single_file`` for this checkpoint kind."""
-    _check_kind(kind)
-    return CONFIG_ROOT / kind
+    return CONFIG_ROOT / _check_kind(kind).value
 
 
 def load_tokenizers(kind: str) -> dict[str, CLIPTokenizer]:
@@ -60,11 +63,11 @@ def load_tokenizers(kind: str) -> dict[str, CLIPTokenizer]:
     Returns ``{"tokenizer": ...}`` for SD1.x and ``{"tokenizer": ..., "tokenizer_2": ...}``
     for SDXL, ready to pass as keyword arguments to ``from_single_file``.
     """
-    _check_kind(kind)
+    arch = _check_kind(kind)
     from transformers import CLIPTokenizer
 
     tokenizers: dict[str, CLIPTokenizer] = {}
-    for name, pad_token in _PAD_TOKENS[kind].items():
+    for name, pad_token in _PAD_TOKENS[arch].items():
         # from_pretrained on the folder: CLIPTokenizer(vocab_file=..., merges_file=...) is
         # silently ignored in transformers 5 (every token becomes one id). Without an explicit
         # model_max_length a bare vocab folder gets 1e30, which breaks prompt truncation.

@@ -20,12 +20,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paintbridge.plugin.params import WireEnum
+
 log = logging.getLogger(__name__)
 
-ARCHS = ("v1", "inpainting", "xl_base", "xl_inpaint")
 EMBEDDED_DIR = Path(__file__).parent / "default_model"
 EMBEDDED_NAME = "default"
 MAX_DEPTH = 4
+
+
+class Arch(WireEnum):
+    """The architectures we load: diffusers' ``infer_diffusers_model_type`` names."""
+
+    V1 = "v1"
+    INPAINTING = "inpainting"
+    XL_BASE = "xl_base"
+    XL_INPAINT = "xl_inpaint"
+
+    @property
+    def inpainting(self) -> bool:
+        """A 9-channel UNet: it runs every job kind through its inpaint pipeline."""
+        return self in (Arch.INPAINTING, Arch.XL_INPAINT)
+
+    @property
+    def xl(self) -> bool:
+        return self in (Arch.XL_BASE, Arch.XL_INPAINT)
+
+
+class Source(WireEnum):
+    """Where an entry came from; config-file entries are a folder or a single file too."""
+
+    EMBEDDED = "embedded"        # the default model shipped in the package
+    FOLDER = "folder"            # a diffusers folder (model_index.json)
+    SINGLE_FILE = "single_file"  # an A1111/ComfyUI .safetensors checkpoint
 
 
 class ModelError(Exception):
@@ -36,19 +63,19 @@ class ModelError(Exception):
 class ModelEntry:
     name: str
     path: Path
-    source: str                      # "embedded" | "folder" | "single_file"
-    arch: str | None = None          # one of ARCHS when usable
+    source: Source
+    arch: Arch | None = None         # None until inspected, and when unusable
     config: Path | None = None       # explicit config folder for a single file
     error: str | None = None         # why it cannot be used
     defaults: dict[str, Any] = field(default_factory=dict)  # from paintbridge.json
 
     @property
     def inpainting(self) -> bool:
-        return self.arch in ("inpainting", "xl_inpaint")
+        return self.arch is not None and self.arch.inpainting
 
     @property
     def xl(self) -> bool:
-        return self.arch in ("xl_base", "xl_inpaint")
+        return self.arch is not None and self.arch.xl
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "source": self.source, "arch": self.arch,
@@ -79,13 +106,13 @@ def single_file_arch(path: Path) -> str:
     return infer_diffusers_model_type(shapes)
 
 
-def folder_arch(path: Path) -> str:
+def folder_arch(path: Path) -> Arch:
     index = json.loads((path / "model_index.json").read_text())
     unet_cfg = json.loads((path / "unet" / "config.json").read_text())
     xl = "text_encoder_2" in index or "XL" in index.get("_class_name", "")
     inpaint = unet_cfg.get("in_channels") == 9
-    return {(False, False): "v1", (False, True): "inpainting", (True, False): "xl_base",
-            (True, True): "xl_inpaint"}[(xl, inpaint)]
+    return {(False, False): Arch.V1, (False, True): Arch.INPAINTING,
+            (True, False): Arch.XL_BASE, (True, True): Arch.XL_INPAINT}[(xl, inpaint)]
 
 
 def _read_defaults(path: Path) -> dict[str, Any]:
@@ -103,14 +130,15 @@ def _read_defaults(path: Path) -> dict[str, Any]:
 
 def _inspect(entry: ModelEntry) -> ModelEntry:
     try:
-        if entry.source == "single_file":
+        if entry.source is Source.SINGLE_FILE:
             arch = single_file_arch(entry.path)
         else:
             arch = folder_arch(entry.path)
-        if arch not in ARCHS:
+        try:
+            entry.arch = Arch(arch)
+        except ValueError:
             raise ModelError(f"architecture '{arch}' is not supported "
-                             f"(supported: {', '.join(ARCHS)})")
-        entry.arch = arch
+                             f"(supported: {', '.join(Arch)})") from None
     except ModelError as exc:
         entry.error = str(exc)
     except Exception as exc:  # a corrupt file must not break the listing
@@ -144,11 +172,11 @@ def discover(root: Path) -> list[ModelEntry]:
             name = child.relative_to(root).as_posix()
             if child.is_dir():
                 if (child / "model_index.json").is_file():
-                    found.append(ModelEntry(name, child, "folder"))
+                    found.append(ModelEntry(name, child, Source.FOLDER))
                 elif depth < MAX_DEPTH:
                     walk(child, depth + 1)
             elif child.suffix == ".safetensors":
-                found.append(ModelEntry(name, child, "single_file"))
+                found.append(ModelEntry(name, child, Source.SINGLE_FILE))
 
     walk(root, 1)
     return found
@@ -157,42 +185,44 @@ def discover(root: Path) -> list[ModelEntry]:
 # --------------------------------------------------------------------------- loading
 
 
+#: diffusers' AutoPipeline that runs each task (a job kind) on a loaded model's components
+_AUTO_PIPELINES = {"txt2img": "AutoPipelineForText2Image",
+                   "img2img": "AutoPipelineForImage2Image",
+                   "inpaint": "AutoPipelineForInpainting"}
+
+
 class LoadedModel:
     """One model's weights on the device, and the pipelines that share them (from_pipe)."""
 
     def __init__(self, entry: ModelEntry, base: Any) -> None:
         self.entry = entry
         self.base = base
-        self._pipes: dict[str, Any] = {type(base).__name__: base}
+        # the loaded pipeline is the txt2img one, or an inpainting model's one for all tasks
+        self._pipes: dict[str, Any] = {self.task("txt2img"): base}
         self.scheduler = base.scheduler  # the model's own; jobs derive theirs from it
         vae_scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
-        self.vae_scale = vae_scale
         self.native_size = int(entry.defaults.get("native_size")
                                or base.unet.config.sample_size * vae_scale)
 
-    def pipeline(self, kind: str) -> Any:
-        """The pipeline class that runs ``kind`` on this model, sharing its components.
+    def task(self, kind: str) -> str:
+        """The pipeline task that runs job ``kind`` on this model.
 
         An inpainting (9-channel) model runs everything through its inpaint pipeline: a
         full mask with strength < 1 is image-to-image, with strength 1 text-to-image.
+        AutoPipeline cannot know this: it maps class names, so it would pair a 9-channel UNet
+        with a 4-channel text-to-image pipeline.
         """
-        import diffusers as d
+        return "inpaint" if self.entry.inpainting else kind
 
-        if self.entry.inpainting:
-            cls = d.StableDiffusionXLInpaintPipeline if self.entry.xl else \
-                d.StableDiffusionInpaintPipeline
-        elif self.entry.xl:
-            cls = {"txt2img": d.StableDiffusionXLPipeline,
-                   "img2img": d.StableDiffusionXLImg2ImgPipeline,
-                   "inpaint": d.StableDiffusionXLInpaintPipeline}[kind]
-        else:
-            cls = {"txt2img": d.StableDiffusionPipeline,
-                   "img2img": d.StableDiffusionImg2ImgPipeline,
-                   "inpaint": d.StableDiffusionInpaintPipeline}[kind]
-        name = cls.__name__
-        if name not in self._pipes:
-            self._pipes[name] = cls.from_pipe(self.base)
-        pipe = self._pipes[name]
+    def pipeline(self, kind: str) -> Any:
+        """The pipeline that runs job ``kind`` on this model, sharing its components."""
+        import diffusers
+
+        task = self.task(kind)
+        if task not in self._pipes:
+            auto = getattr(diffusers, _AUTO_PIPELINES[task])
+            self._pipes[task] = auto.from_pipe(self.base)
+        pipe = self._pipes[task]
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -203,21 +233,25 @@ def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
     import transformers
 
     from . import model_configs
+    from .device import is_out_of_memory
 
     d.utils.logging.disable_progress_bar()  # a daemon's log is not a terminal
     transformers.utils.logging.disable_progress_bar()
     if entry.error or entry.arch is None:
         raise ModelError(entry.error or f"model '{entry.name}' is not usable")
-    cls = {"v1": d.StableDiffusionPipeline, "inpainting": d.StableDiffusionInpaintPipeline,
-           "xl_base": d.StableDiffusionXLPipeline,
-           "xl_inpaint": d.StableDiffusionXLInpaintPipeline}[entry.arch]
+    # A table, not AutoPipeline: AutoPipeline has no from_single_file, and for a folder it
+    # trusts model_index.json's class name, while the arch we inferred from the weights
+    # (a 9-channel UNet is inpainting whatever the folder says) is what must decide.
+    cls = {Arch.V1: d.StableDiffusionPipeline, Arch.INPAINTING: d.StableDiffusionInpaintPipeline,
+           Arch.XL_BASE: d.StableDiffusionXLPipeline,
+           Arch.XL_INPAINT: d.StableDiffusionXLInpaintPipeline}[entry.arch]
     extra: dict[str, Any] = {}
     if not entry.xl:
         extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)  # torch_dtype rename
-            if entry.source == "single_file":
+            if entry.source is Source.SINGLE_FILE:
                 config = entry.config or model_configs.config_dir(entry.arch)
                 extra.update(model_configs.load_tokenizers(entry.arch))
                 pipe = cls.from_single_file(str(entry.path), config=str(config),
@@ -228,6 +262,8 @@ def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
     except ModelError:
         raise
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise  # not the model's fault: the daemon says so, with advice
         raise ModelError(f"cannot load '{entry.name}': {type(exc).__name__}: {exc}") from exc
     pipe.to(device)
     if device.type in ("cpu", "cuda"):
@@ -257,7 +293,7 @@ class ModelRegistry:
     def scan(self) -> list[ModelEntry]:
         entries: list[ModelEntry] = []
         if self.include_embedded and (EMBEDDED_DIR / "model_index.json").is_file():
-            entries.append(ModelEntry(EMBEDDED_NAME, EMBEDDED_DIR, "embedded"))
+            entries.append(ModelEntry(EMBEDDED_NAME, EMBEDDED_DIR, Source.EMBEDDED))
         entries.extend(self.explicit)
         for root in self.roots:
             entries.extend(discover(root))
@@ -267,8 +303,8 @@ class ModelRegistry:
                 log.warning("model name '%s' is taken; skipping %s", entry.name, entry.path)
                 continue
             old = self._entries.get(entry.name)
-            same = old is not None and old.path == entry.path and old.source == entry.source
-            table[entry.name] = old if same else _inspect(entry)
+            unchanged = old is not None and (old.path, old.source) == (entry.path, entry.source)
+            table[entry.name] = old if old is not None and unchanged else _inspect(entry)
         with self._lock:
             self._entries = table
         return list(table.values())
@@ -301,6 +337,10 @@ class ModelRegistry:
 
     def loaded_names(self) -> list[str]:
         return list(self._loaded)
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether a job on ``name`` starts at once (else it loads first: seconds to minutes)."""
+        return name in self._loaded
 
     def load(self, entry: ModelEntry, device: Any, dtype: Any) -> LoadedModel:
         """Cached load (worker thread only); evicts the least recently used model."""

@@ -18,13 +18,6 @@ class ResultStore:
         self._items: OrderedDict[tuple[bytes, str], tuple[float, list[bytes]]] = OrderedDict()
         self._bytes = 0
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
     def put(self, client: bytes, job: str, parts: list[bytes]) -> None:
         """``parts``: the header and frames exactly as they were sent."""
         key = (client, job)

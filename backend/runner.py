@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from plugin.protocol import SubmitRequest
+from paintbridge.plugin.protocol import SubmitRequest
 
 from . import compose, schedulers
 from .registry import LoadedModel
@@ -98,6 +98,7 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     # 3. scale the region to the model's native size
     width, height = req.size
     mw, mh = compose.model_size(width, height, model.native_size)
+    task = model.task(req.kind)
     pipe = model.pipeline(req.kind)
     pipe.scheduler = schedulers.make(sampler, model.scheduler)
     args: dict[str, Any] = {"prompt": params["prompt"],
@@ -108,12 +109,11 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         image_t = _to_tensor(compose.resize(prep.rgb, mw, mh))
     else:
         image_t = torch.full((1, 3, mh, mw), 0.5)
-    name = type(pipe).__name__
-    if "Inpaint" in name:
+    if task == "inpaint":  # an inpainting model runs img2img and txt2img this way too
         mask_t = _to_tensor(compose.resize(prep.model_mask[..., None], mw, mh))
         args.update(image=image_t, mask_image=mask_t, height=mh, width=mw,
                     strength=params["strength"] if req.kind != "txt2img" else 1.0)
-    elif "Img2Img" in name:
+    elif task == "img2img":
         args.update(image=image_t, strength=params["strength"])
     else:
         args.update(height=mh, width=mw)

@@ -11,7 +11,7 @@ from typing import Any
 
 import diffusers as d
 
-_SAMPLERS: dict[str, tuple[type, dict[str, Any]]] = {
+_SAMPLERS: dict[str, tuple[Any, dict[str, Any]]] = {
     "euler": (d.EulerDiscreteScheduler, {}),
     "euler_a": (d.EulerAncestralDiscreteScheduler, {}),
     "dpmpp_2m": (d.DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++",

@@ -1,6 +1,6 @@
 """The client side of the wire protocol: one DEALER socket and the jobs it submitted.
 
-Hosts drive it without blocking their UI: they watch ``fileno()`` (a QSocketNotifier in Krita)
+Hosts drive it without blocking their UI: they watch ``filenos()`` (QSocketNotifiers in Krita)
 or call ``pump(0)`` from a timer, and read job state from the :class:`Job` objects. The CLI
 uses the blocking helpers ``request`` and ``wait``. Standard library + pyzmq only.
 """
@@ -19,19 +19,13 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import protocol
+from . import hosts, protocol
 from .protocol import ErrorCode, FrameSpec, Limits, ProtocolError
 
 HEARTBEAT_MS = 1000
 # a keyless client meeting a CURVE daemon often sees only NO_DETAIL, not AUTH
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-SERVER_KEY_ENV = "PAINTBRIDGE_SERVER_KEY"
-CLIENT_KEY_ENV = "PAINTBRIDGE_CLIENT_KEY"
-
-
-def default_endpoint() -> str:
-    return os.environ.get(protocol.ENDPOINT_ENV) or protocol.DEFAULT_ENDPOINT
 
 
 @dataclass
@@ -81,6 +75,10 @@ class Job:
     kind: str
     state: JobState = JobState.SENT
     position: int | None = None
+    #: while RUNNING: "loading" (``model`` is being loaded: "Loading model X…", no steps
+    #: yet) or "denoising" (``step`` of ``total``)
+    stage: str | None = None
+    model: str | None = None   # the model the daemon runs the job with, once it says
     step: int = 0
     total: int = 0
     preview: Frame | None = None
@@ -116,11 +114,17 @@ class Job:
         if self.lost:
             self.error_code = self.error_message = None
         if kind == "accepted":
-            self.state = JobState.QUEUED
+            self.state, self.stage = JobState.QUEUED, None
             self.position = event.get("position")
+            self.model = event.get("model", self.model)
         elif kind == "progress":
             self.state = JobState.RUNNING
-            self.step, self.total = event.get("step", 0), event.get("total", 0)
+            # daemons before stages sent steps only
+            self.stage = event.get("stage", protocol.Stage.DENOISING)
+            if self.stage == protocol.Stage.LOADING:
+                self.model = event.get("model", self.model)
+            else:
+                self.step, self.total = event.get("step", 0), event.get("total", 0)
             if frames and "preview" in event:
                 p = event["preview"]
                 self.preview = Frame(p["width"], p["height"], p["format"], frames[0])
@@ -129,6 +133,7 @@ class Job:
                                   p["seed"], buf)
                             for p, buf in zip(event["patches"], frames, strict=True)]
             self.info.update((k, v) for k, v in event.items() if k not in ("patches", "v"))
+            self.model = event.get("model", self.model)
             self.state = JobState.DONE
         elif kind == "error":
             self.fail(event.get("code", ErrorCode.INTERNAL), event.get("message", ""))
@@ -159,7 +164,7 @@ class Client:
         then this client's secret key file from ``paintbridge keys client NAME``.
         ``client_id`` is this client's identity at the daemon: a host that stores it can
         fetch results of jobs that finished while it was gone (default: random)."""
-        self.endpoint = endpoint or default_endpoint()
+        self.endpoint = endpoint or hosts.default_endpoint()
         self.limits = limits or Limits()
         self._context = context or zmq.Context.instance()
         self.client_id = client_id or uuid.uuid4().hex
@@ -169,8 +174,9 @@ class Client:
         self.socket = self._context.socket(zmq.DEALER)
         self._monitor: zmq.Socket | None = None
         try:
-            self._configure(server_key or os.environ.get(SERVER_KEY_ENV) or None,
-                            client_key or os.environ.get(CLIENT_KEY_ENV) or None, heartbeat_ms)
+            self._configure(server_key or os.environ.get(hosts.SERVER_KEY_ENV) or None,
+                            client_key or os.environ.get(hosts.CLIENT_KEY_ENV) or None,
+                            heartbeat_ms)
         except BaseException:
             self.close()  # no socket left behind by a bad key or endpoint
             raise
@@ -246,14 +252,15 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fileno(self) -> int:
-        """The socket's notification FD, for a host event loop (edge-triggered: call pump)."""
-        return self.socket.getsockopt(zmq.FD)
-
     def filenos(self) -> list[int]:
         """Every FD a host loop should watch: messages, and connection events (a dropped
         daemon). Edge-triggered: on any of them call ``pump`` until it returns nothing."""
-        return [self.socket.getsockopt(zmq.FD), self._monitor.getsockopt(zmq.FD)]
+        return [int(s.getsockopt(zmq.FD)) for s in (self.socket, self._monitor_socket())]
+
+    def _monitor_socket(self) -> zmq.Socket:
+        if self._monitor is None:
+            raise DaemonError(ErrorCode.UNREACHABLE, "this client is closed")
+        return self._monitor
 
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._counter)}"
@@ -281,28 +288,30 @@ class Client:
         changed: list[Job] = []
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
+        monitor = self._monitor_socket()
+        poller.register(monitor, zmq.POLLIN)
         wait = timeout_ms
         while True:
             ready = dict(poller.poll(wait))
             if not ready:
                 return changed
             wait = 0
-            if self._monitor in ready:
+            if monitor in ready:
                 for job in self._connection_events():
                     if job not in changed:
                         changed.append(job)
             if self.socket in ready:
                 while self.socket.poll(0, zmq.POLLIN):
-                    job = self._dispatch(self.socket.recv_multipart(copy=False))
-                    if job is not None and job not in changed:
-                        changed.append(job)
+                    updated = self._dispatch(self.socket.recv_multipart(copy=False))
+                    if updated is not None and updated not in changed:
+                        changed.append(updated)
 
     def _connection_events(self) -> list[Job]:
         """Fail jobs when the connection drops; ask about them again once it is back."""
         changed: list[Job] = []
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)["event"]
+        monitor = self._monitor_socket()
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
             if event == zmq.EVENT_DISCONNECTED and self.connected:
                 self.connected = False
                 for job in self.jobs.values():

@@ -21,6 +21,13 @@ SECURITY_DOC = "docs/security.md"
 APP = "paintbridge"
 
 
+def default_endpoint() -> str:
+    """$PAINTBRIDGE_ENDPOINT, else the daemon's default loopback endpoint."""
+    from .protocol import DEFAULT_ENDPOINT
+
+    return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+
+
 def is_loopback(endpoint: str) -> bool:
     """ipc:// and inproc:// are local; tcp:// must name a loopback host ("*", interface
     names and host names other than localhost are not provably loopback)."""

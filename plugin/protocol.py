@@ -24,7 +24,6 @@ VERSION = 1
 
 DEFAULT_PORT = 47610
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
-ENDPOINT_ENV = "PAINTBRIDGE_ENDPOINT"
 
 #: pixel format name -> (channels, bytes per channel). Byte orders are named in full:
 #: ``bgra8`` is Krita's 8-bit order; floats are little-endian IEEE 754.
@@ -70,6 +69,13 @@ class Event(WireEnum):
     RESULT = "result"
     ERROR = "error"
     CANCELLED = "cancelled"
+
+
+class Stage(WireEnum):
+    """What a running job is doing (a ``progress`` event's ``stage``)."""
+
+    LOADING = "loading"        # its model is being loaded: no steps yet
+    DENOISING = "denoising"    # step of total
 
 
 REQUEST_OPS = tuple(o.value for o in Op)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import hosts, protocol
-from .client import Client, DaemonError, Frame, Job, JobState, Patch, default_endpoint
+from .client import Client, DaemonError, Frame, Job, JobState, Patch
+from .hosts import default_endpoint
 from .params import BY_NAME, PARAMS
 from .protocol import ErrorCode
 from .region import Rect, job_region

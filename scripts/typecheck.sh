@@ -4,6 +4,7 @@
 # design card's folders. Usage: sh scripts/typecheck.sh PATH/TO/mypy
 set -eu
 MYPY=${1:-mypy}
+case $MYPY in */*) MYPY="$(cd "$(dirname "$MYPY")" && pwd)/$(basename "$MYPY")" ;; esac
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 TREE=.typecheck/paintbridge

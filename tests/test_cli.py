@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from paintbridge.backend.cli import ExitCode
+from paintbridge.backend.edit import progress_line
+from paintbridge.plugin.client import Job
+
 from .conftest import DaemonProc, free_port
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "paintbridge.backend", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -86,3 +90,20 @@ def test_exit_codes(daemon: DaemonProc, files) -> None:
     assert out.returncode == 2 and "strength" in out.stderr
     out = cli("models", "--endpoint", dead, "--timeout", "1")
     assert out.returncode == 3
+
+
+def test_exit_codes_keep_their_numbers() -> None:
+    """Scripts test these numbers; the names are for the code."""
+    assert {c.name: int(c) for c in ExitCode} == {"OK": 0, "FAILED": 1, "USAGE": 2,
+                                                  "UNREACHABLE": 3, "INTERRUPTED": 130}
+
+
+def test_progress_line_shows_the_loading_stage() -> None:
+    job = Job("j-1", "inpaint")
+    job.apply({"event": "accepted", "job": "j-1", "position": 2, "model": "tiny-v1"}, [])
+    assert progress_line(job) == "queued (2 ahead)"
+    job.apply({"event": "progress", "job": "j-1", "stage": "loading", "model": "tiny-v1"}, [])
+    assert progress_line(job) == "loading model tiny-v1…"
+    job.apply({"event": "progress", "job": "j-1", "stage": "denoising", "step": 3,
+               "total": 6}, [])
+    assert progress_line(job) == f"[{'#' * 15}{'.' * 15}] 3/6 steps"

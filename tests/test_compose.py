@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend import compose
-from plugin.protocol import FORMATS, FrameSpec
+from paintbridge.backend import compose
+from paintbridge.plugin.protocol import FORMATS, FrameSpec
+
+pytestmark = pytest.mark.fast
 
 
 @pytest.mark.parametrize("fmt", [f for f, (c, _) in FORMATS.items() if c == 4])
@@ -34,6 +36,11 @@ def test_float_frames_are_sanitised() -> None:
     assert px.tolist() == [[[0.0, 1.0, 0.0, 0.5]]]
 
 
+def soft_alpha(mask: np.ndarray, grow_px: int, feather: int) -> np.ndarray:
+    """Selection -> patch alpha, as runner.prepare builds it: grown, then feathered inwards."""
+    return compose.feather_inward(compose.grow(mask, grow_px), feather)
+
+
 def square_mask(size: int = 64, lo: int = 24, hi: int = 40) -> np.ndarray:
     m = np.zeros((size, size), np.float32)
     m[lo:hi, lo:hi] = 1.0
@@ -43,14 +50,14 @@ def square_mask(size: int = 64, lo: int = 24, hi: int = 40) -> np.ndarray:
 def test_alpha_without_grow_is_zero_outside_selection() -> None:
     m = square_mask()
     for feather in (0, 1, 3, 6):
-        a = compose.soft_alpha(m, 0, feather)
+        a = soft_alpha(m, 0, feather)
         assert (a[m == 0] == 0).all()
-    assert (compose.soft_alpha(m, 0, 0) == m).all()
+    assert (soft_alpha(m, 0, 0) == m).all()
 
 
 def test_grow_and_feather() -> None:
     m = square_mask()
-    a = compose.soft_alpha(m, 4, 4)
+    a = soft_alpha(m, 4, 4)
     grown = np.zeros_like(m)
     grown[20:44, 20:44] = 1
     assert (a[grown == 0] == 0).all()       # exactly zero beyond the grown box
@@ -63,13 +70,13 @@ def test_grow_and_feather() -> None:
 def test_thin_selection_keeps_a_core() -> None:
     m = np.zeros((40, 40), np.float32)
     m[10:13, 5:35] = 1.0
-    a = compose.soft_alpha(m, 0, 16)
+    a = soft_alpha(m, 0, 16)
     assert a.max() > 0 and (a[m == 0] == 0).all()
 
 
 def test_soft_selection_values_are_kept() -> None:
     m = np.full((16, 16), 0.5, np.float32)
-    assert np.allclose(compose.soft_alpha(m, 0, 2), 0.5)
+    assert np.allclose(soft_alpha(m, 0, 2), 0.5)
 
 
 def test_model_size() -> None:

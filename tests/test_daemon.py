@@ -11,8 +11,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from plugin.client import Client, Frame, Job, JobState
-from plugin.protocol import ErrorCode
+from paintbridge.plugin.client import Client, Frame, Job, JobState
+from paintbridge.plugin.protocol import ErrorCode
 
 from .conftest import DaemonProc, start_daemon
 
@@ -336,7 +336,7 @@ def test_non_loopback_bind_is_refused(tmp_path) -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "backend", "serve", "--bind",
+    out = subprocess.run([sys.executable, "-m", "paintbridge.backend", "serve", "--bind",
                           "tcp://0.0.0.0:47001", "--no-embedded"], capture_output=True,
                          text=True, timeout=120, env=dict(os.environ,
                                                           XDG_CONFIG_HOME=str(tmp_path)))
@@ -401,5 +401,55 @@ def test_oversized_message_is_dropped_by_zeromq(tiny_models, tmp_path) -> None:
             {"role": "image", "width": 128, "height": 64, "format": "rgba8"}])), bytes(1)])
         assert reply["code"] == ErrorCode.TOO_LARGE
         assert raw_exchange(d.endpoint, [enc({"v": 1, "op": "hello"})])["event"] == "hello"
+    finally:
+        assert d.stop() == 0
+
+
+def job_events(endpoint: str, job: str, model: str) -> list[tuple[dict, list[bytes]]]:
+    """Every event of one img2img job as it came over the wire (a bare DEALER: no client
+    state machine in between, nothing coalesced), up to the one that ends it."""
+    img = scene()
+    header = {"v": 1, "op": "submit", "job": job, "kind": "img2img",
+              "params": {"model": model, "steps": 3, "seed": 1},
+              "frames": [{"role": "image", "width": W, "height": H, "format": "rgba8"}]}
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    events = []
+    try:
+        s.send_multipart([enc(header), img.tobytes()])
+        while not events or events[-1][0]["event"] not in ("result", "error", "cancelled"):
+            assert s.poll(120_000), f"no event after {events}"
+            first, *frames = s.recv_multipart()
+            events.append((json.loads(first), frames))
+    finally:
+        s.close()
+    return events
+
+
+def test_loading_a_model_is_a_progress_stage(tiny_models, tmp_path) -> None:
+    d = start_daemon(tmp_path, "--models", str(tiny_models.models_dir), "--no-embedded")
+    try:
+        first = job_events(d.endpoint, "first", "tiny-v1")
+        progress = [e for e, _ in first if e["event"] == "progress"]
+        assert first[0][0]["event"] == "accepted" and first[-1][0]["event"] == "result"
+        assert progress[0] == {"v": 1, "job": "first", "event": "progress", "stage": "loading",
+                               "model": "tiny-v1"}        # before any denoising step
+        assert progress[1:] and all(e["stage"] == "denoising" and e["total"] > 0
+                                    for e in progress[1:])
+        second = job_events(d.endpoint, "second", "tiny-v1")
+        stages = {e["stage"] for e, _ in second if e["event"] == "progress"}
+        assert stages == {"denoising"}                    # loaded already: no loading stage
+        assert raw_exchange(d.endpoint, [enc({"v": 1, "op": "hello"})])["loaded"] == ["tiny-v1"]
+
+        # what a host reads from the client's Job while it waits
+        job, seen = Job("first", "img2img"), []
+        for event, frames in first:
+            job.apply(event, frames)
+            seen.append((job.state, job.stage, job.model))
+        assert seen[:2] == [(JobState.QUEUED, None, "tiny-v1"),
+                            (JobState.RUNNING, "loading", "tiny-v1")]
+        assert seen[-2][1] == "denoising" and job.step == job.total > 0
+        assert job.state is JobState.DONE and job.model == "tiny-v1"
     finally:
         assert d.stop() == 0

@@ -56,3 +56,10 @@ def _stdlib() -> frozenset[str]:
     import sys
 
     return frozenset(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_the_protocol_page_names_every_parameter() -> None:
+    from paintbridge.plugin.params import PARAMS
+
+    page = (REPO / "docs" / "protocol.md").read_text()
+    assert [p.name for p in PARAMS if f"`{p.name}`" not in page] == []

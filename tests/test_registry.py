@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from backend.registry import ModelRegistry, discover, single_file_arch
+from paintbridge.backend.registry import Arch, ModelRegistry, Source, discover, single_file_arch
 
 
 def test_single_file_arch_uses_diffusers_inference(tiny_models) -> None:
@@ -28,11 +29,14 @@ def test_discovery_like_a1111_and_comfyui(tiny_models, tmp_path: Path) -> None:
     (a1111 / "old.ckpt").write_bytes(b"pickles are never loaded")
     names = {e.name: e for e in discover(a1111)}
     assert set(names) == {"mine.safetensors", "sub/xl.safetensors", "folder-model"}
-    assert names["folder-model"].source == "folder"
+    assert names["folder-model"].source is Source.FOLDER
+    assert names["mine.safetensors"].source is Source.SINGLE_FILE
     reg = ModelRegistry([a1111], include_embedded=False)
     archs = {e.name: e.arch for e in reg.scan()}
-    assert archs == {"mine.safetensors": "v1", "sub/xl.safetensors": "xl_base",
-                     "folder-model": "inpainting"}
+    assert archs == {"mine.safetensors": Arch.V1, "sub/xl.safetensors": Arch.XL_BASE,
+                     "folder-model": Arch.INPAINTING}
+    wire = json.dumps([e.to_json() for e in reg.entries()])     # what `models` sends
+    assert '"source": "folder", "arch": "inpainting"' in wire
 
 
 def test_symlinks_escaping_the_model_folder_are_ignored(tiny_models, tmp_path: Path) -> None:
@@ -80,8 +84,13 @@ def test_lru_cache_and_shared_weights(tiny_models, tmp_path: Path) -> None:
     assert reg.load(reg.resolve("tiny-v1"), cpu, torch.float32) is v1
     img2img, inpaint = v1.pipeline("img2img"), v1.pipeline("inpaint")
     assert img2img.unet is v1.base.unet and inpaint.vae is v1.base.vae   # one set of weights
-    assert v1.pipeline("img2img") is img2img
+    assert v1.pipeline("img2img") is img2img and v1.pipeline("txt2img") is v1.base
+    assert [type(p).__name__ for p in (img2img, inpaint)] == [
+        "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"]   # AutoPipeline's
     inp = reg.load(reg.resolve("tiny-inpainting"), cpu, torch.float32)
     assert reg.loaded_names() == ["tiny-inpainting"]
+    assert reg.is_loaded("tiny-inpainting") and not reg.is_loaded("tiny-v1")
     assert inp.native_size == 64
-    assert type(inp.pipeline("txt2img")).__name__ == "StableDiffusionInpaintPipeline"
+    # an inpainting model runs every kind through its own (9-channel) inpaint pipeline
+    assert all(inp.pipeline(k) is inp.base for k in ("txt2img", "img2img", "inpaint"))
+    assert type(inp.base).__name__ == "StableDiffusionInpaintPipeline"

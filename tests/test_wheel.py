@@ -8,6 +8,7 @@ tree is on its path, and everything runs from a folder outside the repository.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,9 +27,13 @@ SAMPLES = REPO / "samples"
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of the tree (setuptools' build/ folder would otherwise carry files
+    of earlier builds into it)."""
+    out, src = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("src") / "tree"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".typecheck", "build", "*.egg-info", "__pycache__", ".*_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(out), str(REPO)], check=True,
+                    "--no-build-isolation", "-w", str(out), str(src)], check=True,
                    capture_output=True, timeout=300)
     (found,) = out.glob("paintbridge-*.whl")
     return found

@@ -43,7 +43,7 @@ def add_arguments(proc: Gimp.Procedure) -> None:
 def connection_from_config(config: Gimp.ProcedureConfig) -> tuple[str, str, str]:
     """(endpoint, server key, client key file) from the arguments, each falling back to its
     environment variable when empty; "" where neither gives one."""
-    from plugin.client import default_endpoint
+    from plugin.hosts import default_endpoint
 
     endpoint = (config.get_property("endpoint") or "").strip() or default_endpoint()
     server_key = ((config.get_property("server-key") or "").strip()
