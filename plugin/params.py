@@ -160,7 +160,7 @@ PARAMS: tuple[Param, ...] = (
           unset=0.0, unset_text="Auto", step=0.05, decimals=2),
     Param("steps", int, "S_teps", "Denoising steps; the model's default when unset", lo=1,
           hi="max_steps", unset=0, unset_text="Model default"),
-    Param("guidance", float, "_Guidance (CFG)",
+    Param("guidance", float, "Guidance (_CFG)",
           "How closely to follow the prompt; the model's default when unset", lo=0.0, hi=50.0,
           unset=0.0, unset_text="Model default", step=0.5, decimals=1),
     Param("sampler", str, "Sa_mpler", "The denoising schedule", default="default",
@@ -174,7 +174,7 @@ PARAMS: tuple[Param, ...] = (
           unset=-1, unset_text="Automatic", advanced=True),
     Param("grow", int, "G_row", "Grow the selection by this many pixels", default=0, lo=0,
           hi=512, host_default=4, advanced=True),
-    Param("feather", int, "_Feather",
+    Param("feather", int, "Feat_her",
           "Soften the result's edge inside the grown selection by this many pixels",
           default=0, lo=0, hi=512, host_default=4, advanced=True),
 )

@@ -188,20 +188,18 @@ class Session:
         self.last_error: str | None = None
         self.key_error: str | None = None
         self._endpoint = endpoint or default_endpoint()
-        self._client: Client | None = None
+        self._client, self.key_error = self._make(self._endpoint, self._options)
+        self.last_error = self.key_error
         self._probe: str | None = None               # request id of the hello in flight
         self._probe_sent = 0.0
         self._probe_next = 0.0
-        self._open(self._endpoint)
 
-    def _open(self, endpoint: str) -> None:
-        self._endpoint, self.key_error = endpoint, None
+    def _make(self, endpoint: str, options: dict[str, Any]) -> tuple[Client | None, str | None]:
+        """A client, or None and the key problem; a malformed endpoint raises ValueError."""
         try:
-            self._client = self._factory(endpoint, **self._options)
-        except DaemonError as exc:  # unusable keys; zmq raises ValueError for the endpoint
-            self._client = None
-            self.key_error = hosts.keys_unusable(exc.message)
-            self.last_error = self.key_error
+            return self._factory(endpoint, **options), None
+        except DaemonError as exc:   # unusable keys
+            return None, hosts.keys_unusable(exc.message)
 
     @property
     def client(self) -> Client:
@@ -247,13 +245,16 @@ class Session:
 
     def reconnect(self, endpoint: str | None = None, **client_options: Any) -> None:
         """A fresh socket (after the endpoint or the keys changed); jobs in flight are
-        forgotten. ``client_options`` replace the ones given so far."""
+        forgotten. ``client_options`` replace the ones given so far. A malformed endpoint
+        raises ValueError and leaves the session as it was."""
+        endpoint = endpoint or self.endpoint
+        options = {**self._options, **client_options}
+        client, key_error = self._make(endpoint, options)
         if self._client is not None:
             self._client.close()
-        self._options.update(client_options)
-        self.info, self.job, self.last_error = None, None, None
+        self._endpoint, self._options, self._client = endpoint, options, client
+        self.info, self.job, self.key_error, self.last_error = None, None, key_error, key_error
         self._probe, self._probe_next = None, 0.0
-        self._open(endpoint or self.endpoint)
 
     def check(self, timeout: float = 1.0) -> bool:
         """Say hello; updates ``info`` and ``last_error``. Cheap enough for a 2 s timer."""

@@ -71,6 +71,7 @@ def test_batch_goes_into_group_with_one_visible(findings: dict[str, Any]) -> Non
          [["batch [seed 4]", "paintlayer", False], ["batch [seed 3]", "paintlayer", True]]],
         ["a red square [seed 11]", "paintlayer", True]]
     assert f["batch_source_identical"]
+    assert f["group_key_stable"] and f["toggled"] == [False, True]
 
 
 def test_cmyk_refused_with_message(findings: dict[str, Any]) -> None:

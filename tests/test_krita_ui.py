@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from paintbridge.plugin.params import INT32_MAX, PARAMS
+from paintbridge.plugin.protocol import Limits
 from tests.conftest import TinyModels, start_daemon
 from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_krita_gui
 
@@ -145,4 +147,19 @@ def test_settings_persist_in_kritarc(ui: dict[str, Any]) -> None:
     assert ui["actions"] == {"paintbridge_generate": "Ctrl+Shift+Return",
                              "paintbridge_cancel": "Ctrl+Shift+K",
                              "paintbridge_toggle_result": "Ctrl+Shift+H"}
-    assert ui["reused_seed"] == [False, "42", 42]
+    assert ui["random_seed"] == ["Random", None] and ui["reused_seed"] == ["42", 42]
+
+
+def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
+    """One widget per row of plugin/params.py, unset values shown as words, ranges from the
+    daemon's limits, advanced rows folded away."""
+    assert ui.get("ok"), ui.get("error")
+    kinds = {p.name: "QPlainTextEdit" if p.multiline else "QComboBox" if p.type is str
+             else "QSpinBox" if p.type is int and p.widget_range()[1] <= INT32_MAX
+             else "QDoubleSpinBox" for p in PARAMS}
+    assert ui["param_widgets"] == kinds
+    assert ui["param_widgets"]["seed"] == "QDoubleSpinBox"     # seeds reach 2**32 - 1
+    assert ui["special_texts"] == {p.name: p.unset_text if p.unset is not None else ""
+                                   for p in PARAMS if p.type is not str}
+    assert ui["steps_range"] == [0, Limits().max_steps] and ui["advanced_folded"]
+    assert ui["models"][0].startswith("Daemon default (") and len(ui["models"]) > 1

@@ -202,4 +202,8 @@ def test_unusable_keys_leave_a_session_that_says_why(tmp_path: Path) -> None:
         session.submit(ArrayDocument(20, 20), GenerationSettings())
     session.reconnect(server_key=None, client_key=None)     # keys cleared: a plain client
     assert session.key_error is None and session.filenos()
+    endpoint = session.endpoint
+    with pytest.raises(ValueError):
+        session.reconnect("tcp://nowhere:not-a-port")
+    assert session.endpoint == endpoint and session.filenos()   # left as it was
     session.close()

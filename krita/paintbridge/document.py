@@ -1,5 +1,6 @@
-"""Krita's side of ``plugin.session.Document``: read the active layer and the selection,
-write results as new layers. Nothing else; every decision is made in ``plugin/``.
+"""Krita's side of ``plugin.controller.Target``: read the active layer and the selection,
+write results as new layers, show or hide them. Nothing else; every decision is made in
+``plugin/``.
 
 Pixel layouts (Krita 5.1, ``Node.pixelData``): 8- and 16-bit integer RGBA come as
 B, G, R, A; 32-bit float RGBA comes as R, G, B, A. The selection is always 8-bit.
@@ -7,13 +8,16 @@ B, G, R, A; 32-bit float RGBA comes as R, G, B, A. The selection is always 8-bit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PyQt5.QtCore import QByteArray
 
-from .plugin.client import Patch
+from .plugin.client import Frame, Patch
 from .plugin.region import Rect
 from .plugin.session import UnsupportedDocument
+
+if TYPE_CHECKING:   # Krita's module, checked against tools/stubs/krita.pyi
+    from krita import Document, GroupLayer, Node
 
 #: Krita (colour model, depth) -> wire format.
 FORMATS = {("RGBA", "U8"): "bgra8", ("RGBA", "U16"): "bgra16", ("RGBA", "F32"): "rgbaf32"}
@@ -47,16 +51,17 @@ class KritaDocument:
     was read even if the user switches layers while the job runs.
     """
 
-    def __init__(self, doc: Any, node: Any | None = None) -> None:
+    def __init__(self, doc: Document, node: Node | None = None) -> None:
         self.doc = doc
-        self.node = node if node is not None else doc.activeNode()
-        if self.node is None:
+        active = node if node is not None else doc.activeNode()
+        if active is None:
             raise ValueError("Select a paint layer first.")
-        if self.node.type() != "paintlayer":
-            raise ValueError(f"'{self.node.name()}' is a {self.node.type()}: select a paint "
+        if active.type() != "paintlayer":
+            raise ValueError(f"'{active.name()}' is a {active.type()}: select a paint "
                              "layer to generate from.")
-        self.added: list[Any] = []   # the layers the last add_results made
-        self.group: Any = None       # ... and their group, for a batch
+        self.node: Node = active
+        self.added: list[Node] = []   # the layers the last add_results made
+        self.group: GroupLayer | None = None       # ... and their group, for a batch
 
     # ---------------------------------------------------------------- reading
 
@@ -75,16 +80,16 @@ class KritaDocument:
     def read_pixels(self, rect: Rect) -> bytes:
         return bytes(self.node.pixelData(rect.x, rect.y, rect.width, rect.height))
 
-    def read_selection(self, rect: Rect) -> Any:
-        from .plugin.client import Frame
-
+    def read_selection(self, rect: Rect) -> Frame:
         sel = self.doc.selection()
+        if sel is None:
+            raise ValueError("The selection was removed: select the area again.")
         data = bytes(sel.pixelData(rect.x, rect.y, rect.width, rect.height))
         return Frame(rect.width, rect.height, "gray8", data)
 
     # ---------------------------------------------------------------- writing
 
-    def _new_layer(self, name: str, patch: Patch) -> Any:
+    def _new_layer(self, name: str, patch: Patch) -> Node:
         layer = self.doc.createNode(name, "paintlayer")
         src = self.node
         if (layer.colorModel(), layer.colorDepth(), layer.colorProfile()) != (
@@ -94,9 +99,10 @@ class KritaDocument:
                            patch.height)
         return layer
 
-    def add_results(self, patches: list[Patch], names: list[str]) -> list[Any]:
-        """One new layer above the source; several go into a new group above it, with only
-        the first visible. Returns the new paint layers."""
+    def add_results(self, patches: list[Patch], names: list[str], group: str | None = None
+                    ) -> list[Node]:
+        """One new layer above the source; several go into a new group named ``group``
+        above it, with only the first visible. Returns the new paint layers."""
         fmt = self.pixel_format()
         for p in patches:
             if p.format != fmt:
@@ -107,13 +113,22 @@ class KritaDocument:
         if len(layers) == 1:
             parent.addChildNode(layers[0], self.node)
         else:
-            group = self.doc.createGroupLayer(f"{names[0].rsplit(' [', 1)[0]} "
-                                              f"[{len(layers)} variations]")
-            parent.addChildNode(group, self.node)
-            self.group = group
+            self.group = self.doc.createGroupLayer(group or "Paintbridge results")
+            parent.addChildNode(self.group, self.node)
             for i, layer in reversed(list(enumerate(layers))):  # None = on top: first ends up
                 layer.setVisible(i == 0)                          # on top, and visible
-                group.addChildNode(layer, None)
+                self.group.addChildNode(layer, None)
         self.doc.refreshProjection()
         self.added = layers
         return layers
+
+    # ---------------------------------------------------------------- results afterwards
+
+    @staticmethod
+    def key(layer: Node) -> str:
+        """A layer's identity: Krita hands out a new wrapper object on every call."""
+        return layer.uniqueId().toString()
+
+    def toggle(self, layer: Node) -> None:
+        layer.setVisible(not layer.visible())
+        self.doc.refreshProjection()

@@ -34,7 +34,7 @@ def _refused_generate(docker, doc, layer, source, before, tag):
     ui._click(docker.generate_button)
     RES[f"message_{tag}"] = docker.message_label.text()
     RES[f"status_{tag}"] = docker.status_label.text()
-    RES[f"idle_{tag}"] = docker.target is None and docker.session.job is None
+    RES[f"idle_{tag}"] = not docker.controller.running and docker.controller.session.job is None
     RES[f"unchanged_{tag}"] = (ui._layers(doc) == [["Background", "paintlayer", True]]
                                and ui._projection(doc) == before
                                and bytes(layer.pixelData(0, 0, ui.W, ui.H)) == source)
@@ -57,15 +57,15 @@ def script(cfg):
     from paintbridge import docker as docker_module
 
     docker = docker_module.active_docker()
+    c = docker.controller
     RES["docker_found"] = docker is not None
     docker.setVisible(True)
     docker.raise_()
     RES["box_hidden_at_start"] = not docker.connection_box.isVisible()
     _type = ui._type
-    _type(docker.prompt_edit, "a blue pear")
-    docker.steps_spin.setValue(3)
-    docker.seed_random.setChecked(False)
-    docker.seed_edit.setText("7")
+    _type(docker.widgets["prompt"], "a blue pear")
+    docker.widgets["steps"].setValue(3)
+    docker.widgets["seed"].setValue(7)
     before = ui._projection(doc)
 
     # --- 1. no keys: the daemon turns the plaintext client away
@@ -87,7 +87,7 @@ def script(cfg):
     # --- 3. a client key file that is no key at all: said at once, nothing is sent
     _enter(docker.client_key_edit, cfg["bad_key"])
     RES["message_bad_set"] = docker.message_label.text()
-    RES["key_error"] = docker.key_error
+    RES["key_error"] = c.session.key_error
     _refused_generate(docker, doc, layer, source, before, "bad")
 
     # --- 4. the right key, chosen with the file picker: connected, Generate works
@@ -95,18 +95,18 @@ def script(cfg):
         lambda *a, **k: (cfg["right_key"], ""))
     ui._click(docker.client_key_button)
     RES["client_key_picked"] = docker.client_key_edit.text()
-    yield "connected with keys", lambda: docker.session.connected, 60
+    yield "connected with keys", lambda: c.session.connected, 60
     RES["status_ok"] = docker.status_label.text()
-    RES["key_error_ok"] = docker.key_error
+    RES["key_error_ok"] = c.session.key_error
     ui._click(docker.generate_button)
-    yield "result", lambda: docker.target is None and docker.results_list.count() == 1, 90
+    yield "result", lambda: not c.running and docker.results_list.count() == 1, 90
     RES["message_ok"] = docker.message_label.text()
     RES["layers_ok"] = ui._layers(doc)
     RES["compare_ok"] = ui._compare(before, ui._projection(doc))
     RES["source_identical_ok"] = bytes(layer.pixelData(0, 0, ui.W, ui.H)) == source
     RES["saved"] = {k: app.readSetting("paintbridge", k, "")
                     for k in ("server_key", "client_key", "client_id")}
-    RES["session_client_id"] = docker.session.client.client_id
+    RES["session_client_id"] = c.session.client_id
     docker.grab().save(os.path.join(cfg["out"], "docker-auth.png"))
 
 

@@ -66,7 +66,7 @@ class KritaHome:
 
     def install(self) -> str:
         """``paintbridge install krita --resources …``, exactly as a user runs it."""
-        done = subprocess.run([sys.executable, "-m", "backend", "install", "krita",
+        done = subprocess.run([sys.executable, "-m", "paintbridge.backend", "install", "krita",
                                "--resources", str(self.resources)], env=self.env(),
                               capture_output=True, text=True, timeout=120, cwd=REPO)
         assert done.returncode == 0, done.stdout + done.stderr

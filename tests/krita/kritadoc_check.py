@@ -9,15 +9,16 @@ Writes one JSON object of findings; the pytest side asserts on it.
 
 import json
 import struct
+import time
 import traceback
 
+from PyQt5.QtCore import QByteArray
+
+from krita import Krita, Selection
 from paintbridge.document import KritaDocument
 from paintbridge.plugin.client import Patch
 from paintbridge.plugin.region import Rect
 from paintbridge.plugin.session import GenerationSettings, Session, UnsupportedDocument, prepare
-from PyQt5.QtCore import QByteArray
-
-from krita import Krita, Selection
 
 W, H = 64, 48
 SEL = Rect(20, 14, 20, 16)          # fully selected core
@@ -107,6 +108,13 @@ def layer_alpha_stats(depth, layer, mask):
             "outside_zero": outside_rgb_zero}
 
 
+def finish(session, job, timeout=120):
+    """Drain the session until the job is done (as the docker's notifier would)."""
+    deadline = time.monotonic() + timeout
+    while not job.finished and time.monotonic() < deadline:
+        session.poll(100)
+
+
 def check_depth(depth, endpoint, res):
     doc, layer = make_doc(depth)
     before = bytes(layer.pixelData(0, 0, W, H))
@@ -141,8 +149,7 @@ def check_depth(depth, endpoint, res):
     out["connected"] = session.check(timeout=10)
     settings = GenerationSettings(prompt="a red square", steps=2, seed=11, count=1)
     job = session.submit(kdoc, settings)
-    session.client.wait(job, timeout=120)
-    session.client.jobs[job.id] = job          # wait() forgets it; deliver() looks it up
+    finish(session, job)
     out["job"] = [job.state.value, job.error_message]
     out["names"] = session.deliver(kdoc)
     new = kdoc.added[0] if kdoc.added else None
@@ -154,12 +161,21 @@ def check_depth(depth, endpoint, res):
 
     if depth == "U8":   # a batch: a group above the source, first result visible
         job = session.submit(kdoc, GenerationSettings(prompt="batch", steps=2, seed=3, count=2))
-        session.client.wait(job, timeout=120)
-        session.client.jobs[job.id] = job
+        finish(session, job)
         out["batch_job"] = [job.state.value, job.error_message]
         out["batch_names"] = session.deliver(kdoc)
         out["batch_stack"] = stack(doc)
         out["batch_source_identical"] = bytes(layer.pixelData(0, 0, W, H)) == before
+        # the controller's hands on results: a stable key (Krita makes new wrappers) and
+        # show/hide
+        group = next(n for n in doc.rootNode().childNodes() if n.type() == "grouplayer")
+        out["group_key_stable"] = (kdoc.key(group) == kdoc.key(kdoc.group)
+                                   and kdoc.key(group) != kdoc.key(layer))
+        second = kdoc.added[1]
+        was = second.visible()
+        kdoc.toggle(second)
+        out["toggled"] = [was, group.childNodes()[0].visible()]
+        kdoc.toggle(second)
     session.close()
     doc.close()
 
@@ -175,7 +191,7 @@ def check_cmyk(endpoint, res):
         res["cmyk"] = {"refused": False}
     except UnsupportedDocument as exc:
         res["cmyk"] = {"refused": True, "message": str(exc)}
-    res["cmyk"]["sent"] = bool(session.client.jobs)
+    res["cmyk"]["sent"] = session.job is not None
     res["cmyk"]["unchanged"] = (stack(doc) == layers_before
                                 and bytes(layer.pixelData(0, 0, W, H)) == before)
     session.close()

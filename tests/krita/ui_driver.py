@@ -120,23 +120,31 @@ def script(cfg):
     from paintbridge.docker import active_docker
 
     docker = active_docker()
+    c = docker.controller
     RES["docker_found"] = docker is not None
     docker.setVisible(True)
     docker.raise_()
-    yield "connected", lambda: docker.session.connected, 120
-    RES["models"] = [docker.model_combo.itemText(i) for i in range(docker.model_combo.count())]
+    yield "connected", lambda: c.session.connected, 120
+    combo = docker.widgets["model"]
+    RES["models"] = [combo.itemText(i) for i in range(combo.count())]
     RES["status_connected"] = docker.status_label.text()
+    from paintbridge.plugin.params import PARAMS
+
+    RES["param_widgets"] = {p.name: type(docker.widgets[p.name]).__name__ for p in PARAMS}
+    RES["special_texts"] = {p.name: docker.widgets[p.name].specialValueText() for p in PARAMS
+                            if hasattr(docker.widgets[p.name], "specialValueText")}
+    RES["steps_range"] = [docker.widgets["steps"].minimum(), docker.widgets["steps"].maximum()]
+    RES["advanced_folded"] = not docker.advanced_box.isVisible()
 
     # --- 1. generate into the selection
     before = _projection(doc)
-    _type(docker.prompt_edit, "a red apple")
-    docker.steps_spin.setValue(4)
-    docker.seed_random.setChecked(False)
-    docker.seed_edit.setText("42")
+    _type(docker.widgets["prompt"], "a red apple")
+    docker.widgets["steps"].setValue(4)
+    docker.widgets["seed"].setValue(42)
     t0 = time.monotonic()
     _click(docker.generate_button)
     RES["running_after_click"] = not docker.generate_button.isEnabled()
-    yield "first result", lambda: docker.target is None and docker.results_list.count() == 1, 60
+    yield "first result", lambda: not c.running and docker.results_list.count() == 1, 60
     RES["generate_seconds"] = round(time.monotonic() - t0, 2)
     RES["message_1"] = docker.message_label.text()
     RES["layers_1"] = _layers(doc)
@@ -153,19 +161,19 @@ def script(cfg):
     window.qwindow().grab().save(os.path.join(out, "window.png"))
 
     # --- 2. cancel during a job: no layer, nothing changed
-    docker.steps_spin.setValue(200)
-    docker.count_spin.setValue(8)
+    docker.widgets["steps"].setValue(200)
+    docker.widgets["count"].setValue(8)
     _click(docker.generate_button)
-    yield "job running", lambda: (docker.session.job is not None
-                                  and docker.session.job.state.value == "running"
-                                  and docker.session.job.step > 0), 60
+    yield "job running", lambda: (c.session.job is not None
+                                  and c.session.job.state.value == "running"
+                                  and c.session.job.step > 0), 60
     yield "a preview", lambda: docker.preview_label.pixmap() is not None and \
         not docker.preview_label.pixmap().isNull(), 30
     RES["preview_seen"] = True
     RES["progress_text"] = docker.progress.text()
     _click(docker.cancel_button)
-    yield "cancelled", lambda: docker.target is None, 60
-    RES["cancel_state"] = docker.session.job.state.value
+    yield "cancelled", lambda: not c.running, 60
+    RES["cancel_state"] = c.session.job.state.value
     RES["message_cancel"] = docker.message_label.text()
     RES["layers_cancel"] = _layers(doc)
     RES["unchanged_after_cancel"] = _projection(doc) == after
@@ -173,24 +181,24 @@ def script(cfg):
 
     # --- 3. the daemon dies mid-job: nothing is added; the docker says so, Generate explains
     _click(docker.generate_button)
-    yield "job running again", lambda: (docker.session.job is not None
-                                        and docker.session.job.state.value == "running"
-                                        and docker.session.job.step > 0), 60
+    yield "job running again", lambda: (c.session.job is not None
+                                        and c.session.job.state.value == "running"
+                                        and c.session.job.step > 0), 60
     os.kill(cfg["daemon_pid"], signal.SIGKILL)
-    yield "job lost or failed", lambda: (docker.target is None
-                                         or getattr(docker.session.job, "lost", False)), 30
+    yield "job lost or failed", lambda: (not c.running
+                                         or getattr(c.session.job, "lost", False)), 30
     RES["progress_lost"] = docker.progress.text()
-    if docker.target is not None:
+    if c.running:
         _click(docker.cancel_button)
     RES["message_crash"] = docker.message_label.text()
-    RES["idle_after_crash"] = docker.target is None and docker.generate_button.isEnabled()
+    RES["idle_after_crash"] = not c.running and docker.generate_button.isEnabled()
     RES["layers_crash"] = _layers(doc)
     RES["unchanged_after_crash"] = _projection(doc) == after
-    yield "disconnected", lambda: not docker.session.connected, 60
+    yield "disconnected", lambda: not c.session.connected, 60
     RES["status_down"] = docker.status_label.text()
     RES["start_button_visible"] = docker.start_button.isVisible()
-    docker.steps_spin.setValue(4)
-    docker.count_spin.setValue(2)
+    docker.widgets["steps"].setValue(4)
+    docker.widgets["count"].setValue(2)
     _click(docker.generate_button)
     RES["message_down"] = docker.message_label.text()
     RES["layers_down"] = _layers(doc)
@@ -198,10 +206,10 @@ def script(cfg):
     # --- 4. "Start local daemon": it comes back, the docker reconnects and works
     _click(docker.start_button)
     RES["start_message"] = docker.message_label.text()
-    yield "reconnected", lambda: docker.session.connected, 150
-    RES["daemon2_pid"] = docker.daemon_proc.pid if docker.daemon_proc else None
+    yield "reconnected", lambda: c.session.connected, 150
+    RES["daemon2_pid"] = c.daemon_proc.pid if c.daemon_proc else None
     _click(docker.generate_button)
-    yield "batch result", lambda: docker.target is None and docker.results_list.count() == 3, 120
+    yield "batch result", lambda: not c.running and docker.results_list.count() == 3, 120
     RES["message_2"] = docker.message_label.text()
     RES["layers_2"] = _layers(doc)
     RES["source_identical_2"] = bytes(layer.pixelData(0, 0, W, H)) == source
@@ -209,11 +217,11 @@ def script(cfg):
     docker.grab().save(os.path.join(out, "docker-batch.png"))
     # clicking a result thumbnail hides/shows its layer
     item = docker.results_list.item(0)
-    was = docker.result_layers[0].visible()
+    was = c.results[0].layer.visible()
     docker._result_clicked(item)
-    RES["thumbnail_toggles"] = docker.result_layers[0].visible() != was
+    RES["thumbnail_toggles"] = c.results[0].layer.visible() != was
     # the registered action (default shortcut) toggles the last result
-    last = docker.result_layers[-1]
+    last = c.results[-1].layer
     was = last.visible()
     action = app.action("paintbridge_toggle_result")
     RES["actions"] = {a: bool(app.action(a)) and app.action(a).shortcut().toString()
@@ -221,12 +229,12 @@ def script(cfg):
                                 "paintbridge_toggle_result")}
     action.trigger()
     RES["action_toggles"] = last.visible() != was
-    docker.seed_random.setChecked(True)
+    docker.widgets["seed"].setValue(-1)                     # "Random"
+    RES["random_seed"] = [docker.widgets["seed"].text(), docker.settings().seed]
     _click(docker.reuse_button)
-    RES["reused_seed"] = [docker.seed_random.isChecked(), docker.seed_edit.text(),
-                          docker.settings().seed]
-    if docker.daemon_proc is not None:
-        docker.daemon_proc.terminate()
+    RES["reused_seed"] = [docker.widgets["seed"].text(), docker.settings().seed]
+    if c.daemon_proc is not None:
+        c.daemon_proc.terminate()
 
 
 class _Runner:
@@ -257,7 +265,7 @@ class _Runner:
                 from paintbridge.docker import active_docker
 
                 d = active_docker()
-                job = d.session.job
+                job = d.controller.session.job
                 RES["error"] += (f"\ndocker message: {d.message_label.text()!r}; status: "
                                  f"{d.status_label.text()!r}; progress: {d.progress.text()!r}; "
                                  f"job: {job and (job.state.value, job.error_message)}")

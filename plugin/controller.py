@@ -1,0 +1,424 @@
+"""What a host's docker or panel decides, with the widgets left out.
+
+The Krita docker (and any host with a long-lived panel) binds widgets to a
+:class:`Controller`: it forwards the user's actions (generate, cancel, a new endpoint or new
+keys, "Start local daemon") and, after each event-loop wake-up, shows the controller's plain
+data (status line, message, progress, enabled flags, results). Everything here is Qt- and
+host-free, so it is tested in plain pytest against a real daemon.
+
+The host supplies three things: a settings store (two callables), the document it reads and
+writes (:class:`Target`, a :class:`~.session.Document` that also knows its result layers)
+and, optionally, how to start a local daemon.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import hosts, launcher, protocol
+from .client import DaemonError, Job, JobState
+from .protocol import ProtocolError
+from .session import Document, GenerationSettings, Session, UnsupportedDocument
+
+#: the mode selector (not a parameter row): value -> label
+MODE_LABELS = {"auto": "Auto (inpaint a selection, else image-to-image)",
+               "txt2img": "Text to image", "img2img": "Image to image", "inpaint": "Inpaint"}
+#: where the docker takes the keys, for the key-problem texts
+KEYS_WHERE = "Server key and Client key file under Connection"
+LOST = "connection lost: waiting for the daemon…"
+CANCELLED = "Cancelled: the image was not changed."
+
+Read = Callable[[str], str]
+Write = Callable[[str, str], None]
+
+
+class Target(Document, Protocol):
+    """The host's document adapter for one job: where it reads and where results go."""
+
+    node: Any                # the layer read (an opaque handle)
+    added: list[Any]         # the layers the last add_results made
+    group: Any               # ... and their group, for a batch (else None)
+
+    def key(self, layer: Any) -> Hashable:
+        """A layer's stable identity (host layer objects are wrappers made afresh)."""
+
+    def toggle(self, layer: Any) -> None:
+        """Show a hidden layer, hide a shown one; raises when the layer is gone."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """A line of text for the user and whether it reports a problem (shown in red)."""
+
+    text: str = ""
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    """One result layer of this session, for the results list and show/hide."""
+
+    name: str
+    layer: Any
+    seed: int
+    job: str
+    target: Target
+
+
+def client_id(read: Read, write: Write, index: int = 0) -> str:
+    """This host's identity at the daemon, made once and stored, so that after a restart
+    the daemon still hands over results (``fetch``) of jobs that finished meanwhile. A
+    second window gets its own id: the daemon routes to its newest connection only."""
+    base = read("client_id")
+    if not base:
+        base = uuid.uuid4().hex
+        write("client_id", base)
+    return base if index == 0 else f"{base}-{index + 1}"
+
+
+def log_tail(path: Path, size: int = 400) -> str:
+    """The last line of a log file ("" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - size))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def job_progress(job: Job) -> tuple[float, str]:
+    """A job on its way as a fraction done and a few words, the same words in every host
+    ("Loading model X…" while the daemon loads the model, "Step 3/20" while it denoises)."""
+    if job.lost:
+        return 0.0, LOST
+    stage = job.stage          # the daemon's word while running ("loading", "denoising")
+    if job.state is JobState.QUEUED and job.position:
+        stage = "queued"
+    text = hosts.stage_text(stage, job.step, job.total, job.model)
+    if stage == "queued" and job.position:
+        text = f"{text.rstrip('…')} ({job.position} ahead)…"
+    fraction = job.step / job.total if job.total and stage != "loading" else 0.0
+    return fraction, text
+
+
+class Controller:
+    """A panel's session, settings, job and results; the host binds widgets to it.
+
+    Never blocks: the host calls :meth:`pump` whenever its socket notifiers fire and from a
+    timer (a few times a second), then shows the properties."""
+
+    def __init__(self, read: Read, write: Write, window_index: int = 0,
+                 launch: Callable[[str], Any] = launcher.start_daemon,
+                 daemon_log: Callable[[], Path] = launcher.log_path) -> None:
+        """``read``/``write`` persist strings (kritarc in Krita); ``launch(endpoint)``
+        starts a daemon process (something with ``poll()``, ``returncode`` and ``pid``)."""
+        self._read, self._write = read, write
+        self._launch, self._daemon_log = launch, daemon_log
+        self.client_id = client_id(read, write, window_index)
+        self.settings = GenerationSettings.from_json(read("settings") or None)
+        self.message = Line()
+        self.target: Target | None = None    # where the running job's result goes
+        self.results: list[Result] = []
+        self.last_seed: int | None = None
+        self.daemon_proc: Any = None         # the process "Start local daemon" began
+        self.generation = 0                  # counts new sockets: the host re-watches filenos
+        self._source_of: dict[Hashable, Any] = {}   # result layer/group -> the layer read
+        self._daemon_started = 0.0
+        try:
+            self.session = Session(read("endpoint") or hosts.default_endpoint(), **self._options())
+        except ValueError:   # a malformed endpoint in the store: start from the default
+            self.session = Session(hosts.default_endpoint(), **self._options())
+        #: set when the host should open its key fields; the host clears it once shown
+        self.reveal_keys = bool(self.server_key or self.session.key_error)
+
+    # ---------------------------------------------------------------- settings and keys
+
+    @property
+    def server_key(self) -> str:
+        return self._read("server_key")
+
+    @property
+    def client_key(self) -> str:
+        return self._read("client_key")
+
+    def _options(self) -> dict[str, Any]:
+        server_key = self.server_key
+        return {"client_id": self.client_id, "server_key": server_key or None,
+                "client_key": (self.client_key or None) if server_key else None}
+
+    def save_settings(self, settings: GenerationSettings) -> None:
+        """Keep what the widgets show, for the next session."""
+        if settings != self.settings or not self._read("settings"):
+            self.settings = settings
+            self._write("settings", settings.to_json())
+
+    def set_endpoint(self, endpoint: str) -> str:
+        """Connect to another daemon; returns the endpoint in use (the old one when the new
+        one is malformed, which the message then explains)."""
+        endpoint = endpoint.strip()
+        if endpoint and endpoint != self.session.endpoint:
+            self._reconnect(endpoint)
+        return self.session.endpoint
+
+    def set_keys(self, server_key: str, client_key: str) -> None:
+        """New keys from the Connection fields: stored, and a fresh connection with them."""
+        server_key, client_key = server_key.strip(), client_key.strip()
+        if (server_key, client_key) == (self.server_key, self.client_key) \
+                and self.session.key_error is None:
+            return
+        self._write("server_key", server_key)
+        self._write("client_key", client_key)
+        self.message = Line()
+        self._reconnect(self.session.endpoint)
+
+    def _reconnect(self, endpoint: str) -> None:
+        """Drop the running job (its results would go nowhere) and connect anew."""
+        if self.running:
+            self.session.cancel()
+        old = self.session.endpoint
+        try:
+            self.session.reconnect(endpoint, **self._options())
+        except ValueError as exc:    # zmq refuses a malformed endpoint
+            self.session.reconnect(old, **self._options())
+            self.message = Line(str(exc), error=True)
+            endpoint = old
+        else:
+            if self.session.key_error:
+                self.reveal_keys = True
+                self.message = Line(self.session.key_error, error=True)
+        self.target = None
+        self.generation += 1
+        self._write("endpoint", endpoint)
+
+    # ---------------------------------------------------------------- what the host shows
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the daemon turns this client away, when it is the keys."""
+        return self.session.refusal(KEYS_WHERE)
+
+    @property
+    def status(self) -> Line:
+        """The connection in one line (an error while not connected)."""
+        s = self.session
+        if s.connected:
+            info = s.info or {}
+            secure = " (CurveZMQ)" if s.uses_keys else ""
+            return Line(f"Connected to {s.endpoint}{secure} — {info.get('device', '?')} "
+                        f"({info.get('dtype', '?')}), default model "
+                        f"{info.get('default_model') or 'none'}")
+        why = self.refusal or s.last_error or f"connecting to {s.endpoint}…"
+        return Line(f"Not connected: {why}", error=True)
+
+    @property
+    def can_start_daemon(self) -> bool:
+        """Whether "Start local daemon" makes sense: nothing answers on a local endpoint."""
+        s = self.session
+        return not s.connected and not self.refusal and hosts.is_loopback(s.endpoint)
+
+    @property
+    def starting_daemon(self) -> bool:
+        return bool(self._daemon_started)
+
+    @property
+    def running(self) -> bool:
+        """A job is on its way (Generate off, Cancel on)."""
+        return self.target is not None
+
+    @property
+    def progress(self) -> tuple[float, str]:
+        """The running job as a fraction done and a few words ((0, "") when idle)."""
+        job = self.session.job
+        return job_progress(job) if self.running and job is not None else (0.0, "")
+
+    @property
+    def preview(self) -> Any:
+        """The running job's latest preview frame, or None."""
+        job = self.session.job
+        return job.preview if self.running and job is not None else None
+
+    @property
+    def limits(self) -> protocol.Limits | None:
+        """The daemon's announced limits (the widgets' ranges), None while disconnected."""
+        given = (self.session.info or {}).get("limits")
+        if not isinstance(given, dict):
+            return None
+        known = {f.name for f in fields(protocol.Limits)}
+        try:
+            return protocol.Limits(**{k: v for k, v in given.items() if k in known})
+        except TypeError:
+            return None
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(value, label) for the model selector: the daemon's default (value ""), the
+        models it offers, and the stored choice even when this daemon does not offer it."""
+        default = (self.session.info or {}).get("default_model")
+        names = self.session.models()
+        out = [("", f"Daemon default ({default})" if default else "Daemon default")]
+        out += [(name, name) for name in names]
+        wanted = self.settings.model
+        if wanted and wanted not in names:
+            out.append((wanted, f"{wanted} (not offered)"))
+        return out
+
+    def filenos(self) -> list[int]:
+        return self.session.filenos()
+
+    def info(self, text: str) -> None:
+        self.message = Line(text)
+
+    def error(self, text: str) -> None:
+        self.message = Line(text, error=True)
+
+    # ---------------------------------------------------------------- the event loop
+
+    def pump(self, now: float | None = None) -> None:
+        """Read what arrived, probe the daemon, follow the job and the daemon start."""
+        now = time.monotonic() if now is None else now
+        for _ in range(2):           # the probe's reply may already be there the second time
+            self.session.poll()
+            self.session.keepalive(now)
+        job = self.session.job
+        if job is not None and self.running:
+            self._follow(job)
+        if self._daemon_started:
+            self._follow_daemon(now)
+
+    def _follow(self, job: Job) -> None:
+        if job.lost or not job.finished:
+            # a dropped connection: the client asks for the job again once the daemon is
+            # back (a daemon that kept running still has it). Until then: wait, or Cancel
+            return
+        target, self.target = self.target, None
+        assert target is not None
+        if job.state is JobState.DONE:
+            try:
+                names = self.session.deliver(target)
+            except Exception as exc:  # a closed document, a layer gone: say so, add nothing
+                self.error(f"Could not add the result: {exc}")
+                self.session.discard(job)
+                return
+            self._record(job, target, names)
+        elif job.state is JobState.CANCELLED:
+            self.info(CANCELLED)
+        else:
+            self.error(f"Generation failed: {job.error_message} [{job.error_code}]")
+        self.session.discard(job)
+
+    def _record(self, job: Job, target: Target, names: list[str]) -> None:
+        for layer in [*target.added, target.group]:
+            if layer is not None:
+                self._source_of[target.key(layer)] = target.node
+        for layer, name, patch in zip(target.added, names, job.patches, strict=True):
+            self.results.append(Result(name, layer, patch.seed, job.id, target))
+        self.last_seed = job.patches[0].seed
+        secs = job.info.get("seconds")
+        self.info(f"Added {len(names)} layer{'s' if len(names) > 1 else ''} "
+                  f"(seed {self.last_seed}" + (f", {secs:.1f} s)" if secs else ")"))
+
+    # ---------------------------------------------------------------- the user's actions
+
+    def source_of(self, key: Hashable) -> Any:
+        """The layer a result layer (or its group) was made from, or None: generating
+        while a result is active reads from its source again (hosts activate new layers)."""
+        return self._source_of.get(key)
+
+    def generate(self, settings: GenerationSettings,
+                 open_target: Callable[[], Target | None]) -> bool:
+        """Save the settings and send the job; ``open_target`` makes the document adapter
+        (None: no document open; ValueError: not a layer that can be read). Returns whether
+        a job was sent; otherwise the message says why."""
+        self.save_settings(settings)
+        if self.running:
+            self.error("A job is already running: cancel it first.")
+            return False
+        refused = self.refusal
+        if not self.session.connected and refused:
+            self.reveal_keys = True
+            self.error(f"Not connected: {refused}")
+            return False
+        if not self.session.connected:
+            hint = "Press “Start local daemon” or run" if self.can_start_daemon else "Run"
+            self.error(f"No paintbridge daemon answers at {self.session.endpoint}. "
+                       f"{hint} `paintbridge serve`.")
+            return False
+        try:
+            target = open_target()
+            if target is None:
+                self.error("Open an image first.")
+                return False
+            self.session.submit(target, settings, send_timeout=0)
+        except (ValueError, UnsupportedDocument, ProtocolError) as exc:
+            self.error(str(exc))
+            return False
+        except DaemonError as exc:
+            self.error(exc.message)
+            return False
+        self.target = target
+        self.info("")
+        return True
+
+    def cancel(self) -> None:
+        if not self.running:
+            return
+        job = self.session.job
+        if job is not None and job.lost:   # nobody to tell: drop it
+            self.target = None
+            self.session.discard(job)
+            self.info(CANCELLED)
+            return
+        self.session.cancel()
+        self.info("Cancelling…")
+
+    def toggle(self, index: int) -> None:
+        """Show or hide a result layer."""
+        result = self.results[index]
+        try:
+            result.target.toggle(result.layer)
+        except Exception:   # deleted by the user, or its document closed
+            self.error("That layer no longer exists.")
+
+    def toggle_last(self) -> None:
+        if self.results:
+            self.toggle(len(self.results) - 1)
+
+    def reuse_last_seed(self) -> int | None:
+        """The last result's seed (for the seed widget), or None with a message."""
+        if self.last_seed is None:
+            self.info("No result yet in this session.")
+        return self.last_seed
+
+    def start_daemon(self) -> None:
+        """Run ``paintbridge serve`` on the endpoint in the background."""
+        try:
+            self.daemon_proc = self._launch(self.session.endpoint)
+        except OSError as exc:   # FileNotFoundError: not installed with a daemon
+            self.error(f"Could not start the daemon: {exc}")
+            return
+        self._daemon_started = time.monotonic()
+        self.info(f"Starting the daemon on {self.session.endpoint} …")
+
+    def _follow_daemon(self, now: float) -> None:
+        elapsed = now - self._daemon_started
+        if self.session.connected:
+            self._daemon_started = 0.0
+            self.info(f"Daemon started ({elapsed:.0f} s).")
+            return
+        log = self._daemon_log()
+        tail = log_tail(log)
+        proc = self.daemon_proc
+        if proc.poll() is not None:
+            self._daemon_started = 0.0
+            self.error(f"The daemon exited (code {proc.returncode}): {tail}\nLog: {log}")
+            return
+        self.info(f"Starting the daemon … {elapsed:.0f} s" + (f"\n{tail}" if tail else ""))
+
+    def close(self) -> None:
+        self.session.close()
