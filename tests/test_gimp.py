@@ -244,13 +244,15 @@ def test_arguments_read_back_as_settings(cases: dict[str, Any]) -> None:
     guidance 0, an empty model, padding -1) become None, set values arrive as they are."""
     res = result(cases, "settings")
     for kind in ("inpaint", "img2img", "txt2img"):
-        assert res[kind] == {"mode": kind, "prompt": "", "negative_prompt": "", "model": None,
-                             "strength": {"img2img": 0.6}.get(kind, 1.0), "steps": None,
-                             "guidance": None, "sampler": "default", "seed": None, "count": 1,
-                             "padding": None, "grow": 4, "feather": 4}, kind
-    assert res["set"] == {"prompt": "", "negative_prompt": "", "model": "other",
-                          "strength": 0.3, "steps": 20, "guidance": 7.5, "sampler": "euler_a",
-                          "seed": 5, "count": 2, "padding": 0, "grow": 1, "feather": 2}
+        expected = {p.name: p.default_for(kind) if p.name == "strength" else p.start
+                    for p in PARAMS}
+        assert res[kind] == {"mode": kind, **expected}, kind
+        assert {k for k, v in expected.items() if v is None} >= {"model", "steps", "guidance",
+                                                                "seed", "padding"}
+    set_values = {"model": "other", "strength": 0.3, "steps": 20, "guidance": 7.5,
+                  "sampler": "euler_a", "seed": 5, "count": 2, "padding": 0, "grow": 1,
+                  "feather": 2}
+    assert res["set"] == {**{p.name: p.start for p in PARAMS}, **set_values}
 
 
 def test_progress_says_which_model_loads(cases: dict[str, Any]) -> None:
