@@ -217,6 +217,11 @@ class Session:
         return self.info is not None
 
     @property
+    def handshaken(self) -> bool:
+        """The connection itself is up (ZeroMQ's handshake done), answered hello or not."""
+        return self._client is not None and self._client.connected
+
+    @property
     def auth_refused(self) -> bool:
         """The daemon completed no handshake because of this client's keys (or their lack)."""
         return self._client is not None and self._client.auth_refused

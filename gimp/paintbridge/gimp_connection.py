@@ -88,8 +88,7 @@ def listening(endpoint: str, timeout: float = 0.5) -> bool:
 def handshake_refused(session) -> bool:
     """The daemon is there but would not complete the handshake (keys refused, or keys
     missing for a daemon that requires them)."""
-    return session.auth_refused or (not session.client.connected
-                                    and listening(session.endpoint))
+    return session.auth_refused or (not session.handshaken and listening(session.endpoint))
 
 
 def refusal(session) -> str | None:
