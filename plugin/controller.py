@@ -182,13 +182,11 @@ class Controller:
         """Drop the running job (its results would go nowhere) and connect anew."""
         if self.running:
             self.session.cancel()
-        old = self.session.endpoint
         try:
             self.session.reconnect(endpoint, **self._options())
-        except ValueError as exc:    # zmq refuses a malformed endpoint
-            self.session.reconnect(old, **self._options())
+        except ValueError as exc:    # a malformed endpoint: the session stays as it was
             self.message = Line(str(exc), error=True)
-            endpoint = old
+            endpoint = self.session.endpoint
         else:
             if self.session.key_error:
                 self.reveal_keys = True
