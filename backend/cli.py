@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from paintbridge.plugin import __version__
+from paintbridge.plugin import __version__, hosts
 from paintbridge.plugin.hosts import ENDPOINT_ENV, is_loopback
 from paintbridge.plugin.params import PARAMS
 from paintbridge.plugin.protocol import (
@@ -36,8 +36,7 @@ class ExitCode(IntEnum):
 
 
 def _config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "paintbridge" / "config.json"
+    return hosts.config_dir() / "config.json"
 
 
 def _offline_env() -> None:
@@ -220,6 +219,9 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 #: older spellings of `edit` options, still accepted
 EDIT_ALIASES = {"negative_prompt": ("--negative",), "guidance": ("--cfg",)}
+#: where the command line differs from a host's panel
+EDIT_HELP = {"model": "model name (default: the daemon's default model)",
+             "count": "variations, seeds SEED, SEED+1, …: one output file each"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to wait for the daemon to answer")
         c.add_argument("--server-key", help="a remote daemon's public key (or its server.key "
                                             "file); turns on CurveZMQ "
-                                            "(env PAINTBRIDGE_SERVER_KEY)")
+                                            f"(env {hosts.SERVER_KEY_ENV})")
         c.add_argument("--client-key", help="this client's secret key file "
-                                            "(env PAINTBRIDGE_CLIENT_KEY)")
+                                            f"(env {hosts.CLIENT_KEY_ENV})")
 
     m = sub.add_parser("models", help="list the daemon's models")
     client_opts(m)
@@ -278,11 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     for row in PARAMS:   # one option per row of the parameter table
         names = [f"--{row.arg_name}", *EDIT_ALIASES.get(row.name, ())]
         default = None if row.unset is not None else row.start
-        e.add_argument(*names, dest=row.name, type=row.type, default=default,
-                       choices=list(row.choices) if row.choices and not row.from_daemon
-                       else None,
-                       help=row.help + (f" (default {default})" if default not in (None, "")
-                                        else ""))
+        fixed = list(row.choices) if row.choices and not row.from_daemon else None
+        shown = f" (default {default})" if default not in (None, "") and not fixed else ""
+        e.add_argument(*names, dest=row.name, type=row.type, default=default, choices=fixed,
+                       required=row.name == "prompt",
+                       help=EDIT_HELP.get(row.name, row.help) + shown)
     e.add_argument("-o", "--output", required=True, help="composited result (PNG)")
     e.add_argument("--job-timeout", type=float, default=600.0,
                    help="give up when the daemon is silent this long during a job")
@@ -296,11 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     kp.set_defaults(func=cmd_keys)
 
     i = sub.add_parser("install", help="install a host plugin (krita, gimp)")
-    hosts = i.add_subparsers(dest="host", required=True)
-    k = hosts.add_parser("krita", help="copy the Krita plugin into Krita's pykrita folder")
+    host_parsers = i.add_subparsers(dest="host", required=True)
+    k = host_parsers.add_parser("krita", help="copy the Krita plugin into Krita's pykrita folder")
     k.add_argument("--resources", help="Krita's resource folder (default: per OS)")
     k.add_argument("--uninstall", action="store_true", help="remove what was installed")
-    g = hosts.add_parser("gimp", help="copy the GIMP 3 plug-in into GIMP's plug-ins folder")
+    g = host_parsers.add_parser("gimp", help="copy the GIMP 3 plug-in into GIMP's plug-ins folder")
     g.add_argument("--plug-ins", dest="plug_ins", help="GIMP's plug-ins folder (default: per OS)")
     g.add_argument("--uninstall", action="store_true", help="remove what was installed")
     i.set_defaults(func=cmd_install)

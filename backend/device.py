@@ -57,7 +57,8 @@ def default_threads() -> int:
 #: allocators that report running out with a plain RuntimeError: the CPU's (Linux/macOS and
 #: Windows wordings) and Apple MPS's (still a RuntimeError in torch 2.14, not OutOfMemoryError)
 _OOM_MESSAGES = ("DefaultCPUAllocator: can't allocate memory",
-                 "DefaultCPUAllocator: not enough memory", "MPS backend out of memory")
+                 "DefaultCPUAllocator: not enough memory", "MPS backend out of memory",
+                 "CUDA error: out of memory")   # cuBLAS/cuDNN workspaces: a bare RuntimeError
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -119,8 +119,10 @@ def run_edit(args: argparse.Namespace) -> ExitCode:
     if mask is not None:
         sel = Frame(region.width, region.height, "gray8",
                     np.ascontiguousarray(mask[ys, xs]).tobytes())
-    params: dict[str, Any] = {p.name: getattr(args, p.name) for p in PARAMS
-                              if kind in p.kinds and getattr(args, p.name) is not None}
+    # the table's "no value" spellings (seed -1, an empty model) mean what they do in hosts
+    given = {p.name: p.from_widget(getattr(args, p.name)) for p in PARAMS
+             if kind in p.kinds and getattr(args, p.name) is not None}
+    params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     bar = _Bar()
     with Client(args.endpoint, server_key=args.server_key, client_key=args.client_key) as client:
         try:

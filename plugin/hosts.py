@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,15 +47,13 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-def config_dir(env: Mapping[str, str] | None = None, platform: str = sys.platform) -> Path:
-    """The user's paintbridge settings folder (keys live in ``keys/`` below it):
-    ``$XDG_CONFIG_HOME/paintbridge`` (``~/.config/paintbridge``) on Linux and macOS,
-    ``%APPDATA%\\paintbridge`` on Windows."""
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The user's paintbridge folder, the same on every system so that keys made once are
+    found by every tool: ``$XDG_CONFIG_HOME/paintbridge``, else ``~/.config/paintbridge``.
+    The daemon's ``config.json`` and the ``keys/`` folder live there."""
     env = os.environ if env is None else env
-    home = Path(env.get("HOME") or Path.home())
-    if platform == "win32" and env.get("APPDATA"):
-        return Path(env["APPDATA"]) / APP
-    return Path(env.get("XDG_CONFIG_HOME") or home / ".config") / APP
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / APP
 
 
 def keys_dir(env: Mapping[str, str] | None = None) -> Path:

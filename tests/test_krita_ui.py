@@ -159,6 +159,8 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
              else "QDoubleSpinBox" for p in PARAMS}
     assert ui["param_widgets"] == kinds
     assert ui["param_widgets"]["seed"] == "QDoubleSpinBox"     # seeds reach 2**32 - 1
+    assert [ui["param_widgets"][n] for n in ("prompt", "model", "steps", "guidance")] == [
+        "QPlainTextEdit", "QComboBox", "QSpinBox", "QDoubleSpinBox"]
     assert ui["special_texts"] == {p.name: p.unset_text if p.unset is not None else ""
                                    for p in PARAMS if p.type is not str}
     assert ui["steps_range"] == [0, Limits().max_steps] and ui["advanced_folded"]

@@ -283,7 +283,8 @@ class PaintbridgeDocker(DockWidget):
         self.reuse_button.setToolTip("Fix the seed to the last result's")
         self.reuse_button.clicked.connect(self.reuse_last_seed)
         beside = {"seed": self.reuse_button}      # extra buttons next to a row's widget
-        self.advanced_toggle = fold_button("Advanced", "Context, grow and feather")
+        self.advanced_toggle = fold_button("Advanced", ", ".join(
+            plain_label(p.label) for p in PARAMS if p.advanced))
         self.advanced_box = QWidget()
         advanced = QFormLayout(self.advanced_box)
         advanced.setContentsMargins(0, 0, 0, 0)
