@@ -74,7 +74,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              default=args.default_model or config.get("default_model"),
                              cache_size=args.cache_size or config.get("cache_size", 2))
     threads = dev.configure_threads(args.threads or config.get("threads"))
-    choice = dev.choose(args.device or config.get("device"), args.dtype or config.get("dtype"))
+    try:
+        choice = dev.choose(args.device or config.get("device"),
+                            args.dtype or config.get("dtype"))
+    except ValueError as exc:
+        print(f"paintbridge: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     bind = args.bind or config.get("bind") or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     limits = Limits(**{k: v for k, v in (("max_queue", args.max_queue),
                                          ("max_queue_per_client", args.max_queue_per_client),

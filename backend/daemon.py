@@ -27,7 +27,7 @@ from . import compose, runner
 from .device import DTYPES, DeviceChoice, is_out_of_memory
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
-from .registry import ModelError, ModelRegistry, empty_device_cache
+from .registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
 from .retention import ResultStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ class Worker(threading.Thread):
                 self.current = job
                 try:
                     self._run_job(job, push)
+                except Exception as exc:   # whatever went wrong, the next job still runs
+                    log.exception("job %s failed outside its stages", job.request.job)
+                    self._fail(push, job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
                 finally:
                     self.current = None
         finally:
@@ -105,6 +108,9 @@ class Worker(threading.Thread):
         except KeyError as exc:
             self._fail(push, job, ErrorCode.UNKNOWN_MODEL, exc.args[0])
             return
+        loaded = self._load(entry, job, push)
+        if loaded is None:
+            return
 
         def progress(step: int, total: int, preview: Any) -> None:
             job.stage, job.step, job.total = Stage.DENOISING, step, total
@@ -117,16 +123,8 @@ class Worker(threading.Thread):
             self._emit(push, job, event, frames)
 
         try:
-            if not self.d.registry.is_loaded(entry.name):  # say so: loading takes a while
-                job.stage = Stage.LOADING
-                self._emit(push, job, job.progress_event())
-            loaded = self.d.registry.load(entry, self.d.device.device,
-                                          self.d.model_dtype(entry))
             job.stage = Stage.DENOISING
             results = runner.run(req, loaded, job.cancel, progress)
-        except ModelError as exc:
-            self._fail(push, job, ErrorCode.MODEL_ERROR, str(exc))
-            return
         except runner.JobCancelled:
             self._emit(push, job, {"event": "cancelled"}, end=True)
             return
@@ -136,12 +134,11 @@ class Worker(threading.Thread):
         except Exception as exc:  # the daemon must keep serving whatever a model does
             if is_out_of_memory(exc):
                 log.warning("job %s ran out of memory: %s", req.job, exc)
-                advice = (OOM_LOADING_ADVICE.format(entry.name) if job.stage == Stage.LOADING
-                          else OOM_ADVICE)
-                self._fail(push, job, ErrorCode.OUT_OF_MEMORY, advice)
+                self._fail(push, job, ErrorCode.OUT_OF_MEMORY, OOM_ADVICE)
             else:
                 log.exception("job %s failed", req.job)
-                self._fail(push, job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+                self._fail(push, job, ErrorCode.INTERNAL,
+                           f"model '{entry.name}' failed: {type(exc).__name__}: {exc}")
             results = None
         if results is None:  # outside the except block, so its traceback's tensors are free
             gc.collect()
@@ -156,6 +153,30 @@ class Worker(threading.Thread):
         self._emit(push, job, {"event": "result", "model": entry.name, "patches": patches,
                                "seconds": round(time.monotonic() - started, 3)},
                    [r.patch.data for r in results], end=True)
+
+    def _load(self, entry: ModelEntry, job: ActiveJob, push: zmq.Socket) -> LoadedModel | None:
+        """The job's model, loaded (cached); None after failing the job with a message that
+        names the model, whatever loading raised."""
+        failure: tuple[str, str] | None = None
+        try:
+            if not self.d.registry.is_loaded(entry.name):  # say so: loading takes a while
+                job.stage = Stage.LOADING
+                self._emit(push, job, job.progress_event())
+            return self.d.registry.load(entry, self.d.device.device, self.d.model_dtype(entry))
+        except ModelError as exc:
+            failure = (ErrorCode.MODEL_ERROR, str(exc))
+        except Exception as exc:   # e.g. a device the model's weights cannot move to
+            if is_out_of_memory(exc):
+                log.warning("loading %s ran out of memory: %s", entry.name, exc)
+                failure = (ErrorCode.OUT_OF_MEMORY, OOM_LOADING_ADVICE.format(entry.name))
+            else:
+                log.exception("loading %s failed", entry.name)
+                failure = (ErrorCode.MODEL_ERROR, f"model '{entry.name}' could not be loaded "
+                                                  f"({entry.path}): {type(exc).__name__}: {exc}")
+        self._fail(push, job, *failure)   # outside the except: its traceback's tensors go
+        gc.collect()
+        empty_device_cache()
+        return None
 
     def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str) -> None:
         self._emit(push, job, {"event": "error", "code": code, "message": message}, end=True)

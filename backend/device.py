@@ -37,7 +37,7 @@ def choose(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
             device = "mps"
         else:
             device = "cpu"
-    dev = torch.device(device)
+    dev = _usable(device)
     if dtype is None or dtype == "auto":
         if dev.type in ("cuda", "mps"):
             dtype = "float16"
@@ -46,6 +46,31 @@ def choose(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or auto")
     return DeviceChoice(dev, DTYPES[dtype])
+
+
+def _usable(name: str) -> torch.device:
+    """The device, or ValueError saying why it cannot work here: refused at start, so no
+    job ever fails for it (nor stops the worker) later."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use cpu, cuda, cuda:N, mps or "
+                         "auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this PyTorch ({torch.__version__}) has no CUDA "
+                             "or sees no GPU; use --device cpu, or install a CUDA build of "
+                             "torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) here (cuda:0 ...)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {name}: Apple's MPS is not available here; use "
+                             "--device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {name}: paintbridge runs on cpu, cuda or mps")
+    return dev
 
 
 def default_threads() -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from paintbridge.plugin.params import WireEnum
+from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,34 @@ def folder_arch(path: Path) -> Arch:
             (True, False): Arch.XL_BASE, (True, True): Arch.XL_INPAINT}[(xl, inpaint)]
 
 
+#: what a paintbridge.json may set besides the parameter rows it shares with requests
+_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+DEFAULT_KEYS = ("native_size", "steps", "guidance", "sampler", "dtype")
+
+
+def _check_default(key: str, value: Any) -> Any:
+    """One paintbridge.json value, or ValueError saying what is wrong with it. The rows it
+    shares with requests are checked by the same table as a request's parameters."""
+    if key in ("steps", "guidance", "sampler"):
+        try:
+            return validate_params("img2img", {key: value}, Limits())[key]
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+    if key == "native_size":
+        if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 4096 \
+                or value % 8:
+            raise ValueError("native_size must be a multiple of 8 in 8..4096")
+        return value
+    if key == "dtype":
+        if value not in _DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPE_NAMES)}")
+        return value
+    raise ValueError(f"unknown key (known: {', '.join(DEFAULT_KEYS)})")
+
+
 def _read_defaults(path: Path) -> dict[str, Any]:
-    """Per-model defaults a model folder may state in ``paintbridge.json``."""
+    """Per-model defaults a model folder may state in ``paintbridge.json``; a value that
+    would fail every job is dropped at scan time with a warning naming the file."""
     cfg = path / "paintbridge.json" if path.is_dir() else path.with_suffix(".paintbridge.json")
     if not cfg.is_file():
         return {}
@@ -125,7 +152,16 @@ def _read_defaults(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("ignoring %s: %s", cfg, exc)
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        log.warning("ignoring %s: not a JSON object", cfg)
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        try:
+            out[key] = _check_default(key, value)
+        except ValueError as exc:
+            log.warning("%s: ignoring %r: %s", cfg, key, exc)
+    return out
 
 
 def _inspect(entry: ModelEntry) -> ModelEntry:
