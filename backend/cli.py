@@ -58,7 +58,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = _load_config(args.config)
+    from .config import ConfigError, load
+
+    try:
+        config = load(Path(args.config) if args.config else _config_path(), bool(args.config))
+    except ConfigError as exc:
+        print(f"paintbridge: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    missing = [d for d in args.models if not Path(d).expanduser().is_dir()]
+    if missing:
+        print(f"paintbridge: --models {missing[0]}: no such folder", file=sys.stderr)
+        return ExitCode.USAGE
     from . import device as dev
     from .daemon import Daemon
     from .registry import ModelEntry, ModelRegistry, Source
@@ -96,6 +106,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"paintbridge: refusing to bind {bind} without authentication: {exc}",
                   file=sys.stderr)
             return ExitCode.USAGE
+    entries = registry.scan()
+    usable = [e for e in entries if e.error is None]
+    wanted = args.default_model or config.get("default_model")
+    if wanted and wanted not in {e.name for e in usable}:
+        names = ", ".join(e.name for e in usable) or "none"
+        print(f"paintbridge: --default-model {wanted!r} is not a usable model here "
+              f"(usable: {names})", file=sys.stderr)
+        return ExitCode.USAGE
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
                         auth=auth)
@@ -105,8 +123,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
         print(f"paintbridge: cannot bind {bind}: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    entries = registry.scan()
-    usable = [e for e in entries if e.error is None]
     print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
           f"(device {choice.device}, {choice.dtype_name}, {threads} threads)", flush=True)
     if auth is not None:
@@ -123,21 +139,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     daemon.serve()
     print("paintbridge daemon stopped", flush=True)
     return ExitCode.OK
-
-
-def _load_config(path: str | None) -> dict[str, Any]:
-    cfg = Path(path) if path else _config_path()
-    if not cfg.is_file():
-        if path:
-            raise SystemExit(f"paintbridge: config file {cfg} not found")
-        return {}
-    try:
-        data = json.loads(cfg.read_text())
-    except ValueError as exc:
-        raise SystemExit(f"paintbridge: {cfg} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"paintbridge: {cfg} must hold a JSON object")
-    return data
 
 
 # --------------------------------------------------------------------------- client commands
@@ -222,6 +223,26 @@ def cmd_install(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
+
+
 #: older spellings of `edit` options, still accepted
 EDIT_ALIASES = {"negative_prompt": ("--negative",), "guidance": ("--cfg",)}
 #: where the command line differs from a host's panel
@@ -244,11 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--default-model", help="model used when a request names none")
     s.add_argument("--no-embedded", action="store_true",
                    help="do not offer the embedded default model")
-    s.add_argument("--cache-size", type=int, help="models kept loaded (LRU, default 2)")
+    s.add_argument("--cache-size", type=_at_least_one, help="models kept loaded (LRU, default 2)")
     s.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="default: fp16 on GPUs, bf16 on CPUs that support it, else fp32")
-    s.add_argument("--threads", type=int, help="CPU threads (default: cores - 1 on ≤ 4 cores)")
+    s.add_argument("--threads", type=_at_least_one,
+                   help="CPU threads (default: cores - 1 on ≤ 4 cores)")
     s.add_argument("--auth", action="store_true",
                    help="require CurveZMQ keys even on loopback (always on for other binds)")
     s.add_argument("--keys", help="keys folder (default ~/.config/paintbridge/keys)")
@@ -263,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client_opts(c: argparse.ArgumentParser) -> None:
         c.add_argument("--endpoint", default=None,
                        help=f"daemon endpoint (default ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
-        c.add_argument("--timeout", type=float, default=10.0,
+        c.add_argument("--timeout", type=_seconds, default=10.0,
                        help="seconds to wait for the daemon to answer")
         c.add_argument("--server-key", help="a remote daemon's public key (or its server.key "
                                             "file); turns on CurveZMQ "
@@ -291,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                        required=row.name == "prompt",
                        help=EDIT_HELP.get(row.name, row.help) + shown)
     e.add_argument("-o", "--output", required=True, help="composited result (PNG)")
-    e.add_argument("--job-timeout", type=float, default=600.0,
+    e.add_argument("--job-timeout", type=_seconds, default=600.0,
                    help="give up when the daemon is silent this long during a job")
     e.set_defaults(func=cmd_edit)
 

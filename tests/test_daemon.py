@@ -344,6 +344,7 @@ def test_non_loopback_bind_is_refused(tmp_path) -> None:
 
 
 def test_no_models_is_said_clearly(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()       # a models folder with nothing in it
     d = start_daemon(tmp_path, "--no-embedded", "--models", str(tmp_path / "empty"))
     try:
         with Client(d.endpoint) as client:
