@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
     entries = registry.scan()
     usable = [e for e in entries if e.error is None]
-    wanted = args.default_model or config.get("default_model")
+    wanted = registry.default_name
     if wanted and wanted not in {e.name for e in usable}:
         names = ", ".join(e.name for e in usable) or "none"
         print(f"paintbridge: --default-model {wanted!r} is not a usable model here "

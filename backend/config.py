@@ -14,6 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: the torch dtypes a user may name (config, paintbridge.json); device.DTYPES maps them
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
 
 class ConfigError(ValueError):
     """The config file cannot be used: the message names the file and what to fix."""
@@ -42,8 +45,8 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _dtype(value: Any) -> str:
-    if value not in ("auto", "float32", "float16", "bfloat16"):
-        raise ValueError("must be auto, float32, float16 or bfloat16")
+    if value != "auto" and value not in DTYPE_NAMES:
+        raise ValueError(f"must be auto, {', '.join(DTYPE_NAMES[:-1])} or {DTYPE_NAMES[-1]}")
     return value
 
 

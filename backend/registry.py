@@ -23,6 +23,8 @@ from typing import Any
 from paintbridge.plugin.params import WireEnum
 from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
+from .config import DTYPE_NAMES
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_DIR = Path(__file__).parent / "default_model"
@@ -116,8 +118,7 @@ def folder_arch(path: Path) -> Arch:
             (True, False): Arch.XL_BASE, (True, True): Arch.XL_INPAINT}[(xl, inpaint)]
 
 
-#: what a paintbridge.json may set besides the parameter rows it shares with requests
-_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+#: what a paintbridge.json may set
 DEFAULT_KEYS = ("native_size", "steps", "guidance", "sampler", "dtype")
 
 
@@ -135,8 +136,8 @@ def _check_default(key: str, value: Any) -> Any:
             raise ValueError("native_size must be a multiple of 8 in 8..4096")
         return value
     if key == "dtype":
-        if value not in _DTYPE_NAMES:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPE_NAMES)}")
+        if value not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}")
         return value
     raise ValueError(f"unknown key (known: {', '.join(DEFAULT_KEYS)})")
 
@@ -339,8 +340,10 @@ class ModelRegistry:
                 log.warning("model name '%s' is taken; skipping %s", entry.name, entry.path)
                 continue
             old = self._entries.get(entry.name)
-            unchanged = old is not None and (old.path, old.source) == (entry.path, entry.source)
-            table[entry.name] = old if old is not None and unchanged else _inspect(entry)
+            if old is not None and (old.path, old.source) == (entry.path, entry.source):
+                table[entry.name] = old
+            else:
+                table[entry.name] = _inspect(entry)
         with self._lock:
             self._entries = table
         return list(table.values())

@@ -24,6 +24,7 @@ from . import hosts, launcher, protocol
 from .client import DaemonError, Job, JobState
 from .protocol import ProtocolError
 from .session import Document, GenerationSettings, Session, UnsupportedDocument
+from .session import job_progress as _session_progress
 
 #: the mode selector (not a parameter row): value -> label
 MODE_LABELS = {"auto": "Auto (inpaint a selection, else image-to-image)",
@@ -94,18 +95,12 @@ def log_tail(path: Path, size: int = 400) -> str:
 
 
 def job_progress(job: Job) -> tuple[float, str]:
-    """A job on its way as a fraction done and a few words, the same words in every host
-    ("Loading model X…" while the daemon loads the model, "Step 3/20" while it denoises)."""
+    """The session's words for a job on its way, and the bar's fraction (0 while unknown);
+    a job whose connection dropped says so."""
     if job.lost:
         return 0.0, LOST
-    stage = job.stage          # the daemon's word while running ("loading", "denoising")
-    if job.state is JobState.QUEUED and job.position:
-        stage = "queued"
-    text = hosts.stage_text(stage, job.step, job.total, job.model)
-    if stage == "queued" and job.position:
-        text = f"{text.rstrip('…')} ({job.position} ahead)…"
-    fraction = job.step / job.total if job.total and stage != "loading" else 0.0
-    return fraction, text
+    fraction, text = _session_progress(job)
+    return fraction or 0.0, text
 
 
 class Controller:
@@ -301,9 +296,8 @@ class Controller:
                 names = self.session.deliver(target)
             except Exception as exc:  # a closed document, a layer gone: say so, add nothing
                 self.error(f"Could not add the result: {exc}")
-                self.session.discard(job)
-                return
-            self._record(job, target, names)
+            else:
+                self._record(job, target, names)
         elif job.state is JobState.CANCELLED:
             self.info(CANCELLED)
         else:

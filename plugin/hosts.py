@@ -81,13 +81,13 @@ def keys_required(endpoint: str, where: str) -> str:
             f"and {CLIENT_KEY_ENV}; see {SECURITY_DOC}).")
 
 
-def stage_text(stage: str | None, step: int = 0, total: int = 0, model: str | None = None
-               ) -> str:
+def stage_text(stage: str | None, step: int = 0, total: int = 0, model: str | None = None,
+               position: int | None = None) -> str:
     """A running job's state in a few words, the same in every host."""
     if stage == "loading":
         return f"Loading model {model}…" if model else "Loading the model…"
     if stage == "queued":
-        return "Queued…"
+        return f"Queued ({position} ahead)…" if position else "Queued…"
     if total:
         return f"Step {step}/{total}"
     return "Starting…"

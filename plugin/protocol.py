@@ -273,11 +273,6 @@ def check_frame_buffers(specs: Sequence[FrameSpec], buffers: Sequence[Any]) -> N
 # --------------------------------------------------------------------------- parameters
 
 
-#: strength when the client leaves it out: inpaint repaints the selection fully,
-#: img2img keeps the composition.
-DEFAULT_STRENGTH = dict(_params.BY_NAME["strength"].kind_defaults)
-
-
 def validate_params(kind: str, params: Any, limits: Limits) -> dict[str, Any]:
     """Check every submit parameter against its row in :data:`params.PARAMS` (type and
     range); fill in the defaults for the kind."""

@@ -149,6 +149,15 @@ def prepare(doc: Document, settings: GenerationSettings) -> PreparedJob:
     return PreparedJob(kind, region, settings.params(kind), image, mask)
 
 
+def job_progress(job: Job) -> tuple[float | None, str]:
+    """A job on its way as the fraction done (None while it cannot be known: queued, or
+    loading its model) and a few words, the same in every host."""
+    stage = job.stage or ("queued" if job.state is JobState.QUEUED else None)
+    text = hosts.stage_text(stage, job.step, job.total, job.model, job.position)
+    known = stage not in ("queued", "loading") and job.total
+    return (job.step / job.total if known else None), text
+
+
 def _short(prompt: str, limit: int = 60) -> str:
     text = " ".join(prompt.split()) or "(no prompt)"
     return text[: limit - 1] + "…" if len(text) > limit else text
@@ -185,11 +194,9 @@ class Session:
         self._options = client_options
         self.info: dict[str, Any] | None = None     # the last hello, None while disconnected
         self.job: Job | None = None
-        self.last_error: str | None = None
-        self.key_error: str | None = None
         self._endpoint = endpoint or default_endpoint()
         self._client, self.key_error = self._make(self._endpoint, self._options)
-        self.last_error = self.key_error
+        self.last_error: str | None = self.key_error
         self._probe: str | None = None               # request id of the hello in flight
         self._probe_sent = 0.0
         self._probe_next = 0.0
@@ -238,12 +245,13 @@ class Session:
         """File descriptors a host's event loop watches (none while the keys are unusable)."""
         return self._client.filenos() if self._client is not None else []
 
-    def refusal(self, where: str) -> str | None:
+    def refusal(self, where: str, refused: bool = False) -> str | None:
         """Why the daemon turns this client away, when it is the keys; ``where`` says where
-        this host takes them (e.g. "Server key and Client key file under Connection")."""
+        this host takes them (e.g. "Server key and Client key file under Connection").
+        ``refused``: the host saw the refusal itself (ZeroMQ does not always report it)."""
         if self.key_error:
             return self.key_error
-        if self.auth_refused:
+        if self.auth_refused or refused:
             return (hosts.keys_refused(self.endpoint, where) if self.uses_keys
                     else hosts.keys_required(self.endpoint, where))
         return None

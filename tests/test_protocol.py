@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from paintbridge.plugin import protocol
+from paintbridge.plugin.params import BY_NAME
 from paintbridge.plugin.protocol import ErrorCode, FrameSpec, Limits, ProtocolError
 from paintbridge.plugin.region import Rect, auto_padding, job_region
 
@@ -48,7 +49,7 @@ def test_valid_submit_fills_defaults() -> None:
     assert req.params["strength"] == 1.0 and req.params["count"] == 1
     assert req.params["seed"] is None and req.result_format == "rgba8"
     img2img = protocol.parse_submit(header(kind="img2img"), GOOD_FRAMES, LIMITS)
-    assert img2img.params["strength"] == protocol.DEFAULT_STRENGTH["img2img"]
+    assert img2img.params["strength"] == BY_NAME["strength"].default_for("img2img") == 0.6
 
 
 @pytest.mark.parametrize("raw, code", [

@@ -93,11 +93,7 @@ def handshake_refused(session) -> bool:
 
 def refusal(session) -> str | None:
     """Why the daemon turns this client away, when it is the keys."""
-    said = session.refusal(KEYS_WHERE)
-    if said is None and handshake_refused(session):
-        said = (hosts.keys_refused if session.uses_keys else hosts.keys_required)(
-            session.endpoint, KEYS_WHERE)
-    return said
+    return session.refusal(KEYS_WHERE, refused=handshake_refused(session))
 
 
 def can_offer_start(endpoint: str, server_key: str, session=None) -> bool:

@@ -195,11 +195,11 @@ class CancelWindow:
             self._cancel()
 
     def iterate(self, job) -> None:
-        from gimp_job import fraction, state_text
+        from plugin.session import job_progress
 
         if not self.cancelled and job.state is not JobState.SENT:
-            self.bar.set_text(state_text(job))
-            done = fraction(job)
+            done, text = job_progress(job)
+            self.bar.set_text(text)
             if done is None:
                 self.bar.pulse()
             else:

@@ -10,31 +10,11 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
-from plugin import hosts  # noqa: E402
-from plugin.client import JobState  # noqa: E402
-from plugin.protocol import ErrorCode  # noqa: E402
+from plugin.protocol import ErrorCode, Stage  # noqa: E402
+from plugin.session import job_progress  # noqa: E402
 
 SILENCE_CHECK_S = 5.0    # ask the daemon if it is alive after this long without news
 TITLES = {"inpaint": "Inpainting", "img2img": "Image to image", "txt2img": "Generating"}
-
-
-def state_text(job) -> str:
-    """The job's state in the words every host uses ("Loading model X…", "Step 3/20"),
-    with the queue position while it waits."""
-    stage = getattr(job, "stage", None)     # daemons and clients before stages have none
-    if stage is None and job.state is JobState.QUEUED:
-        stage = "queued"
-    text = hosts.stage_text(stage, job.step, job.total, getattr(job, "model", None))
-    if stage == "queued" and job.position:
-        text = f"{text} (position {job.position})"
-    return text
-
-
-def fraction(job) -> float | None:
-    """How far the job is, or None while that is unknown (loading the model, queued)."""
-    if getattr(job, "stage", None) == "loading" or not job.total:
-        return None
-    return job.step / job.total
 
 
 def wait(session, job, kind: str, with_user: bool) -> None:
@@ -52,8 +32,8 @@ def wait(session, job, kind: str, with_user: bool) -> None:
         while not job.finished:
             if session.poll(100) is not None:
                 last = time.monotonic()
-                Gimp.progress_set_text(f"Paintbridge: {title}: {state_text(job)}")
-                done = fraction(job)
+                done, text = job_progress(job)
+                Gimp.progress_set_text(f"Paintbridge: {title}: {text}")
                 if done is not None:
                     Gimp.progress_update(done)
             elif time.monotonic() - last > SILENCE_CHECK_S:
@@ -62,7 +42,7 @@ def wait(session, job, kind: str, with_user: bool) -> None:
                 else:
                     job.fail(ErrorCode.UNREACHABLE,
                              f"the daemon stopped answering ({session.last_error})")
-            if getattr(job, "stage", None) == "loading":   # no steps to count yet
+            if job.stage == Stage.LOADING:   # no steps to count yet
                 Gimp.progress_pulse()
             if canceller is not None:
                 canceller.iterate(job)

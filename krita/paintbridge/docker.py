@@ -109,12 +109,16 @@ def set_range(spin: QAbstractSpinBox, lo: float, hi: float) -> None:
 
 
 def widget_value(p: Param, w: QWidget) -> Any:
+    """The widget's value as the row's setting (the row says what stands for None)."""
     if isinstance(w, QPlainTextEdit):
-        return w.toPlainText()
-    if isinstance(w, (QLineEdit, QComboBox)):
-        value = w.text() if isinstance(w, QLineEdit) else w.currentData()
-        return value if value or not p.nullable else None
-    return p.from_widget(w.value())
+        raw: Any = w.toPlainText()
+    elif isinstance(w, QLineEdit):
+        raw = w.text()
+    elif isinstance(w, QComboBox):
+        raw = w.currentData() or ""
+    else:
+        raw = w.value()
+    return p.from_widget(raw)
 
 
 def show_value(p: Param, w: QWidget, value: Any) -> None:
