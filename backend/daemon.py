@@ -131,14 +131,17 @@ class Worker(threading.Thread):
         except runner.BadInput as exc:
             self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
             return
-        except Exception as exc:  # the daemon must keep serving whatever a model does
-            if is_out_of_memory(exc):
-                log.warning("job %s ran out of memory: %s", req.job, exc)
+        except runner.StageFailed as exc:  # the daemon keeps serving whatever a model does
+            cause = exc.__cause__ or exc
+            if is_out_of_memory(cause):
+                log.warning("job %s ran out of memory: %s", req.job, cause)
                 self._fail(push, job, ErrorCode.OUT_OF_MEMORY, OOM_ADVICE)
             else:
-                log.exception("job %s failed", req.job)
-                self._fail(push, job, ErrorCode.INTERNAL,
-                           f"model '{entry.name}' failed: {type(exc).__name__}: {exc}")
+                log.error("job %s failed while %s", req.job, exc.stage, exc_info=cause)
+                ours = exc.stage in runner.OUR_STAGES   # not the model's doing
+                self._fail(push, job, ErrorCode.INTERNAL if ours else ErrorCode.MODEL_ERROR,
+                           f"model '{entry.name}' failed while {exc.stage}: "
+                           f"{type(cause).__name__}: {cause}")
             results = None
         if results is None:  # outside the except block, so its traceback's tensors are free
             gc.collect()

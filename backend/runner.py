@@ -18,7 +18,7 @@ import torch
 
 from paintbridge.plugin.protocol import SubmitRequest
 
-from . import compose, schedulers
+from . import compose, failpoints, schedulers
 from .registry import LoadedModel
 
 #: model defaults when neither the request nor the model's paintbridge.json says
@@ -34,6 +34,14 @@ class BadInput(Exception):
 
 class JobCancelled(Exception):
     """Raised from the step callback: diffusers stops at once, nothing is decoded or sent."""
+
+
+class StageFailed(Exception):
+    """Whatever a stage raised (``__cause__``), with the stage in words for the message."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
 
 
 @dataclass
@@ -80,11 +88,35 @@ def seeds_for(params: dict[str, Any]) -> list[int]:
     return [(base + i) % 2**32 for i in range(params["count"])]
 
 
+#: stages that run our code, not the model's: a failure there is an internal error
+OUR_STAGES = ("reading the frames", "encoding the result")
+
+
+class _Stages:
+    """Where the job is, so that a failure says "while denoising" rather than only what broke."""
+
+    def __init__(self) -> None:
+        self.now = "reading the frames"
+
+
 def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         progress: ProgressFn) -> list[PatchResult]:
-    """The whole recipe; raises JobCancelled, BadInput or whatever the model raises."""
+    """The whole recipe; raises JobCancelled, BadInput or StageFailed (from what broke)."""
+    stages = _Stages()
+    try:
+        return _run(req, model, cancel, progress, stages)
+    except (JobCancelled, BadInput):
+        raise
+    except Exception as exc:
+        raise StageFailed(stages.now) from exc
+
+
+def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
+         progress: ProgressFn, stages: _Stages) -> list[PatchResult]:
     # 1-2. inputs
+    failpoints.hit("decode", req.params["prompt"])
     prep = prepare(req)
+    stages.now = "preparing the model's inputs"
     params = req.params
     defaults = model.entry.defaults
     steps = params["steps"] or int(defaults.get("steps", FALLBACK_STEPS))
@@ -125,22 +157,35 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         def on_step(p: Any, i: int, t: Any, kw: dict[str, Any], index: int = index) -> dict:
             if cancel.is_set():
                 raise JobCancelled
+            failpoints.hit("denoise", req.params["prompt"])
             n = p.num_timesteps
             preview = None
             if req.preview and (i % max(1, n // PREVIEWS_PER_RUN) == 0 or i == n - 1):
                 preview = _preview(p, kw["latents"])
             progress(index * n + i + 1, n * len(seeds), preview)
+            if i == n - 1:  # after the last step the pipeline turns latents into pixels
+                stages.now = "decoding the latents"
+                failpoints.hit("latents", req.params["prompt"])
             return kw
 
         if cancel.is_set():
             raise JobCancelled
         generator = torch.Generator("cpu").manual_seed(seed)
-        with torch.inference_mode():
-            out = pipe(**args, generator=generator, callback_on_step_end=on_step).images[0]
+        stages.now = "encoding the prompt and image"
+        # the UNet's first call is where denoising begins: no pipeline callback says so
+        hook = pipe.unet.register_forward_pre_hook(lambda *_: setattr(stages, "now",
+                                                                     "denoising"))
+        try:
+            with torch.inference_mode():
+                out = pipe(**args, generator=generator, callback_on_step_end=on_step).images[0]
+        finally:
+            hook.remove()
         if cancel.is_set():
             raise JobCancelled
 
         # 5. back to the region's size, cut to the alpha, encode
+        stages.now = "encoding the result"
+        failpoints.hit("encode", req.params["prompt"])
         rgb = compose.resize(np.asarray(out, np.float32), width, height)
         patch = compose.make_patch(rgb, prep.alpha, req.offset, req.result_format)
         results.append(PatchResult(patch, seed))

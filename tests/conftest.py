@@ -81,11 +81,12 @@ class DaemonProc:
 
 
 def start_daemon(log_dir: Path, *args: str, wait: bool = True,
-                 endpoint: str | None = None) -> DaemonProc:
+                 endpoint: str | None = None, env: dict[str, str] | None = None) -> DaemonProc:
     """A real daemon process (its own XDG config home, so no user config leaks in)."""
     log = log_dir / f"daemon-{time.monotonic_ns()}.log"
     proc, endpoint = childdaemon.spawn(args, log, endpoint,
-                                       env={"XDG_CONFIG_HOME": str(log_dir / "xdg")})
+                                       env={"XDG_CONFIG_HOME": str(log_dir / "xdg"),
+                                            **(env or {})})
     if wait:
         childdaemon.wait_ready(proc, endpoint, log)
     return DaemonProc(proc, endpoint, log)

@@ -1,7 +1,10 @@
 """Whatever a model or a device does, the job ends with a clear error and the next job runs.
 
-Each failure is real: a model folder with truncated weights, a paintbridge.json with values
-that would fail every job, a device this machine does not have.
+The failures are real where real input can cause them: a model folder with truncated
+weights, one whose text encoder does not fit its UNet (fails while denoising), one whose
+VAE does not fit (fails while decoding the latents), a paintbridge.json with values that
+would fail every job, a device this machine does not have. Reading the frames and encoding
+the result cannot fail on validated input, so there the daemon's failpoints raise.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paintbridge.plugin.client import Client, Frame, JobState
+from paintbridge.plugin.client import Client, Frame, Job, JobState
 from paintbridge.plugin.protocol import ErrorCode
 
 from .conftest import DaemonProc, TinyModels, start_daemon
@@ -35,13 +38,37 @@ def broken(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
     shutil.copytree(good, models / "truncated")
     (weights,) = (models / "truncated" / "unet").glob("*.safetensors")
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    _mismatched(good, models / "wrong-encoder", "text_encoder")
+    _mismatched(good, models / "wrong-vae", "vae")
     shutil.copytree(good, models / "odd-defaults")
     (models / "odd-defaults" / "paintbridge.json").write_text(json.dumps(
         {"steps": "many", "guidance": -3, "sampler": "nope", "native_size": 7,
          "dtype": "float8", "stepz": 4}))
-    d = start_daemon(root, "--models", str(models), "--no-embedded")
+    d = start_daemon(root, "--models", str(models), "--no-embedded",
+                     env={"PAINTBRIDGE_FAILPOINTS": "1"})
     yield d
     d.stop()
+
+
+def _mismatched(good: Path, folder: Path, part: str) -> None:
+    """A copy of ``good`` whose ``part`` is a freshly built one that loads fine but does not
+    fit the UNet: a text encoder 48 wide (the UNet attends to 32), a VAE with 8 latent
+    channels (the UNet makes 4)."""
+    shutil.copytree(good, folder)
+    config = json.loads((folder / part / "config.json").read_text())
+    shutil.rmtree(folder / part)
+    if part == "text_encoder":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        config.update(hidden_size=48, intermediate_size=96)
+        keep = set(CLIPTextConfig().to_dict())
+        CLIPTextModel(CLIPTextConfig(**{k: v for k, v in config.items() if k in keep})
+                      ).save_pretrained(folder / part)
+    else:
+        from diffusers import AutoencoderKL
+
+        config["latent_channels"] = 8
+        AutoencoderKL.from_config(config).save_pretrained(folder / part)
 
 
 def _image(size: int = 32) -> Frame:
@@ -49,9 +76,11 @@ def _image(size: int = 32) -> Frame:
     return Frame(size, size, "rgba8", pixels.tobytes())
 
 
-def _run(client: Client, model: str, steps: int | None = 2) -> object:
-    params = {"model": model, "seed": 1} | ({"steps": steps} if steps else {})
-    job = client.submit("img2img", params, image=_image())
+def _run(client: Client, model: str, steps: int | None = 2, kind: str = "img2img",
+         prompt: str = "") -> Job:
+    params = {"model": model, "seed": 1, "prompt": prompt} | ({"steps": steps} if steps else {})
+    image = None if kind == "txt2img" else _image()
+    job = client.submit(kind, params, image=image, size=(32, 32))
     client.wait(job, timeout=180)
     return job
 
@@ -92,3 +121,38 @@ def test_a_device_that_cannot_work_is_refused_at_start(device: str, words: str) 
                           cwd=Path(__file__).parent)
     assert done.returncode == 2
     assert words in done.stderr and "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("model, kind, code, words", [
+    ("wrong-encoder", "img2img", ErrorCode.MODEL_ERROR, "while denoising: RuntimeError"),
+    ("wrong-vae", "txt2img", ErrorCode.MODEL_ERROR, "while decoding the latents: "),
+    # its 8-channel latents of the image reach the UNet, which takes 4
+    ("wrong-vae", "img2img", ErrorCode.MODEL_ERROR, "while denoising: RuntimeError"),
+])
+def test_a_model_that_fails_while_running_fails_its_job_only(
+        broken: DaemonProc, model: str, kind: str, code: str, words: str) -> None:
+    with Client(broken.endpoint) as client:
+        bad = _run(client, model, kind=kind)
+        assert bad.state is JobState.FAILED and bad.error_code == code
+        assert f"model '{model}' failed {words}" in bad.error_message, bad.error_message
+        good = _run(client, "good", kind=kind)
+        assert good.state is JobState.DONE and good.patches, good.error_message
+    assert broken.proc.poll() is None
+
+
+@pytest.mark.parametrize("stage, code, words", [
+    ("decode", ErrorCode.INTERNAL, "while reading the frames"),
+    ("denoise", ErrorCode.MODEL_ERROR, "while denoising"),
+    ("latents", ErrorCode.MODEL_ERROR, "while decoding the latents"),
+    ("encode", ErrorCode.INTERNAL, "while encoding the result"),
+])
+def test_a_failure_at_any_stage_fails_that_job_only(broken: DaemonProc, stage: str,
+                                                    code: str, words: str) -> None:
+    with Client(broken.endpoint) as client:
+        bad = _run(client, "good", prompt=f"a cat failpoint:{stage}")
+        assert bad.state is JobState.FAILED and bad.error_code == code
+        assert words in bad.error_message and "InjectedFailure" in bad.error_message
+        good = _run(client, "good", prompt="a cat")
+        assert good.state is JobState.DONE and good.patches, good.error_message
+    assert broken.proc.poll() is None
+    assert "Traceback" in broken.output()   # the log keeps what the user's message leaves out
