@@ -1,7 +1,6 @@
 """The ``paintbridge`` command: ``serve`` (the daemon) and the headless client commands.
 
-Exit codes a script can rely on: 0 done; 1 the daemon refused or failed the job; 2 bad usage
-or input; 3 no daemon reachable (or it went silent); 130 interrupted (the job is cancelled).
+Every mistake is one line on stderr, ``paintbridge: …``, and an exit code (``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -33,6 +33,21 @@ class ExitCode(IntEnum):
     USAGE = 2         # bad usage or input
     UNREACHABLE = 3   # no daemon reachable, or it went silent
     INTERRUPTED = 130  # Ctrl+C (128 + SIGINT); the job is cancelled
+
+
+DESCRIPTION = ("Stable Diffusion editing for Krita and GIMP: the daemon (serve) and the "
+               "command-line clients.")
+EXIT_CODES = """exit codes:
+  0    done
+  1    the daemon refused or failed the job (or had no usable model)
+  2    bad usage or input (the message says which)
+  3    no daemon reachable, or it went silent
+  130  interrupted by Ctrl+C (the job is cancelled)"""
+
+
+def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> ExitCode:
+    print(f"paintbridge: {message}", file=sys.stderr)
+    return code
 
 
 def _config_path() -> Path:
@@ -91,6 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     bind = args.bind or config.get("bind") or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+    problem = hosts.endpoint_problem(bind)
+    if problem:
+        given_by = ("--bind" if args.bind else "config 'bind'" if config.get("bind")
+                    else f"${ENDPOINT_ENV}")
+        return _fail(f"{given_by} {problem}")
     limits = Limits(**{k: v for k, v in (("max_queue", args.max_queue),
                                          ("max_queue_per_client", args.max_queue_per_client),
                                          ("max_pixels", args.max_pixels))
@@ -124,7 +144,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"paintbridge: cannot bind {bind}: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
-          f"(device {choice.device}, {choice.dtype_name}, {threads} threads)", flush=True)
+          f"(device {choice.device}, {choice.dtype_name}, {threads} "
+          f"thread{'s' if threads != 1 else ''})", flush=True)
     if auth is not None:
         print(f"  CurveZMQ on: server public key {auth.public.decode()}; clients admitted from "
               f"{auth.authorized}", flush=True)
@@ -150,10 +171,30 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(args.endpoint, server_key=args.server_key, client_key=args.client_key)
 
 
+class ClientUnusable(Exception):
+    """A client that cannot even be made (a malformed endpoint, unusable keys)."""
+
+
+def open_client(args: argparse.Namespace) -> Any:
+    from paintbridge.plugin.client import DaemonError
+
+    try:
+        return _client(args)
+    except ValueError as exc:   # the endpoint
+        source = "--endpoint" if args.endpoint else f"${ENDPOINT_ENV}"
+        raise ClientUnusable(f"{source} {exc}") from None
+    except DaemonError as exc:  # the keys
+        raise ClientUnusable(hosts.keys_unusable(exc.message)) from None
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from . import keys
 
     keys_dir = Path(args.dir).expanduser() if args.dir else keys.default_dir()
+    if args.what == "client" and not args.name:
+        return _fail("keys client needs a NAME (e.g. `paintbridge keys client bob-laptop`)")
+    if args.what != "client" and args.name:
+        return _fail(f"keys {args.what} takes no name (got {args.name!r})")
     try:
         if args.what == "server":
             public = keys.create_server(keys_dir, force=args.force)
@@ -162,38 +203,52 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"  file: {public}")
         elif args.what == "client":
             secret, _ = keys.create_client(keys_dir, args.name)
-            server = "SERVER_PUBLIC_KEY (run `paintbridge keys server` first)"
+            server = "SERVER_PUBLIC_KEY"    # a placeholder until `keys server` has run
             if (keys_dir / "server.key").exists():
-                server = keys.server_public_key(keys_dir)
-            print(f"client '{args.name}' authorized; copy {secret} to that machine and use")
-            print(f"  --client-key {secret.name} --server-key {server}")
+                server = shlex.quote(keys.server_public_key(keys_dir))
+            print(f"client '{args.name}' authorized; copy {secret} to that machine and use "
+                  "(quoted for a shell):")
+            print(f"  --client-key {shlex.quote(secret.name)} --server-key {server}")
+            if server == "SERVER_PUBLIC_KEY":
+                print("  (no server keys yet: run `paintbridge keys server`, then `paintbridge "
+                      "keys show` prints the key)")
         else:
             print(f"server public key: {keys.server_public_key(keys_dir)}")
             for f in sorted((keys_dir / "authorized").glob("*.key")):
                 print(f"authorized client: {f.stem}")
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"paintbridge: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return _fail(str(exc))
+    except BrokenPipeError:
+        raise
+    except OSError as exc:   # a keys folder that cannot be written
+        return _fail(f"cannot write keys in {keys_dir}: {exc}", ExitCode.FAILED)
     return ExitCode.OK
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from paintbridge.plugin.client import DaemonError
 
-    with _client(args) as client:
+    try:
+        client = open_client(args)
+    except ClientUnusable as exc:
+        return _fail(str(exc))
+    with client:
         try:
             header = client.request("models", timeout=args.timeout)[0]
         except DaemonError as exc:
-            print(f"paintbridge: {exc.message}", file=sys.stderr)
             unreachable = exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT)
-            return ExitCode.UNREACHABLE if unreachable else ExitCode.FAILED
+            return _fail(exc.message, ExitCode.UNREACHABLE if unreachable else ExitCode.FAILED)
+    models = header["models"]
     if args.json:
-        print(json.dumps(header["models"], indent=2))
-        return ExitCode.OK
-    for m in header["models"]:
-        mark = "*" if m["name"] == header.get("default") else " "
-        state = "" if m["usable"] else f"  ({m.get('error')})"
-        print(f"{mark} {m['name']:40s} {m['arch'] or '?':12s} {m['source']}{state}")
+        print(json.dumps(models, indent=2))
+    else:
+        for m in models:
+            mark = "*" if m["name"] == header.get("default") else " "
+            state = "" if m["usable"] else f"  (not loaded: {m.get('error')})"
+            print(f"{mark} {m['name']:40s} {m['arch'] or '?':12s} {m['source']}{state}")
+    if not any(m["usable"] for m in models):
+        return _fail("the daemon has no usable model: start it with --models DIR (a folder of "
+                     ".safetensors checkpoints or diffusers folders)", ExitCode.FAILED)
     return ExitCode.OK
 
 
@@ -204,20 +259,27 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
     try:
         return run_edit(args)
-    except DaemonError as exc:  # bad key files
-        print(f"paintbridge: {exc.message}", file=sys.stderr)
-        return ExitCode.USAGE
+    except ClientUnusable as exc:
+        return _fail(str(exc))
+    except DaemonError as exc:
+        return _fail(exc.message, ExitCode.FAILED)
     except EditFailed as exc:
-        print(f"paintbridge: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     """Hand over to the host's installer module (backend/install_<host>.py)."""
     import importlib
 
+    option, given = (("--resources", args.resources) if args.host == "krita"
+                     else ("--plug-ins", args.plug_ins))
+    if given and Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
+        return _fail(f"{option} {given} is a file: give the folder")
     module = importlib.import_module(f".install_{args.host}", __package__)
-    return int(module.run(args))
+    try:
+        return int(module.run(args))
+    except OSError as exc:
+        return _fail(f"cannot install the {args.host} plugin: {exc}", ExitCode.FAILED)
 
 
 # --------------------------------------------------------------------------- parser
@@ -251,13 +313,15 @@ EDIT_HELP = {"model": "model name (default: the daemon's default model)",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="paintbridge", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="paintbridge", description=DESCRIPTION, epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"paintbridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the daemon in the foreground")
-    s.add_argument("--bind", help=f"endpoint to listen on (default {DEFAULT_ENDPOINT}); "
-                                  "non-loopback needs keys (paintbridge keys)")
+    s.add_argument("--bind", help=f"endpoint to listen on (default ${ENDPOINT_ENV} or "
+                                  f"{DEFAULT_ENDPOINT}); non-loopback needs keys "
+                                  "(paintbridge keys)")
     s.add_argument("--models", action="append", default=[], metavar="DIR",
                    help="a model folder to scan (repeatable): A1111 models/Stable-diffusion, "
                         "ComfyUI models/checkpoints, or any folder")
@@ -317,9 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up when the daemon is silent this long during a job")
     e.set_defaults(func=cmd_edit)
 
-    kp = sub.add_parser("keys", help="create CurveZMQ keys for a remote daemon")
-    kp.add_argument("what", choices=["server", "client", "show"])
-    kp.add_argument("name", nargs="?", help="the client's name (for 'client')")
+    kp = sub.add_parser(
+        "keys", help="create CurveZMQ keys for a remote daemon",
+        description="Keys let a daemon listen beyond this machine (docs/security.md).",
+        epilog="  server       make the daemon's keypair (once, on the daemon's machine)\n"
+               "  client NAME  make and authorize a keypair for one client machine; prints "
+               "the\n               options to use there, quoted for a shell\n"
+               "  show         print the daemon's public key and the authorized clients",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    kp.add_argument("what", choices=["server", "client", "show"], help="what to do (below)")
+    kp.add_argument("name", nargs="?", help="the client's name, for 'client': letters, digits, "
+                                            "- and _ (e.g. bob-laptop)")
     kp.add_argument("--dir", help="keys folder (default ~/.config/paintbridge/keys)")
     kp.add_argument("--force", action="store_true", help="replace existing server keys")
     kp.set_defaults(func=cmd_keys)
@@ -338,7 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:   # `paintbridge keys show | head -1`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return ExitCode.OK
+    return code
 
 
 if __name__ == "__main__":

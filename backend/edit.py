@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from paintbridge.plugin.client import Client, DaemonError, Frame, Job, JobState, Patch
+from paintbridge.plugin.client import DaemonError, Frame, Job, JobState, Patch
 from paintbridge.plugin.params import PARAMS
 from paintbridge.plugin.protocol import ErrorCode, ProtocolError, Stage
 from paintbridge.plugin.region import Rect, job_region
 
-from .cli import ExitCode
+from .cli import ExitCode, open_client
 
 
 class EditFailed(Exception):
@@ -30,13 +31,61 @@ class EditFailed(Exception):
         self.exit_code = exit_code
 
 
+#: the images ``-o`` can write (the patch files are always PNG: they need their alpha)
+OUTPUT_SUFFIXES = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+                   ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def check_output(output: str) -> str:
+    """The format ``-o`` asks for, checked before the job is sent: a result that cannot be
+    written would be work thrown away."""
+    out = Path(output)
+    fmt = OUTPUT_SUFFIXES.get(out.suffix.lower())
+    if fmt is None:
+        raise EditFailed(f"-o {output}: give a file name ending in "
+                         f"{', '.join(OUTPUT_SUFFIXES)}", ExitCode.USAGE)
+    folder = out.parent
+    if out.is_dir():
+        raise EditFailed(f"-o {output} is a folder: give a file name", ExitCode.USAGE)
+    if not folder.is_dir():
+        raise EditFailed(f"-o {output}: no such folder {folder}", ExitCode.USAGE)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EditFailed(f"-o {output}: cannot write in {folder}", ExitCode.USAGE)
+    return fmt
+
+
+def _gray8(im: Image.Image) -> np.ndarray:
+    """A grayscale image as 8 bits, keeping its whole range: 16-bit PNGs open as mode I;16
+    (or I), which Pillow's convert("L") clips at 255 instead of scaling."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(im)
+        return np.rint(wide.astype(np.float32) / 257.0).clip(0, 255).astype(np.uint8)
+    if im.mode == "F":
+        floats = np.asarray(im, np.float32)
+        top = 1.0 if floats.max(initial=0.0) <= 1.0 else 255.0
+        return np.rint(floats * (255.0 / top)).clip(0, 255).astype(np.uint8)
+    return np.asarray(im.convert("L"))
+
+
+def _rgba8(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        gray = _gray8(im)
+        rgba = np.empty((*gray.shape, 4), np.uint8)
+        rgba[..., :3] = gray[..., None]
+        rgba[..., 3] = 255
+        return rgba
+    return np.asarray(im.convert("RGBA"))
+
+
 def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        image = np.asarray(Image.open(args.image).convert("RGBA"))
+        with Image.open(args.image) as im:
+            image = _rgba8(im)
         mask = None
         if args.mask:
-            mask = np.asarray(Image.open(args.mask).convert("L"))
-    except (OSError, ValueError) as exc:
+            with Image.open(args.mask) as im:
+                mask = _gray8(im)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise EditFailed(f"cannot read input: {exc}", ExitCode.USAGE) from None
     if mask is not None and mask.shape != image.shape[:2]:
         raise EditFailed(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
@@ -53,19 +102,26 @@ def _bounds(mask: np.ndarray) -> Rect | None:
 
 
 def composite(image: np.ndarray, patch: Patch) -> np.ndarray:
-    """Patch over image (straight alpha), as a host draws a new layer above the source."""
-    out = image.astype(np.float32)
+    """Patch over image (straight alpha), as a host draws a new layer above the source.
+    Float maths only inside the patch: a full-size float copy of an 8000² image is 1 GB."""
+    out = image.copy()
     px = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
-    px = px.astype(np.float32)
     ys, xs = slice(patch.y, patch.y + patch.height), slice(patch.x, patch.x + patch.width)
-    a = px[..., 3:4] / 255.0
-    under = out[ys, xs]
+    under = out[ys, xs].astype(np.float32)
+    over = px.astype(np.float32)
+    a = over[..., 3:4] / 255.0
     under_a = under[..., 3:4] / 255.0
     out_a = a + under_a * (1 - a)
-    rgb = (px[..., :3] * a + under[..., :3] * under_a * (1 - a)) / np.maximum(out_a, 1e-6)
-    out[ys, xs, :3] = rgb
-    out[ys, xs, 3:4] = out_a * 255.0
-    return np.rint(out).clip(0, 255).astype(np.uint8)
+    rgb = (over[..., :3] * a + under[..., :3] * under_a * (1 - a)) / np.maximum(out_a, 1e-6)
+    out[ys, xs, :3] = np.rint(rgb).clip(0, 255).astype(np.uint8)
+    out[ys, xs, 3:4] = np.rint(out_a * 255.0).clip(0, 255).astype(np.uint8)
+    return out
+
+
+def _frame(pixels: np.ndarray, fmt: str) -> Frame:
+    """A frame over the pixels themselves: a whole-image region is not copied again."""
+    flat = np.ascontiguousarray(pixels).reshape(-1)
+    return Frame(pixels.shape[1], pixels.shape[0], fmt, flat.data)
 
 
 def progress_line(job: Job) -> str | None:
@@ -98,7 +154,15 @@ class _Bar:
 
 
 def run_edit(args: argparse.Namespace) -> ExitCode:
-    image, mask = _load(args)
+    fmt = check_output(args.output)
+    with open_client(args) as client:   # a bad endpoint or key file: before any reading
+        image, mask = _load(args)
+        job = _submit_and_wait(args, client, image, mask)
+    return _write(args, image, job, fmt)
+
+
+def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
+                     mask: np.ndarray | None) -> Job:
     height, width = image.shape[:2]
     selection = _bounds(mask) if mask is not None else None
     if mask is not None and selection is None:
@@ -113,57 +177,72 @@ def run_edit(args: argparse.Namespace) -> ExitCode:
         raise EditFailed(str(exc), ExitCode.USAGE) from None
     ys = slice(region.y, region.bottom)
     xs = slice(region.x, region.right)
-    rgba = Frame(region.width, region.height, "rgba8",
-                 np.ascontiguousarray(image[ys, xs]).tobytes())
-    sel = None
-    if mask is not None:
-        sel = Frame(region.width, region.height, "gray8",
-                    np.ascontiguousarray(mask[ys, xs]).tobytes())
+    rgba = _frame(image[ys, xs], "rgba8")
+    sel = _frame(mask[ys, xs], "gray8") if mask is not None else None
     # the table's "no value" spellings (seed -1, an empty model) mean what they do in hosts
     given = {p.name: p.from_widget(getattr(args, p.name)) for p in PARAMS
              if kind in p.kinds and getattr(args, p.name) is not None}
     params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     bar = _Bar()
-    with Client(args.endpoint, server_key=args.server_key, client_key=args.client_key) as client:
-        try:
-            client.hello(timeout=args.timeout)
-            job = client.submit(kind, params, image=None if kind == "txt2img" else rgba,
-                                mask=sel, offset=(region.x, region.y),
-                                size=(region.width, region.height), result_format="rgba8")
-        except ProtocolError as exc:
-            raise EditFailed(f"invalid request: {exc.message}", ExitCode.USAGE) from None
-        except DaemonError as exc:
-            unreachable = exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT)
-            raise EditFailed(exc.message, ExitCode.UNREACHABLE if unreachable
-                             else ExitCode.FAILED) from None
-        try:
-            client.wait(job, timeout=args.job_timeout, on_update=bar)
-        except KeyboardInterrupt:
-            client.cancel(job)
-            client.wait(job, timeout=10)
-            bar.close()
-            raise EditFailed("interrupted: job cancelled", ExitCode.INTERRUPTED) from None
-        finally:
-            bar.close()
+    try:
+        client.hello(timeout=args.timeout)   # the daemon's limits, checked before sending
+        job = client.submit(kind, params, image=None if kind == "txt2img" else rgba,
+                            mask=sel, offset=(region.x, region.y),
+                            size=(region.width, region.height), result_format="rgba8")
+    except ProtocolError as exc:
+        raise EditFailed(f"invalid request: {exc.message}", ExitCode.USAGE) from None
+    except DaemonError as exc:
+        unreachable = exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT)
+        raise EditFailed(exc.message, ExitCode.UNREACHABLE if unreachable
+                         else ExitCode.FAILED) from None
+    try:
+        client.wait(job, timeout=args.job_timeout, on_update=bar)
+    except KeyboardInterrupt:
+        client.cancel(job)
+        client.wait(job, timeout=10)
+        bar.close()
+        raise EditFailed("interrupted: job cancelled", ExitCode.INTERRUPTED) from None
+    finally:
+        bar.close()
     if job.state is not JobState.DONE:
         silent = job.error_code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED)
         raise EditFailed(f"{job.error_message or job.state.value} [{job.error_code}]",
                          ExitCode.UNREACHABLE if silent else ExitCode.FAILED)
-    return _write(args, image, job)
+    return job
 
 
-def _write(args: argparse.Namespace, image: np.ndarray, job: Job) -> ExitCode:
+def _write(args: argparse.Namespace, image: np.ndarray, job: Job, fmt: str) -> ExitCode:
     out = Path(args.output)
     summary = []
+    flattened = False
     for i, patch in enumerate(job.patches):
         target = out if i == 0 else out.with_name(f"{out.stem}-{i}{out.suffix}")
-        Image.fromarray(composite(image, patch)).save(target)
-        patch_file = target.with_name(f"{target.stem}.patch.png")
-        px = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
-        Image.fromarray(px, "RGBA").save(patch_file)
+        result = composite(image, patch)
+        try:
+            if fmt == "JPEG":   # no alpha in JPEG: flatten onto white, and say so
+                flattened = flattened or bool((result[..., 3] < 255).any())
+                Image.fromarray(_on_white(result)).save(target, fmt, quality=95)
+            else:
+                Image.fromarray(result).save(target, fmt, **({"lossless": True}
+                                                             if fmt == "WEBP" else {}))
+            patch_file = target.with_name(f"{target.stem}.patch.png")
+            px = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
+            Image.fromarray(px, "RGBA").save(patch_file)
+        except (OSError, ValueError) as exc:
+            raise EditFailed(f"cannot write {target}: {exc}", ExitCode.FAILED) from None
         summary.append({"output": str(target), "patch": str(patch_file), "x": patch.x,
                         "y": patch.y, "width": patch.width, "height": patch.height,
                         "seed": patch.seed})
+    if flattened:
+        print(f"paintbridge: note: {out.name} is JPEG, which has no transparency: transparent "
+              "parts are flattened onto white (use .png or .webp to keep them)",
+              file=sys.stderr)
     print(json.dumps({"model": job.info.get("model"), "seconds": job.info.get("seconds"),
                       "results": summary}))
     return ExitCode.OK
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * a + 255.0 * (1 - a)
+    return np.rint(rgb).clip(0, 255).astype(np.uint8)

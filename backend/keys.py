@@ -14,6 +14,7 @@ Only clients whose public key lies in ``authorized/`` get past ZeroMQ's ZAP hand
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,18 @@ from pathlib import Path
 import zmq.auth
 
 from paintbridge.plugin import hosts
+
+#: a client's name becomes file names and appears in commands: keep it shell- and path-safe
+CLIENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+CLIENT_NAME_RULE = ("a client name is 1-64 letters, digits, - and _ (not starting with -), "
+                    "e.g. bob-laptop")
+
+
+def check_client_name(name: str) -> str:
+    """The name, or ValueError with the rule: the one check for every place that takes one."""
+    if not CLIENT_NAME.fullmatch(name or ""):
+        raise ValueError(f"{name!r}: {CLIENT_NAME_RULE}")
+    return name
 
 
 def default_dir() -> Path:
@@ -52,8 +65,7 @@ def create_server(keys_dir: Path, force: bool = False) -> Path:
 
 def create_client(keys_dir: Path, name: str) -> tuple[Path, Path]:
     """A client keypair, its public key authorized at once. Returns (secret file, public)."""
-    if not name or any(c in name for c in "/\\.") or name.startswith("-"):
-        raise ValueError("a client name is letters, digits, - and _")
+    check_client_name(name)
     clients = keys_dir / "clients"
     clients.mkdir(parents=True, exist_ok=True)
     (keys_dir / "authorized").mkdir(exist_ok=True)
@@ -81,5 +93,12 @@ def load_server(keys_dir: Path) -> ServerKeys:
 
 
 def server_public_key(keys_dir: Path) -> str:
-    public, _ = zmq.auth.load_certificate(keys_dir / "server.key")
+    """The daemon's public key; FileNotFoundError with the command that creates it."""
+    path = keys_dir / "server.key"
+    if not path.is_file():
+        raise FileNotFoundError(f"no server keys in {keys_dir}: run `paintbridge keys server`")
+    try:
+        public, _ = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a key file ({exc})") from None
     return public.decode()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -166,6 +167,8 @@ def _read_defaults(path: Path) -> dict[str, Any]:
 
 
 def _inspect(entry: ModelEntry) -> ModelEntry:
+    if entry.error:   # refused by name already (a pickle file)
+        return entry
     try:
         if entry.source is Source.SINGLE_FILE:
             arch = single_file_arch(entry.path)
@@ -192,6 +195,12 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+#: checkpoints in Python's pickle format, which can run code when opened: never loaded
+PICKLE_SUFFIXES = (".ckpt",)
+PICKLE_REFUSED = ("pickle files (.ckpt) are unsafe, they can run code when opened: use the "
+                  ".safetensors version of this model")
+
+
 def discover(root: Path) -> list[ModelEntry]:
     """Every diffusers folder and .safetensors file under ``root`` (depth ≤ MAX_DEPTH)."""
     found: list[ModelEntry] = []
@@ -214,12 +223,28 @@ def discover(root: Path) -> list[ModelEntry]:
                     walk(child, depth + 1)
             elif child.suffix == ".safetensors":
                 found.append(ModelEntry(name, child, Source.SINGLE_FILE))
+            elif child.suffix in PICKLE_SUFFIXES:   # listed, so the user learns why not
+                found.append(ModelEntry(name, child, Source.SINGLE_FILE, error=PICKLE_REFUSED))
 
     walk(root, 1)
     return found
 
 
 # --------------------------------------------------------------------------- loading
+
+
+#: where diffusers' and transformers' messages turn to advice for developers
+_DEVELOPER_HINTS = re.compile(r"\s*(If you (want|were)|Please (make sure|pass|check)|For more "
+                              r"information|You (can|may|should)|Make sure|Otherwise,|Defaulting)"
+                              r"\b.*", re.S)
+
+
+def plain_reason(exc: BaseException) -> str:
+    """What went wrong, without the library's advice to developers (low_cpu_mem_usage,
+    hub URLs…): the user can act on the file, not on the loader's arguments."""
+    text = _DEVELOPER_HINTS.sub("", str(exc)).strip().splitlines()
+    reason = " ".join(line.strip() for line in text if line.strip())[:400] or type(exc).__name__
+    return reason.replace("Cannot load  because ", "")
 
 
 #: diffusers' AutoPipeline that runs each task (a job kind) on a loaded model's components
@@ -293,15 +318,16 @@ def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
                 extra.update(model_configs.load_tokenizers(entry.arch))
                 pipe = cls.from_single_file(str(entry.path), config=str(config),
                                             local_files_only=True, torch_dtype=dtype, **extra)
-            else:
+            else:   # safetensors only: a folder's .bin weights are pickles
                 pipe = cls.from_pretrained(str(entry.path), local_files_only=True,
-                                           torch_dtype=dtype, **extra)
+                                           use_safetensors=True, torch_dtype=dtype, **extra)
     except ModelError:
         raise
     except Exception as exc:
         if is_out_of_memory(exc):
             raise  # not the model's fault: the daemon says so, with advice
-        raise ModelError(f"cannot load '{entry.name}': {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"cannot load '{entry.name}' ({entry.path}): "
+                         f"{plain_reason(exc)}") from exc
     pipe.to(device)
     if device.type in ("cpu", "cuda"):
         import torch

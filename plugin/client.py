@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
@@ -151,6 +151,8 @@ class DaemonError(Exception):
 
 
 _REPLIES = ("hello", "models", "status", "echo")
+#: where a plain client takes its keys, for the words of a refused handshake
+KEYS_WHERE = "the server key and the client key file"
 
 
 class Client:
@@ -169,7 +171,9 @@ class Client:
         self._context = context or zmq.Context.instance()
         self.client_id = client_id or uuid.uuid4().hex
         self.connected = False
-        self.auth_refused = False
+        #: why the last handshake failed: "refused" (the daemon turned this client's key
+        #: down), "mismatch" (no common keys: wrong server key, or keys on one side only)
+        self.handshake_failure: str | None = None
         self.uses_keys = False
         self.socket = self._context.socket(zmq.DEALER)
         self._monitor: zmq.Socket | None = None
@@ -206,6 +210,9 @@ class Client:
         self.socket.setsockopt(zmq.HEARTBEAT_TTL, 6 * heartbeat_ms)
         self._monitor = self.socket.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        problem = hosts.endpoint_problem(self.endpoint)
+        if problem:
+            raise ValueError(problem)
         try:
             self.socket.connect(self.endpoint)
         except zmq.ZMQError as exc:
@@ -218,6 +225,8 @@ class Client:
         if not client_key:
             raise DaemonError(ErrorCode.BAD_FIELD, "a server key needs a client key file too "
                                                    "(paintbridge keys client NAME)")
+        if not os.path.isfile(client_key):
+            raise DaemonError(ErrorCode.BAD_FIELD, f"client key {client_key}: no such file")
         try:
             public, secret = zmq.auth.load_certificate(os.fspath(client_key))
         except (OSError, ValueError) as exc:
@@ -225,9 +234,16 @@ class Client:
         if secret is None:
             raise DaemonError(ErrorCode.BAD_FIELD, f"{client_key} holds no secret key")
         if os.path.isfile(server_key):
-            server_key = zmq.auth.load_certificate(server_key)[0].decode()
+            try:
+                server_key = zmq.auth.load_certificate(server_key)[0].decode()
+            except (OSError, ValueError) as exc:
+                raise DaemonError(ErrorCode.BAD_FIELD,
+                                  f"cannot read server key: {exc}") from None
+        elif len(server_key) != 40 and (os.sep in server_key or server_key.endswith(".key")):
+            raise DaemonError(ErrorCode.BAD_FIELD, f"server key {server_key}: no such file")
         if len(server_key) != 40:
-            raise DaemonError(ErrorCode.BAD_FIELD, "the server key must be 40 Z85 characters")
+            raise DaemonError(ErrorCode.BAD_FIELD, "the server key must be 40 Z85 characters "
+                                                   "(or the daemon's server.key file)")
         self.uses_keys = True
         try:
             self.socket.curve_serverkey = server_key.encode()
@@ -236,6 +252,10 @@ class Client:
         except zmq.ZMQError as exc:
             raise DaemonError(ErrorCode.BAD_FIELD, f"the server key is not a valid Z85 key "
                                                    f"({exc})") from None
+
+    @property
+    def auth_refused(self) -> bool:
+        return self.handshake_failure is not None
 
     def close(self) -> None:
         if self._monitor is not None:
@@ -270,13 +290,11 @@ class Client:
         parts = [protocol.encode_header(header), *frames]
         if not self.socket.poll(int(timeout * 1000), zmq.POLLOUT):
             self.pump(0)  # notice a refused handshake
-            if self.auth_refused and self.uses_keys:
+            if self.handshake_failure:
                 raise DaemonError(ErrorCode.UNREACHABLE,
-                                  f"the daemon at {self.endpoint} refused this client's keys")
-            if self.auth_refused:
-                raise DaemonError(ErrorCode.UNREACHABLE,
-                                  f"the daemon at {self.endpoint} requires keys: give the "
-                                  "server key and this client's key file (docs/security.md)")
+                                  hosts.handshake_failed(self.endpoint, KEYS_WHERE,
+                                                         self.handshake_failure,
+                                                         self.uses_keys))
             raise DaemonError(ErrorCode.UNREACHABLE,
                               f"no paintbridge daemon answers at {self.endpoint}; "
                               "start one with `paintbridge serve`")
@@ -321,15 +339,16 @@ class Client:
                                  "nothing was changed")
                         changed.append(job)
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.connected, self.auth_refused = True, False
+                self.connected, self.handshake_failure = True, None
                 for job in self.jobs.values():
                     if job.lost:
                         try:
                             self._send({"v": protocol.VERSION, "op": "fetch", "job": job.id})
                         except DaemonError:
                             break  # gone again; the next handshake asks once more
-            elif event & _HANDSHAKE_FAILED:
-                self.auth_refused = True
+            elif event & _HANDSHAKE_FAILED:   # ZAP says 400 only when it refused the key
+                self.handshake_failure = ("refused" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                          else "mismatch")
         return changed
 
     def _dispatch(self, parts: list[zmq.Frame]) -> Job | None:
@@ -406,7 +425,16 @@ class Client:
         return header, buffers
 
     def hello(self, timeout: float = 5.0) -> dict[str, Any]:
-        return self.request("hello", timeout)[0]
+        """The daemon's facts; from now on requests are checked against its limits, so that
+        an image it would refuse (or whose frame its transport would drop) never leaves."""
+        info = self.request("hello", timeout)[0]
+        announced = info.get("limits")
+        if isinstance(announced, dict):
+            known = {f.name for f in fields(Limits)}
+            self.limits = replace(self.limits, **{
+                k: v for k, v in announced.items()
+                if k in known and isinstance(v, int) and not isinstance(v, bool) and v > 0})
+        return info
 
     def models(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         return self.request("models", timeout)[0]["models"]

@@ -27,6 +27,27 @@ def default_endpoint() -> str:
     return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
 
 
+def endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with an endpoint the user typed, in words (None: it is well formed).
+    Checked before ZeroMQ sees it, so that ``garbage`` is not taken for a remote address."""
+    from .protocol import DEFAULT_ENDPOINT
+
+    example = f"write tcp://HOST:PORT (e.g. {DEFAULT_ENDPOINT}) or ipc:///path/to/socket"
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        return f"'{endpoint}' is not an endpoint: {example}"
+    if scheme not in ("tcp", "ipc", "inproc"):
+        return f"'{endpoint}': unknown transport '{scheme}': {example}"
+    if not rest:
+        return f"'{endpoint}' names no address: {example}"
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not (port == "*" or port.isdigit()
+                                         and 0 < int(port) < 65536):
+            return f"'{endpoint}' needs a host and a port from 1 to 65535: {example}"
+    return None
+
+
 def is_loopback(endpoint: str) -> bool:
     """ipc:// and inproc:// are local; tcp:// must name a loopback host ("*", interface
     names and host names other than localhost are not provably loopback)."""
@@ -74,6 +95,22 @@ def keys_refused(endpoint: str, where: str) -> str:
     return (f"The daemon at {endpoint} refused this client's keys: check {where}, and that "
             "the daemon authorizes this client (its public key in the daemon's "
             f"keys/authorized folder; see {SECURITY_DOC}).")
+
+
+def server_key_wrong(endpoint: str, where: str) -> str:
+    return (f"The daemon at {endpoint} did not accept the handshake: the server key given is "
+            "not its public key (`paintbridge keys show` prints it on the daemon's machine), "
+            f"or it runs without keys. Check {where} (see {SECURITY_DOC}).")
+
+
+def handshake_failed(endpoint: str, where: str, failure: str | None, uses_keys: bool) -> str:
+    """Words for a failed handshake: ``failure`` is the client's ``handshake_failure``
+    (None when the host saw a refusal that ZeroMQ did not report)."""
+    if not uses_keys:
+        return keys_required(endpoint, where)
+    if failure == "mismatch":
+        return server_key_wrong(endpoint, where)
+    return keys_refused(endpoint, where)
 
 
 def keys_required(endpoint: str, where: str) -> str:

@@ -252,8 +252,8 @@ class Session:
         if self.key_error:
             return self.key_error
         if self.auth_refused or refused:
-            return (hosts.keys_refused(self.endpoint, where) if self.uses_keys
-                    else hosts.keys_required(self.endpoint, where))
+            failure = self._client.handshake_failure if self._client is not None else None
+            return hosts.handshake_failed(self.endpoint, where, failure, self.uses_keys)
         return None
 
     def reconnect(self, endpoint: str | None = None, **client_options: Any) -> None:

@@ -68,12 +68,15 @@ def test_authorized_client_works(secure_daemon) -> None:
     assert "CurveZMQ on" in d.output()
 
 
-@pytest.mark.parametrize("who", ["unknown key", "no keys", "plaintext"])
+@pytest.mark.parametrize("who", ["unknown key", "wrong server key", "no keys", "plaintext"])
 def test_others_are_refused_and_cannot_submit(secure_daemon, key_dirs, who: str) -> None:
     d, server_key, alice = secure_daemon
     if who == "unknown key":
         client = Client(d.endpoint, server_key=server_key,
                         client_key=key_dirs["other"] / "clients" / "mallory.key_secret")
+    elif who == "wrong server key":   # an authorized client, given another daemon's key
+        client = Client(d.endpoint, server_key=keys.server_public_key(key_dirs["other"]),
+                        client_key=alice)
     elif who == "no keys":
         with pytest.raises(DaemonError, match="client key"):
             Client(d.endpoint, server_key=server_key)
@@ -84,7 +87,9 @@ def test_others_are_refused_and_cannot_submit(secure_daemon, key_dirs, who: str)
         with pytest.raises(DaemonError) as info:
             client.hello(timeout=1.5)
         assert info.value.code in ("unreachable", "timeout")
-        expected = "refused this client's keys" if who == "unknown key" else "requires keys"
+        expected = {"unknown key": "refused this client's keys",
+                    "wrong server key": "the server key given is not its public key"
+                    }.get(who, "requires keys")
         assert expected in info.value.message
         with pytest.raises(DaemonError):
             tiny_job(client)
@@ -118,9 +123,13 @@ def test_bad_keys_and_endpoints_are_clear_errors(key_dirs, tmp_path: Path) -> No
              ({"server_key": keys.server_public_key(key_dirs["good"]),
                "client_key": garbage}, "No public key found"),
              ({"server_key": keys.server_public_key(key_dirs["good"]),
-               "client_key": tmp_path / "missing"}, "cannot read client key")]
+               "client_key": tmp_path / "missing"}, "missing: no such file"),
+             ({"server_key": str(tmp_path / "server.key"), "client_key": alice},
+              "server.key: no such file")]
     for options, message in cases:
         with pytest.raises(DaemonError, match=message):
             Client("tcp://127.0.0.1:1", **options)
-    with pytest.raises(ValueError, match="not a valid endpoint"):
+    with pytest.raises(ValueError, match="unknown transport 'nonsense'"):
         Client("nonsense://where")
+    with pytest.raises(ValueError, match="'garbage' is not an endpoint"):
+        Client("garbage")

@@ -293,7 +293,7 @@ def test_endpoints_switch_and_persist(daemon: DaemonProc) -> None:
     assert c.can_start_daemon and "Not connected" in c.status.text
     generation = c.generation
     assert c.set_endpoint("not an endpoint") == nobody
-    assert c.message.error and "not a valid endpoint" in c.message.text
+    assert c.message.error and "is not an endpoint" in c.message.text
     assert store["endpoint"] == nobody and c.generation == generation + 1
     assert c.set_endpoint("") == nobody                 # empty: nothing changes
     c.set_endpoint(daemon.endpoint)

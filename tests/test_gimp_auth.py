@@ -119,7 +119,7 @@ def test_authorized_keys_inpaint(auth: dict[str, Any], case: str) -> None:
     ("unauthorized_key", ["refused this client's keys", "authorizes this client"]),
     ("no_keys", ["requires keys", "PAINTBRIDGE_SERVER_KEY"]),
     ("no_client_key", ["Keys not usable", "needs a client key file"]),
-    ("missing_key_file", ["Keys not usable", "cannot read client key", "nobody.key_secret"]),
+    ("missing_key_file", ["Keys not usable", "nobody.key_secret: no such file"]),
     ("public_key_file", ["Keys not usable", "holds no secret key"]),
     ("bad_server_key", ["Keys not usable", "server key", "40"]),
     ("garbled_server_key", ["Keys not usable", "server key", "Z85"]),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from paintbridge.plugin.client import Client, Frame, Job, JobState
 from paintbridge.plugin.protocol import ErrorCode
@@ -38,6 +40,14 @@ def broken(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
     shutil.copytree(good, models / "truncated")
     (weights,) = (models / "truncated" / "unet").glob("*.safetensors")
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    shutil.copytree(good, models / "pickled")      # UNet weights only as a pickle (.bin)
+    (unet,) = (models / "pickled" / "unet").glob("*.safetensors")
+    torch.save(load_file(unet), unet.with_suffix(".bin"))
+    unet.unlink()
+    single = load_file(tiny_models.single("v1"))  # a checkpoint without its VAE
+    save_file({k: v for k, v in single.items() if not k.startswith("first_stage_model.")},
+              models / "no-vae.safetensors")
+    (models / "old.ckpt").write_bytes(b"not opened")
     _mismatched(good, models / "wrong-encoder", "text_encoder")
     _mismatched(good, models / "wrong-vae", "vae")
     shutil.copytree(good, models / "odd-defaults")
@@ -95,6 +105,24 @@ def test_a_model_that_fails_to_load_fails_its_job_only(broken: DaemonProc) -> No
         again = _run(client, "truncated")            # and the broken one fails the same way
         assert again.error_code == ErrorCode.MODEL_ERROR
     assert broken.proc.poll() is None
+
+
+@pytest.mark.parametrize("model, words", [
+    ("pickled", "no file named diffusion_pytorch_model.safetensors"),   # never the .bin
+    ("no-vae.safetensors", "expected shape"),
+])
+def test_a_checkpoint_that_cannot_load_gets_our_message(broken: DaemonProc, model: str,
+                                                        words: str) -> None:
+    with Client(broken.endpoint) as client:
+        job = _run(client, model)
+        assert job.error_code == ErrorCode.MODEL_ERROR
+        assert job.error_message.startswith(f"cannot load '{model}' (")
+        assert words in job.error_message
+        for hint in ("low_cpu_mem_usage", "huggingface", "If you", "github"):
+            assert hint not in job.error_message
+        listed = {m["name"]: m for m in client.models()}
+    assert listed["old.ckpt"]["usable"] is False
+    assert "pickle files (.ckpt) are unsafe" in listed["old.ckpt"]["error"]
 
 
 def test_a_bad_paintbridge_json_is_named_at_start_and_ignored(broken: DaemonProc) -> None:
