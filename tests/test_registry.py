@@ -28,13 +28,14 @@ def test_discovery_like_a1111_and_comfyui(tiny_models, tmp_path: Path) -> None:
     (a1111 / "notes.txt").write_text("not a model")
     (a1111 / "old.ckpt").write_bytes(b"pickles are never loaded")
     names = {e.name: e for e in discover(a1111)}
-    assert set(names) == {"mine.safetensors", "sub/xl.safetensors", "folder-model"}
+    assert set(names) == {"mine.safetensors", "sub/xl.safetensors", "folder-model", "old.ckpt"}
     assert names["folder-model"].source is Source.FOLDER
     assert names["mine.safetensors"].source is Source.SINGLE_FILE
+    assert "pickle files (.ckpt) are unsafe" in (names["old.ckpt"].error or "")  # listed, refused
     reg = ModelRegistry([a1111], include_embedded=False)
     archs = {e.name: e.arch for e in reg.scan()}
     assert archs == {"mine.safetensors": Arch.V1, "sub/xl.safetensors": Arch.XL_BASE,
-                     "folder-model": Arch.INPAINTING}
+                     "folder-model": Arch.INPAINTING, "old.ckpt": None}
     wire = json.dumps([e.to_json() for e in reg.entries()])     # what `models` sends
     assert '"source": "folder", "arch": "inpainting"' in wire
 
