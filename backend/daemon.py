@@ -87,7 +87,7 @@ class Worker(threading.Thread):
                 finally:
                     self.current = None
         finally:
-            push.close(0)
+            push.close(linger=1000)   # its last event ("cancelled" at shutdown) still goes
 
     def _emit(self, push: zmq.Socket, job: ActiveJob, header: dict[str, Any],
               frames: list[Any] | None = None, end: bool = False) -> None:
@@ -100,7 +100,7 @@ class Worker(threading.Thread):
     def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
         req = job.request
         if job.cancel.is_set():
-            self._emit(push, job, {"event": "cancelled"}, end=True)
+            self._emit(push, job, self._cancelled(), end=True)
             return
         started = time.monotonic()
         try:
@@ -126,7 +126,7 @@ class Worker(threading.Thread):
             job.stage = Stage.DENOISING
             results = runner.run(req, loaded, job.cancel, progress)
         except runner.JobCancelled:
-            self._emit(push, job, {"event": "cancelled"}, end=True)
+            self._emit(push, job, self._cancelled(), end=True)
             return
         except runner.BadInput as exc:
             self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
@@ -148,7 +148,7 @@ class Worker(threading.Thread):
             empty_device_cache()
             return
         if job.cancel.is_set():
-            self._emit(push, job, {"event": "cancelled"}, end=True)
+            self._emit(push, job, self._cancelled(), end=True)
             return
         patches = [{"x": r.patch.x, "y": r.patch.y, "width": r.patch.width,
                     "height": r.patch.height, "format": r.patch.format, "seed": r.seed}
@@ -180,6 +180,12 @@ class Worker(threading.Thread):
         gc.collect()
         empty_device_cache()
         return None
+
+    def _cancelled(self) -> dict[str, Any]:
+        """The end of a cancelled job; at shutdown it says why (the client did not ask)."""
+        if self.d.stopping:
+            return {"event": "cancelled", "message": "the daemon is shutting down"}
+        return {"event": "cancelled"}
 
     def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str) -> None:
         self._emit(push, job, {"event": "error", "code": code, "message": message}, end=True)
@@ -242,6 +248,10 @@ class Daemon:
     def stop(self, *_: Any) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def serve(self, install_signals: bool = True) -> None:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
@@ -270,7 +280,9 @@ class Daemon:
         if current is not None:
             current.cancel.set()
         self.worker.join(timeout=10)
-        self.router.close(0)
+        while self.events.poll(200):   # the running job's "cancelled", so its client knows why
+            self._forward_events()
+        self.router.close(linger=2000)
         self.events.close(0)
         if self.authenticator is not None:
             self.authenticator.stop()
@@ -283,11 +295,22 @@ class Daemon:
             except zmq.Again:
                 return
             client, ended = parts[0].bytes, parts[1].bytes
+            done = None
             if ended:
                 job = ended.decode()
-                self.active.pop((client, job), None)
+                done = self.active.pop((client, job), None)
                 self.results.put(client, job, [p.bytes for p in parts[2:]])
             self.router.send_multipart([parts[0], *parts[2:]], copy=False)
+            if ended:   # everyone still waiting moved up one
+                for key, waiting, position in self.queue.positions():
+                    self._send(waiting.client, {"event": "accepted", "job": key,
+                                                "position": self._ahead(position, done)})
+
+    def _ahead(self, queued_before: int, done: ActiveJob | None = None) -> int:
+        """Jobs that finish before a queued one starts: those queued before it, and the one
+        running now (not ``done``, whose end the worker has sent but may still hold)."""
+        current = self.worker.current
+        return queued_before + (current is not None and current is not done)
 
     def _read_requests(self) -> None:
         while True:
@@ -390,7 +413,7 @@ class Daemon:
             raise ProtocolError(ErrorCode.BUSY, f"{exc}; try again when a job finishes"
                                 ) from None
         self.active[(client, job)] = active
-        self._send(client, {"event": "accepted", "job": job, "position": position,
+        self._send(client, {"event": "accepted", "job": job, "position": self._ahead(position),
                             "model": entry.name})
 
     def _fetch(self, client: bytes, job: str | None) -> None:
@@ -402,8 +425,9 @@ class Daemon:
         if active is not None and active is current:
             self._send(client, {**active.progress_event(), "job": job})
         elif active is not None:
+            position = self.queue.position(client, job)
             self._send(client, {"event": "accepted", "job": job,
-                                "position": self.queue.position(client, job)})
+                                "position": self._ahead(position or 0)})
         else:
             kept = self.results.get(client, job)
             if kept is None:

@@ -126,8 +126,8 @@ def _frame(pixels: np.ndarray, fmt: str) -> Frame:
 
 def progress_line(job: Job) -> str | None:
     """One line for where the job stands: queued, loading its model, or a bar of steps."""
-    if job.state is JobState.QUEUED and job.position:
-        return f"queued ({job.position} ahead)"
+    if job.state is JobState.QUEUED:
+        return f"queued ({job.position} ahead)" if job.position else "queued"
     if job.state is JobState.RUNNING and job.stage == Stage.LOADING:
         return f"loading model {job.model}…"
     if job.state is JobState.RUNNING and job.total:
@@ -204,6 +204,9 @@ def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
         raise EditFailed("interrupted: job cancelled", ExitCode.INTERRUPTED) from None
     finally:
         bar.close()
+    if job.state is JobState.CANCELLED:
+        raise EditFailed(f"the job was cancelled: {job.error_message or 'by this client id'}",
+                         ExitCode.FAILED)
     if job.state is not JobState.DONE:
         silent = job.error_code in (ErrorCode.TIMEOUT, ErrorCode.DISCONNECTED)
         raise EditFailed(f"{job.error_message or job.state.value} [{job.error_code}]",

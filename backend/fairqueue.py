@@ -61,6 +61,13 @@ class FairQueue(Generic[T]):
                     return self._position(client, index)
             return None
 
+    def positions(self) -> list[tuple[str, T, int]]:
+        """Every queued job as (key, item, jobs served before it)."""
+        with self._cond:
+            return [(key, item, self._position(client, index))
+                    for client, q in self._queues.items()
+                    for index, (key, item) in enumerate(q)]
+
     def take(self, timeout: float | None = None) -> tuple[Hashable, str, T] | None:
         """Next job of the next client in turn; None on timeout or when closed."""
         with self._cond:

@@ -139,6 +139,7 @@ class Job:
             self.fail(event.get("code", ErrorCode.INTERNAL), event.get("message", ""))
         elif kind == "cancelled":
             self.state = JobState.CANCELLED
+            self.error_message = event.get("message")   # why, when the client did not ask
 
 
 class DaemonError(Exception):

@@ -298,6 +298,8 @@ class Controller:
                 self.error(f"Could not add the result: {exc}")
             else:
                 self._record(job, target, names)
+        elif job.state is JobState.CANCELLED and job.error_message:   # not the user's doing
+            self.error(f"Cancelled: {job.error_message}. The image was not changed.")
         elif job.state is JobState.CANCELLED:
             self.info(CANCELLED)
         else:

@@ -308,7 +308,13 @@ def test_queue_full_is_busy(tiny_models, tmp_path) -> None:
             client.wait(over, timeout=30)
             assert over.state is JobState.FAILED and over.error_code == ErrorCode.BUSY
             assert [j.state for j in jobs[1:]] == [JobState.QUEUED, JobState.QUEUED]
-            assert [j.position for j in jobs] == [0, 0, 1]
+            assert [j.position for j in jobs] == [0, 1, 2]   # the running one counts
+            client.cancel(jobs[0])                             # ... and when it ends, the
+            client.wait(jobs[0], timeout=30)                   # waiting ones move up
+            deadline = time.monotonic() + 30
+            while jobs[2].position != 1 and time.monotonic() < deadline:
+                client.pump(100)
+            assert jobs[2].state is JobState.QUEUED and jobs[2].position == 1
             for j in jobs:
                 client.cancel(j)
             for j in jobs:
@@ -326,7 +332,11 @@ def test_sigterm_mid_job_exits_cleanly(tiny_models, tmp_path) -> None:
         while job.state is not JobState.RUNNING:
             client.pump(100)
         t0 = time.monotonic()
-        assert d.stop(signal.SIGTERM) == 0
+        d.proc.send_signal(signal.SIGTERM)
+        client.wait(job, timeout=15)   # as docs/daemon.md says: cancelled, not "lost"
+        assert job.state is JobState.CANCELLED, (job.state, job.error_message)
+        assert job.error_message == "the daemon is shutting down"
+        assert d.stop() == 0
         assert time.monotonic() - t0 < 15
         assert "daemon stopped" in d.output()
 

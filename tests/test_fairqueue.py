@@ -66,3 +66,13 @@ def test_remove_and_close() -> None:
     t.start()
     t.join(5)
     assert got == [None]
+
+
+def test_positions_list_every_waiting_job_in_service_order() -> None:
+    q: FairQueue[str] = FairQueue(10, 10)
+    for client, key in (("a", "a0"), ("a", "a1"), ("b", "b0")):
+        q.put(client, key, key.upper())
+    assert sorted(q.positions(), key=lambda p: p[2]) == [("a0", "A0", 0), ("b0", "B0", 1),
+                                                         ("a1", "A1", 2)]
+    q.take()
+    assert sorted(p[2] for p in q.positions()) == [0, 1]

@@ -149,6 +149,9 @@ class Paintbridge(Gimp.PlugIn):
             except (DaemonError, ProtocolError) as exc:
                 raise PaintbridgeError(f"Paintbridge could not send the job: {exc}") from exc
             gimp_job.wait(session, job, kind, with_user)
+            if job.state is JobState.CANCELLED and job.error_message:  # not the user's doing
+                raise PaintbridgeError(f"Paintbridge: the job was cancelled: "
+                                       f"{job.error_message}. The image was not changed.")
             if job.state is JobState.CANCELLED:
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             if job.state is not JobState.DONE:
