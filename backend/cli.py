@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--endpoint", default=None,
                        help=f"daemon endpoint (default ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
         c.add_argument("--timeout", type=_seconds, default=10.0,
-                       help="seconds to wait for the daemon to answer")
+                       help="seconds to wait for the daemon to answer (default 10)")
         c.add_argument("--server-key", help="a remote daemon's public key (or its server.key "
                                             "file); turns on CurveZMQ "
                                             f"(env {hosts.SERVER_KEY_ENV})")
@@ -362,7 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
 
-    e = sub.add_parser("edit", help="edit an image through a running daemon")
+    e = sub.add_parser(
+        "edit", help="edit an image through a running daemon",
+        description="Edit an image through a running daemon, as a host plugin does.",
+        epilog="On success it prints one JSON line on stdout: {\"model\", \"seconds\", "
+               "\"results\": [{\"output\", \"patch\", \"x\", \"y\", \"width\", \"height\", "
+               "\"seed\"}]}. Exit codes: 0 done, 1 the daemon failed the job, 2 bad usage or "
+               "input, 3 no daemon reachable, 130 interrupted.")
     client_opts(e)
     e.add_argument("image", help="input image (PNG, JPEG, ...)")
     e.add_argument("--mask", help="grayscale mask: white = selected, grey = partly selected")
@@ -372,13 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
         names = [f"--{row.arg_name}", *EDIT_ALIASES.get(row.name, ())]
         default = None if row.unset is not None else row.start
         fixed = list(row.choices) if row.choices and not row.from_daemon else None
-        shown = f" (default {default})" if default not in (None, "") and not fixed else ""
+        facts = [t for t in (row.range_text(), row.default_text() and
+                             f"default {row.default_text()}") if t]
+        text = EDIT_HELP.get(row.name, row.help)
+        if facts:   # into the help's own closing parenthesis, if it has one
+            text = (f"{text[:-1]}; " if text.endswith(")") else f"{text} (") + \
+                f"{'; '.join(facts)})"
         e.add_argument(*names, dest=row.name, type=row.type, default=default, choices=fixed,
-                       required=row.name == "prompt",
-                       help=EDIT_HELP.get(row.name, row.help) + shown)
-    e.add_argument("-o", "--output", required=True, help="composited result (PNG)")
+                       required=row.name == "prompt", help=text)
+    e.add_argument("-o", "--output", required=True,
+                   help="the image with the result laid over it: .png, .webp (lossless), .tif "
+                        "or .jpg (transparency flattened onto white); beside it OUT.patch.png, "
+                        "the result alone with its alpha; with --count N also OUT-1 … OUT-(N-1)")
     e.add_argument("--job-timeout", type=_seconds, default=600.0,
-                   help="give up when the daemon is silent this long during a job")
+                   help="give up when the daemon is silent this long during a job, in seconds "
+                        "(default 600)")
     e.set_defaults(func=cmd_edit)
 
     kp = sub.add_parser(

@@ -68,6 +68,8 @@ def _gray8(im: Image.Image) -> np.ndarray:
 
 
 def _rgba8(im: Image.Image) -> np.ndarray:
+    if im.mode == "RGBA":   # no converted copy on the way: one full-size copy fewer
+        return np.asarray(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         gray = _gray8(im)
         rgba = np.empty((*gray.shape, 4), np.uint8)
@@ -101,10 +103,11 @@ def _bounds(mask: np.ndarray) -> Rect | None:
                 int(rows[-1] - rows[0] + 1))
 
 
-def composite(image: np.ndarray, patch: Patch) -> np.ndarray:
+def composite(image: np.ndarray, patch: Patch, in_place: bool = False) -> np.ndarray:
     """Patch over image (straight alpha), as a host draws a new layer above the source.
-    Float maths only inside the patch: a full-size float copy of an 8000² image is 1 GB."""
-    out = image.copy()
+    Float maths only inside the patch: a full-size float copy of an 8000² image is 1 GB.
+    ``in_place`` draws into ``image`` itself (for the last output, when it is writable)."""
+    out = image if in_place and image.flags.writeable else image.copy()
     px = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
     ys, xs = slice(patch.y, patch.y + patch.height), slice(patch.x, patch.x + patch.width)
     under = out[ys, xs].astype(np.float32)
@@ -220,7 +223,7 @@ def _write(args: argparse.Namespace, image: np.ndarray, job: Job, fmt: str) -> E
     flattened = False
     for i, patch in enumerate(job.patches):
         target = out if i == 0 else out.with_name(f"{out.stem}-{i}{out.suffix}")
-        result = composite(image, patch)
+        result = composite(image, patch, in_place=i == len(job.patches) - 1)
         try:
             if fmt == "JPEG":   # no alpha in JPEG: flatten onto white, and say so
                 flattened = flattened or bool((result[..., 3] < 255).any())
@@ -245,7 +248,13 @@ def _write(args: argparse.Namespace, image: np.ndarray, job: Job, fmt: str) -> E
     return ExitCode.OK
 
 
-def _on_white(rgba: np.ndarray) -> np.ndarray:
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * a + 255.0 * (1 - a)
-    return np.rint(rgb).clip(0, 255).astype(np.uint8)
+def _on_white(rgba: np.ndarray, rows: int = 256) -> np.ndarray:
+    """RGB over white, a band of rows at a time (no full-size float copy)."""
+    rgb = np.ascontiguousarray(rgba[..., :3])
+    for top in range(0, rgba.shape[0], rows):
+        band = rgba[top:top + rows]
+        a = band[..., 3:4].astype(np.float32) / 255.0
+        if (a < 1).any():
+            blended = band[..., :3].astype(np.float32) * a + 255.0 * (1 - a)
+            rgb[top:top + rows] = np.rint(blended).clip(0, 255).astype(np.uint8)
+    return rgb

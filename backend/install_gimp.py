@@ -130,21 +130,21 @@ def run(args: argparse.Namespace) -> int:
         try:
             removed = uninstall(plug_ins / MANIFEST)
         except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"paintbridge: {exc}", file=sys.stderr)
             return 1
-        print(f"removed {len(removed)} files and folders from {plug_ins}")
+        print(f"paintbridge: removed {len(removed)} files and folders from {plug_ins}")
         return 0
     try:
         target, wheel = install(plug_ins)
     except OSError as exc:   # FileExistsError included
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"paintbridge: {exc}", file=sys.stderr)
         return 1
-    print(f"installed the GIMP 3 plug-in into {target}")
+    print(f"paintbridge: GIMP 3 plug-in installed in {target}")
     if wheel:
-        print(f"vendored {wheel} for GIMP's own Python into {target / VENDOR}")
+        print(f"  vendored {wheel} for GIMP's own Python into {target / VENDOR}")
     else:
         advice = pyzmq_advice(plug_ins)
         if advice:
-            print(f"warning: {advice}", file=sys.stderr)
-    print("restart GIMP, then use Filters ▸ Paintbridge")
+            print(f"paintbridge: warning: {advice}", file=sys.stderr)
+    print("paintbridge: restart GIMP, then use Filters ▸ Paintbridge")
     return 0

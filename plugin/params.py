@@ -110,6 +110,31 @@ class Param:
             hi = min(hi, float(int_max))
         return lo, hi
 
+    def range_text(self, limits: Any = None) -> str:
+        """The accepted values in words, for help texts ("1–200; 0: model default")."""
+        if self.choices or self.from_daemon:
+            return ""
+        hi = self.limit(limits)
+        if self.type is str:
+            return f"up to {_num(hi)} characters" if hi is not None else ""
+        lo = self.lo if self.lo is not None else 0.0
+        text = f"above {_num(lo)}, up to {_num(hi)}" if self.lo_open else \
+            f"{_num(lo)}–{_num(hi)}"
+        if self.unset is not None:
+            text += f"; {_num(self.unset)}: {self.unset_text.lower()}"
+        return text
+
+    def default_text(self) -> str:
+        """What the setting is when not given, as a host or the CLI starts it."""
+        if self.kind_defaults:
+            return ", ".join(f"{_num(v)} for {k}" for k, v in self.kind_defaults.items()
+                             if k in self.kinds)
+        if self.start is None:
+            return _num(self.unset) if self.unset is not None else ""
+        if self.choices:
+            return f"'{self.start}'"
+        return "" if self.start == "" else _num(self.start)
+
     def default_for(self, kind: str) -> Any:
         return self.kind_defaults.get(kind, self.default)
 
@@ -163,7 +188,8 @@ PARAMS: tuple[Param, ...] = (
     Param("guidance", float, "Guidance (_CFG)",
           "How closely to follow the prompt; the model's default when unset", lo=0.0, hi=50.0,
           unset=0.0, unset_text="Model default", step=0.5, decimals=1),
-    Param("sampler", str, "Sa_mpler", "The denoising schedule", default="default",
+    Param("sampler", str, "Sa_mpler", "The denoising schedule; 'default' is the model's own",
+          default="default",
           choices=SAMPLERS),
     Param("seed", int, "S_eed", "Seed of the noise; a random one each time when unset", lo=0,
           hi=2**32 - 1, unset=-1, unset_text="Random"),
@@ -180,6 +206,13 @@ PARAMS: tuple[Param, ...] = (
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+
+def _num(value: Any) -> str:
+    """A number as people write it: 4294967295, 0.6 (not 4.29497e+09, 0.6000000001)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def plain_label(label: str) -> str:

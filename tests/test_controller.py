@@ -217,6 +217,26 @@ def test_daemon_gone_then_started_again(tiny_models: TinyModels, tmp_path: Path)
             proc.wait()
 
 
+def test_daemon_stopped_mid_job_says_so(tiny_models: TinyModels, tmp_path: Path) -> None:
+    """SIGTERM cancels the running job; the artist is told why (not "Cancelled" as if they
+    had pressed Cancel), and nothing is added."""
+    d = start_daemon(tmp_path, "--models", str(tiny_models.models_dir), *TINY)
+    c, _ = make(d.endpoint)
+    doc = LayerDocument(300, 200, Rect(100, 60, 50, 40))
+    try:
+        spin(c, lambda: c.session.connected)
+        assert c.generate(GenerationSettings(steps=200, count=8), lambda: doc)
+        spin(c, lambda: c.progress[1].startswith("Step "))
+        d.proc.send_signal(signal.SIGTERM)
+        spin(c, lambda: not c.running, 30)
+        assert c.message.error and c.message.text == \
+            "Cancelled: the daemon is shutting down. The image was not changed."
+        assert doc.layers == [] and c.results == []
+    finally:
+        c.close()
+        d.stop()
+
+
 def test_daemon_start_failures_are_reported(tmp_path: Path) -> None:
     c, _ = make(f"tcp://127.0.0.1:{free_port()}")
     c.start_daemon()          # the real launcher: no install record next to a source tree

@@ -115,3 +115,28 @@ def test_models_with_nothing_usable_says_so(tmp_path: Path) -> None:
         in done.stdout
     assert "the daemon has no usable model: start it with --models DIR" in one_line(done)
     assert "1 thread)" in d.output()    # not "1 threads"
+
+
+@pytest.mark.fast
+def test_help_texts_say_ranges_and_defaults_from_the_table() -> None:
+    from paintbridge.backend.cli import build_parser
+    from paintbridge.plugin.params import PARAMS
+
+    parser = build_parser()
+    top = parser.format_help()
+    assert "``" not in top and "exit codes:" in top and "130" in top
+    sub = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[attr-defined]
+    edit = {a.dest: a for a in sub["edit"]._actions}
+    for row in PARAMS:
+        text = edit[row.name].help or ""
+        assert row.range_text() in text and row.default_text() in text, (row.name, text)
+        expected = None if row.unset is not None else row.start
+        assert edit[row.name].default == expected, row.name
+    assert "(0–512; default 4)" in edit["grow"].help
+    assert "-1: random; default -1" in edit["seed"].help
+    assert ".patch.png" in edit["output"].help and "OUT-1" in edit["output"].help
+    for name in ("keys", "edit", "serve", "models", "install"):
+        assert "``" not in sub[name].format_help(), name
+    keys_help = sub["keys"].format_help()
+    assert "client NAME" in keys_help and "letters, digits" in keys_help
+    assert "$PAINTBRIDGE_ENDPOINT" in sub["serve"].format_help()
