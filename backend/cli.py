@@ -12,7 +12,7 @@ import shlex
 import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from paintbridge.plugin import __version__, hosts
 from paintbridge.plugin.hosts import ENDPOINT_ENV, is_loopback
@@ -80,10 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    missing = [d for d in args.models if not Path(d).expanduser().is_dir()]
-    if missing:
-        print(f"paintbridge: --models {missing[0]}: no such folder", file=sys.stderr)
-        return ExitCode.USAGE
+    for option, folders in (("--models", args.models), ("--loras", args.loras)):
+        missing = [d for d in folders if not Path(d).expanduser().is_dir()]
+        if missing:
+            return _fail(f"{option} {missing[0]}: no such folder")
     from . import device as dev
     from .daemon import Daemon
     from .registry import ModelEntry, ModelRegistry, Source
@@ -98,6 +98,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry = ModelRegistry(roots, explicit, include_embedded=not args.no_embedded,
                              default=args.default_model or config.get("default_model"),
                              cache_size=args.cache_size or config.get("cache_size", 2))
+    from .loras import LoraLibrary, beside_checkpoints
+
+    lora_roots = [Path(p) for p in config.get("lora_dirs", []) + args.loras]
+    loras = LoraLibrary(lora_roots + [d for d in beside_checkpoints(roots)
+                                      if d not in lora_roots])
     threads = dev.configure_threads(args.threads or config.get("threads"))
     try:
         choice = dev.choose(args.device or config.get("device"),
@@ -136,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
-                        auth=auth)
+                        auth=auth, loras=loras)
     except ValueError as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -152,6 +157,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for e in entries:
         state = "ok" if e.error is None else f"UNUSABLE: {e.error}"
         print(f"  model {e.name!r} [{e.arch or '?'}, {e.source}] {state}", flush=True)
+    for lora in loras.scan():
+        state = "ok" if lora.error is None else f"UNUSABLE: {lora.error}"
+        print(f"  LoRA {lora.name!r} [{lora.arch or '?'}, {lora.format or '?'}] {state}",
+              flush=True)
     if not usable:
         print("  no usable model: pass --models DIR (a folder of .safetensors checkpoints or "
               "diffusers folders); jobs will be refused until one is found", flush=True)
@@ -239,13 +248,21 @@ def cmd_models(args: argparse.Namespace) -> int:
             unreachable = exc.code in (ErrorCode.UNREACHABLE, ErrorCode.TIMEOUT)
             return _fail(exc.message, ExitCode.UNREACHABLE if unreachable else ExitCode.FAILED)
     models = header["models"]
+    loras = header.get("loras", [])   # daemons before LoRAs send none
     if args.json:
-        print(json.dumps(models, indent=2))
+        print(json.dumps(models, indent=2) if not args.loras else json.dumps(loras, indent=2))
     else:
         for m in models:
             mark = "*" if m["name"] == header.get("default") else " "
             state = "" if m["usable"] else f"  (not loaded: {m.get('error')})"
             print(f"{mark} {m['name']:40s} {m['arch'] or '?':12s} {m['source']}{state}")
+        if loras:
+            print("LoRAs (in a prompt: <lora:NAME:WEIGHT>):")
+        for lo in loras:
+            size = f"{lo['size'] / 2**20:.1f} MiB"
+            state = f"  (not usable: {lo.get('error')})" if not lo["usable"] else ""
+            words = f"  triggers: {', '.join(lo['triggers'])}" if lo.get("triggers") else ""
+            print(f"  {lo['name']:40s} {lo['arch'] or '?':12s} {size:>10s}{words}{state}")
     if not any(m["usable"] for m in models):
         return _fail("the daemon has no usable model: start it with --models DIR (a folder of "
                      ".safetensors checkpoints or diffusers folders)", ExitCode.FAILED)
@@ -312,9 +329,16 @@ EDIT_HELP = {"model": "model name (default: the daemon's default model)",
              "count": "variations, seeds SEED, SEED+1, …: one output file each"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one message style: ``paintbridge: …`` on one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"paintbridge: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="paintbridge", description=DESCRIPTION, epilog=EXIT_CODES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="paintbridge", description=DESCRIPTION, epilog=EXIT_CODES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"paintbridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -325,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", action="append", default=[], metavar="DIR",
                    help="a model folder to scan (repeatable): A1111 models/Stable-diffusion, "
                         "ComfyUI models/checkpoints, or any folder")
+    s.add_argument("--loras", action="append", default=[], metavar="DIR",
+                   help="a LoRA folder to scan (repeatable); models/Lora beside an A1111 "
+                        "models/Stable-diffusion and models/loras beside a ComfyUI "
+                        "models/checkpoints given with --models are scanned too")
     s.add_argument("--config", help=f"config file (default {_config_path()})")
     s.add_argument("--default-model", help="model used when a request names none")
     s.add_argument("--no-embedded", action="store_true",
@@ -359,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the daemon's models")
     client_opts(m)
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print the list as the daemon sends it")
+    m.add_argument("--loras", action="store_true", help="with --json: the LoRAs instead")
     m.set_defaults(func=cmd_models)
 
     e = sub.add_parser(

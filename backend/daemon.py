@@ -27,6 +27,7 @@ from . import compose, runner
 from .device import DTYPES, DeviceChoice, is_out_of_memory
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
+from .loras import LoraLibrary
 from .registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
 from .retention import ResultStore
 
@@ -195,7 +196,8 @@ class Daemon:
     def __init__(self, bind: str, registry: ModelRegistry, device: DeviceChoice,
                  limits: Limits | None = None, dtype_forced: bool = False,
                  auth: ServerKeys | None = None,
-                 results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS) -> None:
+                 results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS,
+                 loras: LoraLibrary | None = None) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
                              "on the network drive this daemon. Create keys with `paintbridge "
@@ -203,6 +205,7 @@ class Daemon:
                              "bind tcp://127.0.0.1:PORT and tunnel (ssh -L).")
         self.bind = bind
         self.registry = registry
+        self.loras = loras or LoraLibrary([])
         self.device = device
         self.dtype_forced = dtype_forced
         self.limits = limits or Limits()
@@ -357,6 +360,7 @@ class Daemon:
         elif op == "models":
             reply["models"] = [e.to_json() for e in self.registry.scan()]
             reply["default"] = self.registry.default
+            reply["loras"] = [e.to_json() for e in self.loras.scan()]
         elif op == "status":
             reply.update(self.status_info(client))
         elif op == "echo":
