@@ -19,11 +19,12 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from paintbridge.plugin import __version__, protocol
+from paintbridge.plugin import __version__, loraspec, protocol
 from paintbridge.plugin.hosts import is_loopback
 from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, Stage, SubmitRequest
 
 from . import compose, runner
+from .adapters import JobLora, LoraError
 from .device import DTYPES, DeviceChoice, is_out_of_memory
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
@@ -45,6 +46,7 @@ class ActiveJob:
     stage: Stage | None = None  # written by the worker, read by fetch
     step: int = 0
     total: int = 0
+    loras: list[JobLora] = field(default_factory=list)   # resolved at submit
 
     def progress_event(self) -> dict[str, Any]:
         """Where the running job stands: loading its model, or at a denoising step."""
@@ -125,12 +127,15 @@ class Worker(threading.Thread):
 
         try:
             job.stage = Stage.DENOISING
-            results = runner.run(req, loaded, job.cancel, progress)
+            results = runner.run(req, loaded, job.cancel, progress, job.loras)
         except runner.JobCancelled:
             self._emit(push, job, self._cancelled(), end=True)
             return
         except runner.BadInput as exc:
             self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
+            return
+        except LoraError as exc:   # nothing of the LoRA stays loaded
+            self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="loras")
             return
         except runner.StageFailed as exc:  # the daemon keeps serving whatever a model does
             cause = exc.__cause__ or exc
@@ -188,8 +193,10 @@ class Worker(threading.Thread):
             return {"event": "cancelled", "message": "the daemon is shutting down"}
         return {"event": "cancelled"}
 
-    def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str) -> None:
-        self._emit(push, job, {"event": "error", "code": code, "message": message}, end=True)
+    def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str,
+              field: str | None = None) -> None:
+        self._emit(push, job, {"event": "error", "code": code, "message": message,
+                               **({"field": field} if field else {})}, end=True)
 
 
 class Daemon:
@@ -410,7 +417,7 @@ class Daemon:
             raise ProtocolError(ErrorCode.MODEL_ERROR, f"model '{entry.name}': {entry.error}",
                                 "model")
         request.params["model"] = entry.name
-        active = ActiveJob(client, request)
+        active = ActiveJob(client, request, loras=self._resolve_loras(request, entry))
         try:
             position = self.queue.put(client, job, active)
         except QueueFull as exc:
@@ -419,6 +426,39 @@ class Daemon:
         self.active[(client, job)] = active
         self._send(client, {"event": "accepted", "job": job, "position": self._ahead(position),
                             "model": entry.name})
+
+    def _resolve_loras(self, request: SubmitRequest, model: ModelEntry) -> list[JobLora]:
+        """``params.loras`` and the prompt's ``<lora:NAME:W>`` tags (taken out of the text
+        the encoder sees), each name looked up; ProtocolError naming the field."""
+        try:
+            prompt, tagged = loraspec.from_prompt(request.params["prompt"])
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"prompt: {exc}", "prompt") from None
+        asked = list(request.params["loras"] or []) + tagged
+        if not asked:
+            return []
+        try:
+            asked = loraspec.check(asked, self.limits.max_loras)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "loras") from None
+        request.params["prompt"] = prompt
+        out = []
+        for item in asked:
+            try:
+                entry = self.loras.resolve(item["name"])
+            except KeyError as exc:
+                raise ProtocolError(ErrorCode.BAD_FIELD, exc.args[0], "loras") from None
+            if entry.error:
+                raise ProtocolError(ErrorCode.BAD_FIELD,
+                                    f"LoRA '{entry.name}' is not usable: {entry.error}", "loras")
+            if entry.arch == "sdxl" and not model.xl or entry.arch in ("sd1", "sd2") \
+                    and model.xl:
+                raise ProtocolError(ErrorCode.BAD_FIELD,
+                                    f"LoRA '{entry.name}' is for {entry.arch}; model "
+                                    f"'{model.name}' is {model.arch}", "loras")
+            out.append(JobLora(entry, item["weight"], item.get("text_encoder_weight")))
+        request.params["loras"] = [{"name": lo.entry.name, "weight": lo.weight} for lo in out]
+        return out
 
     def _fetch(self, client: bytes, job: str | None) -> None:
         """Where a job stands, for a client that lost its connection: a queued job answers

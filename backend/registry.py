@@ -24,6 +24,7 @@ from typing import Any
 from paintbridge.plugin.params import WireEnum
 from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
+from .adapters import Adapters
 from .config import DTYPE_NAMES
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ class LoadedModel:
         # the loaded pipeline is the txt2img one, or an inpainting model's one for all tasks
         self._pipes: dict[str, Any] = {self.task("txt2img"): base}
         self.scheduler = base.scheduler  # the model's own; jobs derive theirs from it
+        self.adapters = Adapters(entry.name, base, entry.xl)   # its LoRAs, shared by tasks
         vae_scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
         self.native_size = int(entry.defaults.get("native_size")
                                or base.unet.config.sample_size * vae_scale)

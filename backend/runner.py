@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from paintbridge.plugin.protocol import SubmitRequest
 
 from . import compose, failpoints, schedulers
+from .adapters import JobLora, LoraError
 from .registry import LoadedModel
 
 #: model defaults when neither the request nor the model's paintbridge.json says
@@ -100,12 +101,14 @@ class _Stages:
 
 
 def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
-        progress: ProgressFn) -> list[PatchResult]:
-    """The whole recipe; raises JobCancelled, BadInput or StageFailed (from what broke)."""
+        progress: ProgressFn, loras: Sequence[JobLora] = ()) -> list[PatchResult]:
+    """The whole recipe; raises JobCancelled, BadInput, LoraError or StageFailed (from what
+    broke)."""
     stages = _Stages()
     try:
+        model.adapters.use(list(loras))   # exactly these LoRAs, or none
         return _run(req, model, cancel, progress, stages)
-    except (JobCancelled, BadInput):
+    except (JobCancelled, BadInput, LoraError):
         raise
     except Exception as exc:
         raise StageFailed(stages.now) from exc

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("transfer", "overhead", "canvas", "hardening")
+BENCHMARKS = ("transfer", "overhead", "canvas", "hardening", "loras", "edit_memory")
 
 
 def main(argv: list[str] | None = None) -> int:

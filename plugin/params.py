@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from . import loraspec
+
 INT32_MAX = 2**31 - 1
 
 
@@ -73,6 +75,7 @@ class Param:
     decimals: int = 0
     multiline: bool = False
     advanced: bool = False          # in the hosts' folded section
+    wire: str = ""                  # "loras": hosts hold text, the wire a checked list
 
     @property
     def nullable(self) -> bool:
@@ -110,8 +113,18 @@ class Param:
             hi = min(hi, float(int_max))
         return lo, hi
 
+    def wire_value(self, value: Any) -> Any:
+        """A setting as it goes on the wire (None: leave it out). A host's LoRA text
+        becomes the list; ValueError names a wrong entry."""
+        if self.wire == "loras" and isinstance(value, str):
+            return loraspec.parse_text(value)
+        return value
+
     def range_text(self, limits: Any = None) -> str:
         """The accepted values in words, for help texts ("1–200; 0: model default")."""
+        if self.wire == "loras":
+            return (f"at most {_num(self.limit(limits))}, weights "
+                    f"-{_num(loraspec.MAX_WEIGHT)}–{_num(loraspec.MAX_WEIGHT)}")
         if self.choices or self.from_daemon:
             return ""
         hi = self.limit(limits)
@@ -193,6 +206,10 @@ PARAMS: tuple[Param, ...] = (
           choices=SAMPLERS),
     Param("seed", int, "S_eed", "Seed of the noise; a random one each time when unset", lo=0,
           hi=2**32 - 1, unset=-1, unset_text="Random"),
+    Param("loras", str, "_LoRAs",
+          "LoRA files and their weights: NAME:WEIGHT, NAME:WEIGHT (A1111's NAME:TE:UNET "
+          "too); in a prompt, <lora:NAME:WEIGHT> does the same", hi="max_loras",
+          wire="loras"),
     Param("count", int, "Co_unt", "Variations; more than one go into a layer group",
           default=1, lo=1, hi="max_count"),
     Param("padding", int, "Conte_xt padding",

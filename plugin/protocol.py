@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import loraspec
 from . import params as _params
 from .params import WireEnum
 
@@ -136,6 +137,7 @@ class Limits:
     max_prompt_chars: int = 4000
     max_steps: int = 200
     max_count: int = 8
+    max_loras: int = 8
     max_queue: int = 32
     max_queue_per_client: int = 8
 
@@ -297,6 +299,11 @@ def validate_params(kind: str, params: Any, limits: Limits) -> dict[str, Any]:
 
 def _check_param(spec: _params.Param, value: Any, limits: Limits) -> Any:
     name, hi = spec.name, spec.limit(limits)
+    if spec.wire == "loras":
+        try:
+            return loraspec.check(value, int(hi or 0))
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), name) from None
     if spec.type is str:
         if not isinstance(value, str):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string", name)

@@ -117,8 +117,8 @@ class GenerationSettings:
 
     def params(self, kind: str) -> dict[str, Any]:
         """The submit's ``params`` for ``kind``: the rows the kind uses, with a value."""
-        return {p.name: self.values[p.name] for p in PARAMS
-                if kind in p.kinds and self.values[p.name] is not None}
+        wire = {p.name: p.wire_value(self.values[p.name]) for p in PARAMS if kind in p.kinds}
+        return {name: value for name, value in wire.items() if value is not None}
 
 
 @dataclass

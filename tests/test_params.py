@@ -15,6 +15,8 @@ LIMITS = Limits()
 
 
 def _valid(p: params.Param) -> object:
+    if p.wire == "loras":
+        return [{"name": "ink", "weight": 0.5}]
     if p.type is str:
         return next(iter(p.choices)) if p.choices and not p.from_daemon else "x"
     hi = p.limit(LIMITS)
@@ -27,7 +29,12 @@ def test_every_row_is_what_the_validator_checks(p: params.Param) -> None:
         out = protocol.validate_params(kind, {}, LIMITS)
         assert out[p.name] == p.default_for(kind)
     assert protocol.validate_params("inpaint", {p.name: _valid(p)}, LIMITS)[p.name] == _valid(p)
-    if p.type is not str:
+    if p.wire == "loras":
+        for wrong in ("ink:1", [{"name": "ink", "weight": 5}], [{"name": "a"}] * 9):
+            with pytest.raises(ProtocolError) as exc:
+                protocol.validate_params("inpaint", {p.name: wrong}, LIMITS)
+            assert exc.value.field == p.name
+    elif p.type is not str:
         with pytest.raises(ProtocolError) as exc:
             protocol.validate_params("inpaint", {p.name: p.limit(LIMITS) + 1}, LIMITS)
         assert exc.value.field == p.name
@@ -99,3 +106,27 @@ def test_enums_are_their_strings_on_the_wire() -> None:
     assert protocol.parse_submit(
         protocol.submit_header("j", "txt2img", {}, [], size=(8, 8)), [], LIMITS
     ).kind is protocol.Kind.TXT2IMG
+
+
+def test_lora_text_is_one_grammar_for_hosts_prompts_and_the_wire() -> None:
+    from paintbridge.plugin import loraspec
+
+    row = BY_NAME["loras"]
+    assert row.wire_value("ink:0.8, detail, <lora:x:0.5:1>") == [
+        {"name": "ink", "weight": 0.8}, {"name": "detail", "weight": 1.0},
+        {"name": "x", "weight": 1.0, "text_encoder_weight": 0.5}]   # A1111: NAME:TE:UNET
+    assert row.wire_value(None) is None and row.wire_value("") is None
+    assert row.from_widget("") is None           # an empty field: no LoRAs
+    assert loraspec.parse_one("ink:te=0:unet=0.7") == {"name": "ink", "weight": 0.7,
+                                                        "text_encoder_weight": 0.0}
+    assert loraspec.format_text(row.wire_value("ink:0.8, detail, x:0.5:1")) == \
+        "ink:0.8, detail, x:0.5:1"
+    text, items = loraspec.from_prompt("a red circle, <lora:purple:0.8>, on white")
+    assert text == "a red circle, on white" and items == [{"name": "purple", "weight": 0.8}]
+    assert loraspec.from_prompt("no tags <here>") == ("no tags <here>", [])
+    for bad, words in (("ink:x", "'x' is not a weight"), ("ink:9", "outside -4..4"),
+                       (":1", "needs a name"), ("ink:1:2:3", "NAME:TE:UNET"),
+                       ("ink:foo=1", "NAME:TE:UNET")):
+        with pytest.raises(ValueError, match=words):
+            row.wire_value(bad)
+    assert "at most 8, weights -4–4" in row.range_text()

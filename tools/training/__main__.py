@@ -1,4 +1,5 @@
-"""CLI: ``python -m tools.training train|eval`` (reproduce / score the default model)."""
+"""CLI: ``python -m tools.training train|eval|lora`` (reproduce / score the default model,
+train its test LoRA)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps)
     tr.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
     tr.add_argument("--seed", type=int, default=TrainConfig.seed)
+    lo = sub.add_parser("lora", help="train the 'purple' LoRA for the embedded model (seeded)")
+    lo.add_argument("--out", type=Path, default=None, help="default tests/data/loras")
+    lo.add_argument("--steps", type=int, default=None)
     ev = sub.add_parser("eval", help="score a model folder against the procedural ground truth")
     ev.add_argument("--model", type=Path, default=DEFAULT_OUT)
     ev.add_argument("--n", type=int, default=50, help="masked regions per prompt")
@@ -35,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    if args.cmd == "lora":
+        from . import lora
+
+        cfg = lora.LoraConfig(**({"steps": args.steps} if args.steps else {}))
+        print(lora.train(args.out or lora.DEFAULT_OUT, cfg))
+        return 0
     if args.cmd == "train":
         from .train import train
 
