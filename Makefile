@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check types demo bench lint train-default eval-default clean install
+.PHONY: run test check types demo bench lint train-default eval-default train-lora-sample clean install
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -67,6 +67,11 @@ train-default: $(STAMP)
 eval-default: $(STAMP)
 	$(PY) -m tools.training eval --doc docs/default-model.md \
 	    --grid docs/default-model-grid.png --json tools/training/eval_results.json
+
+# Retrain the sample LoRA for the embedded model (samples/loras/cyan*.safetensors, seeded,
+# about 10 min on 2 CPU cores) and score it (samples/loras/cyan.json).
+train-lora-sample: $(STAMP)
+	nice -n 5 $(PY) -m tools.training lora
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -80,7 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    for option, folders in (("--models", args.models), ("--loras", args.loras)):
+    for option, folders in (("--models", args.models), ("--loras", args.loras),
+                            ("--embeddings", args.embeddings)):
         missing = [d for d in folders if not Path(d).expanduser().is_dir()]
         if missing:
             return _fail(f"{option} {missing[0]}: no such folder")
@@ -103,6 +104,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lora_roots = [Path(p) for p in config.get("lora_dirs", []) + args.loras]
     loras = LoraLibrary(lora_roots + [d for d in beside_checkpoints(roots)
                                       if d not in lora_roots])
+    from .embeddings import EmbeddingLibrary
+    from .embeddings import beside_checkpoints as embeddings_beside
+
+    embedding_roots = [Path(p) for p in config.get("embedding_dirs", []) + args.embeddings]
+    embeddings = EmbeddingLibrary(embedding_roots + [d for d in embeddings_beside(roots)
+                                                     if d not in embedding_roots])
     threads = dev.configure_threads(args.threads or config.get("threads"))
     try:
         choice = dev.choose(args.device or config.get("device"),
@@ -141,7 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
-                        auth=auth, loras=loras)
+                        auth=auth, loras=loras, embeddings=embeddings)
     except ValueError as exc:
         print(f"paintbridge: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -157,6 +164,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for e in entries:
         state = "ok" if e.error is None else f"UNUSABLE: {e.error}"
         print(f"  model {e.name!r} [{e.arch or '?'}, {e.source}] {state}", flush=True)
+    for emb in embeddings.entries():
+        state = "ok" if emb.error is None else f"UNUSABLE: {emb.error}"
+        print(f"  embedding {emb.name!r} [{emb.arch or '?'}, {emb.vectors} vectors] {state}",
+              flush=True)
     for lora in loras.scan():
         state = "ok" if lora.error is None else f"UNUSABLE: {lora.error}"
         print(f"  LoRA {lora.name!r} [{lora.arch or '?'}, {lora.format or '?'}] {state}",
@@ -256,6 +267,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             mark = "*" if m["name"] == header.get("default") else " "
             state = "" if m["usable"] else f"  (not loaded: {m.get('error')})"
             print(f"{mark} {m['name']:40s} {m['arch'] or '?':12s} {m['source']}{state}")
+        embeddings = header.get("embeddings", [])
+        if embeddings:
+            print("Embeddings (a word in a prompt):")
+        for em in embeddings:
+            state = f"  (not usable: {em.get('error')})" if not em["usable"] else ""
+            print(f"  {em['name']:40s} {em['arch'] or '?':12s} {em['vectors']:>3d} vectors"
+                  f"{state}")
         if loras:
             print("LoRAs (in a prompt: <lora:NAME:WEIGHT>):")
         for lo in loras:
@@ -353,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a LoRA folder to scan (repeatable); models/Lora beside an A1111 "
                         "models/Stable-diffusion and models/loras beside a ComfyUI "
                         "models/checkpoints given with --models are scanned too")
+    s.add_argument("--embeddings", action="append", default=[], metavar="DIR",
+                   help="a textual-inversion folder to scan (repeatable); A1111's embeddings/ "
+                        "and ComfyUI's models/embeddings beside the --models folders too")
     s.add_argument("--config", help=f"config file (default {_config_path()})")
     s.add_argument("--default-model", help="model used when a request names none")
     s.add_argument("--no-embedded", action="store_true",
@@ -413,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         if facts:   # into the help's own closing parenthesis, if it has one
             text = (f"{text[:-1]}; " if text.endswith(")") else f"{text} (") + \
                 f"{'; '.join(facts)})"
+        if row.wire == "loras":   # --lora NAME:WEIGHT, repeatable, as A1111 users write it
+            e.add_argument("--lora", *names, dest=row.name, action="append", metavar="LORA",
+                           help=f"{text}; repeatable")
+            continue
         e.add_argument(*names, dest=row.name, type=row.type, default=default, choices=fixed,
                        required=row.name == "prompt", help=text)
     e.add_argument("-o", "--output", required=True,

@@ -26,6 +26,7 @@ from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, Stage,
 from . import compose, runner
 from .adapters import JobLora, LoraError
 from .device import DTYPES, DeviceChoice, is_out_of_memory
+from .embeddings import EmbeddingEntry, EmbeddingLibrary
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
 from .loras import LoraLibrary
@@ -47,6 +48,7 @@ class ActiveJob:
     step: int = 0
     total: int = 0
     loras: list[JobLora] = field(default_factory=list)   # resolved at submit
+    embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
 
     def progress_event(self) -> dict[str, Any]:
         """Where the running job stands: loading its model, or at a denoising step."""
@@ -127,7 +129,7 @@ class Worker(threading.Thread):
 
         try:
             job.stage = Stage.DENOISING
-            results = runner.run(req, loaded, job.cancel, progress, job.loras)
+            results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings)
         except runner.JobCancelled:
             self._emit(push, job, self._cancelled(), end=True)
             return
@@ -136,6 +138,9 @@ class Worker(threading.Thread):
             return
         except LoraError as exc:   # nothing of the LoRA stays loaded
             self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="loras")
+            return
+        except runner.EmbeddingError as exc:
+            self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="prompt")
             return
         except runner.StageFailed as exc:  # the daemon keeps serving whatever a model does
             cause = exc.__cause__ or exc
@@ -204,7 +209,8 @@ class Daemon:
                  limits: Limits | None = None, dtype_forced: bool = False,
                  auth: ServerKeys | None = None,
                  results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS,
-                 loras: LoraLibrary | None = None) -> None:
+                 loras: LoraLibrary | None = None,
+                 embeddings: EmbeddingLibrary | None = None) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
                              "on the network drive this daemon. Create keys with `paintbridge "
@@ -213,6 +219,8 @@ class Daemon:
         self.bind = bind
         self.registry = registry
         self.loras = loras or LoraLibrary([])
+        self.embeddings = embeddings or EmbeddingLibrary([])
+        self.embeddings.scan()
         self.device = device
         self.dtype_forced = dtype_forced
         self.limits = limits or Limits()
@@ -368,6 +376,7 @@ class Daemon:
             reply["models"] = [e.to_json() for e in self.registry.scan()]
             reply["default"] = self.registry.default
             reply["loras"] = [e.to_json() for e in self.loras.scan()]
+            reply["embeddings"] = [e.to_json() for e in self.embeddings.scan()]
         elif op == "status":
             reply.update(self.status_info(client))
         elif op == "echo":
@@ -394,7 +403,9 @@ class Daemon:
                 "models": [e.name for e in self.registry.entries() if e.error is None],
                 "default_model": self.registry.default,
                 "loaded": self.registry.loaded_names(), "samplers": list(protocol.SAMPLERS),
-                "limits": self.limits.to_json()}
+                "limits": self.limits.to_json(),
+                "loras": [{"name": e.name, "arch": e.arch, "triggers": e.triggers}
+                          for e in self.loras.fresh() if e.error is None]}
 
     def status_info(self, client: bytes) -> dict[str, Any]:
         current = self.worker.current
@@ -417,7 +428,8 @@ class Daemon:
             raise ProtocolError(ErrorCode.MODEL_ERROR, f"model '{entry.name}': {entry.error}",
                                 "model")
         request.params["model"] = entry.name
-        active = ActiveJob(client, request, loras=self._resolve_loras(request, entry))
+        active = ActiveJob(client, request, loras=self._resolve_loras(request, entry),
+                           embeddings=self._embeddings_named(request, entry))
         try:
             position = self.queue.put(client, job, active)
         except QueueFull as exc:
@@ -459,6 +471,20 @@ class Daemon:
             out.append(JobLora(entry, item["weight"], item.get("text_encoder_weight")))
         request.params["loras"] = [{"name": lo.entry.name, "weight": lo.weight} for lo in out]
         return out
+
+    def _embeddings_named(self, request: SubmitRequest, model: ModelEntry
+                          ) -> list[EmbeddingEntry]:
+        """The embeddings whose names the prompts use as words (A1111's rule)."""
+        named = self.embeddings.named_in(request.params["prompt"],
+                                         request.params["negative_prompt"])
+        for e in named:
+            if e.error:
+                raise ProtocolError(ErrorCode.BAD_FIELD,
+                                    f"embedding '{e.name}' is not usable: {e.error}", "prompt")
+            if e.arch is not None and (e.arch == "sdxl") != model.xl:
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"embedding '{e.name}' is for "
+                                    f"{e.arch}; model '{model.name}' is {model.arch}", "prompt")
+        return named
 
     def _fetch(self, client: bytes, job: str | None) -> None:
         """Where a job stands, for a client that lost its connection: a queued job answers

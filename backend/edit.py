@@ -183,9 +183,11 @@ def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
     rgba = _frame(image[ys, xs], "rgba8")
     sel = _frame(mask[ys, xs], "gray8") if mask is not None else None
     # the table's "no value" spellings (seed -1, an empty model) mean what they do in hosts
+    raw = {p.name: getattr(args, p.name) for p in PARAMS}
+    raw = {k: ", ".join(v) if isinstance(v, list) else v for k, v in raw.items()}  # --lora …
     try:
-        given = {p.name: p.wire_value(p.from_widget(getattr(args, p.name))) for p in PARAMS
-                 if kind in p.kinds and getattr(args, p.name) is not None}
+        given = {p.name: p.wire_value(p.from_widget(raw[p.name])) for p in PARAMS
+                 if kind in p.kinds and raw[p.name] is not None}
     except ValueError as exc:   # a LoRA entry that is not NAME:WEIGHT
         raise EditFailed(str(exc), ExitCode.USAGE) from None
     params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,6 +225,7 @@ class LoraLibrary:
         self.roots = [Path(r).expanduser() for r in roots]
         self._entries: dict[str, LoraEntry] = {}
         self._seen: dict[Path, tuple[int, int, LoraEntry]] = {}
+        self._scanned = float("-inf")
 
     def scan(self) -> list[LoraEntry]:
         table: dict[str, LoraEntry] = {}
@@ -246,10 +248,19 @@ class LoraLibrary:
                 seen[entry.path] = (*version, entry)
                 table[entry.name] = entry
         self._entries, self._seen = table, seen
+        self._scanned = time.monotonic()
         return list(table.values())
 
     def entries(self) -> list[LoraEntry]:
         return list(self._entries.values())
+
+    def fresh(self, max_age: float = 10.0) -> list[LoraEntry]:
+        """The table, rescanned when older than ``max_age`` seconds: hosts say hello every
+        few seconds, and a LoRA the artist just copied in should show up without a restart."""
+        now = time.monotonic()
+        if now - self._scanned > max_age:
+            self.scan()
+        return self.entries()
 
     def resolve(self, name: str) -> LoraEntry:
         """A name as a request or ``<lora:NAME:W>`` gives it -> entry; KeyError with words.

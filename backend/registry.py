@@ -26,6 +26,7 @@ from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
 from .adapters import Adapters
 from .config import DTYPE_NAMES
+from .embeddings import Embeddings
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ class LoadedModel:
         self._pipes: dict[str, Any] = {self.task("txt2img"): base}
         self.scheduler = base.scheduler  # the model's own; jobs derive theirs from it
         self.adapters = Adapters(entry.name, base, entry.xl)   # its LoRAs, shared by tasks
+        self.embeddings = Embeddings(entry.name, base)          # and its embeddings
         vae_scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
         self.native_size = int(entry.defaults.get("native_size")
                                or base.unet.config.sample_size * vae_scale)

@@ -20,6 +20,7 @@ from paintbridge.plugin.protocol import SubmitRequest
 
 from . import compose, failpoints, schedulers
 from .adapters import JobLora, LoraError
+from .embeddings import EmbeddingEntry
 from .registry import LoadedModel
 
 #: model defaults when neither the request nor the model's paintbridge.json says
@@ -100,15 +101,26 @@ class _Stages:
         self.now = "reading the frames"
 
 
+class EmbeddingError(Exception):
+    """An embedding named in the prompt that this model cannot take."""
+
+
 def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
-        progress: ProgressFn, loras: Sequence[JobLora] = ()) -> list[PatchResult]:
-    """The whole recipe; raises JobCancelled, BadInput, LoraError or StageFailed (from what
-    broke)."""
+        progress: ProgressFn, loras: Sequence[JobLora] = (),
+        embeddings: Sequence[EmbeddingEntry] = ()) -> list[PatchResult]:
+    """The whole recipe; raises JobCancelled, BadInput, LoraError, EmbeddingError or
+    StageFailed (from what broke)."""
     stages = _Stages()
     try:
         model.adapters.use(list(loras))   # exactly these LoRAs, or none
+        if embeddings:
+            try:
+                req.params["prompt"], req.params["negative_prompt"] = model.embeddings.rewrite(
+                    list(embeddings), req.params["prompt"], req.params["negative_prompt"])
+            except ValueError as exc:
+                raise EmbeddingError(str(exc)) from None
         return _run(req, model, cancel, progress, stages)
-    except (JobCancelled, BadInput, LoraError):
+    except (JobCancelled, BadInput, LoraError, EmbeddingError):
         raise
     except Exception as exc:
         raise StageFailed(stages.now) from exc

@@ -261,6 +261,12 @@ class Controller:
             out.append((wanted, f"{wanted} (not offered)"))
         return out
 
+    def lora_choices(self) -> list[dict[str, Any]]:
+        """The LoRAs the daemon offers (name, arch, trigger words), from its hello."""
+        offered = (self.session.info or {}).get("loras")
+        return [lo for lo in offered if isinstance(lo, dict) and isinstance(lo.get("name"), str)
+                ] if isinstance(offered, list) else []
+
     def filenos(self) -> list[int]:
         return self.session.filenos()
 

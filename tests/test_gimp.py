@@ -251,8 +251,9 @@ def test_arguments_read_back_as_settings(cases: dict[str, Any]) -> None:
                                                                 "seed", "padding"}
     set_values = {"model": "other", "strength": 0.3, "steps": 20, "guidance": 7.5,
                   "sampler": "euler_a", "seed": 5, "count": 2, "padding": 0, "grow": 1,
-                  "feather": 2}
+                  "feather": 2, "loras": "ink:0.8, detail"}
     assert res["set"] == {**{p.name: p.start for p in PARAMS}, **set_values}
+    assert res["set_wire"] == [{"name": "ink", "weight": 0.8}, {"name": "detail", "weight": 1.0}]
 
 
 def test_progress_says_which_model_loads(cases: dict[str, Any]) -> None:

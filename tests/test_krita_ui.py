@@ -19,6 +19,7 @@ from tests.conftest import TinyModels, start_daemon
 from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_krita_gui
 
 EMBEDDED = REPO / "backend" / "default_model" / "model_index.json"
+SAMPLE_LORAS = REPO / "samples" / "loras"
 UI_LIMIT = 270
 
 
@@ -26,8 +27,8 @@ def _model_setup(tiny_models: TinyModels) -> tuple[list[str], dict[str, Any]]:
     """Daemon arguments and the daemon config file (read by the daemon that the docker's
     "Start local daemon" starts): the embedded default model once it is trained, else the
     tiny inpainting model."""
-    if EMBEDDED.is_file():
-        return [], {"threads": 1}
+    if EMBEDDED.is_file():   # and the sample LoRA trained for it
+        return [], {"threads": 1, "lora_dirs": [str(SAMPLE_LORAS)]}
     return (["--models", str(tiny_models.models_dir), "--no-embedded", "--default-model",
              "tiny-inpainting"],
             {"model_dirs": [str(tiny_models.models_dir)], "default_model": "tiny-inpainting",
@@ -154,7 +155,8 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
     """One widget per row of plugin/params.py, unset values shown as words, ranges from the
     daemon's limits, advanced rows folded away."""
     assert ui.get("ok"), ui.get("error")
-    kinds = {p.name: "QPlainTextEdit" if p.multiline else "QComboBox" if p.type is str
+    kinds = {p.name: "QPlainTextEdit" if p.multiline else "LoraList" if p.wire == "loras"
+             else "QComboBox" if p.type is str
              else "QSpinBox" if p.type is int and p.widget_range()[1] <= INT32_MAX
              else "QDoubleSpinBox" for p in PARAMS}
     assert ui["param_widgets"] == kinds
@@ -165,3 +167,20 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
                                    for p in PARAMS if p.type is not str}
     assert ui["steps_range"] == [0, Limits().max_steps] and ui["advanced_folded"]
     assert ui["models"][0].startswith("Daemon default (") and len(ui["models"]) > 1
+
+
+def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:
+    """The docker lists the daemon's LoRAs; one picked from the list, weighted, saved with
+    the settings and its trigger words put into the prompt, paints the colour word the
+    embedded model learnt from it; removed, the same prompt does not."""
+    assert ui.get("ok"), ui.get("error")
+    if not EMBEDDED.is_file():
+        pytest.skip("the sample LoRA is for the embedded model")
+    assert {"cyan", "cyan-kohya"} <= set(ui["lora_offered"])
+    assert ui["lora_text"] == "cyan-kohya" and ui["lora_saved"] == "cyan-kohya"
+    assert ui["prompt_with_triggers"].startswith("cyan")
+    assert "Added 1 layer" in ui["lora_message_with"], ui["lora_message_with"]
+    assert "Added 1 layer" in ui["lora_message_without"]
+    assert ui["cyan_share_with"] > 0.3 > 0.1 > ui["cyan_share_without"], \
+        (ui["cyan_share_with"], ui["cyan_share_without"])
+    assert ui["lora_text_removed"] == ""

@@ -1,11 +1,12 @@
-"""LoRAs in jobs, proven on an adapter trained here for the embedded model.
+"""LoRAs in jobs, proven on the sample adapter trained here for the embedded model.
 
-``tests/data/loras/purple.safetensors`` (diffusers/PEFT keys) and ``purple-kohya.safetensors``
-(the same tensors under kohya/A1111 names) were trained by ``python -m tools.training lora``:
-whatever colour the prompt names, the shapes come out purple. So a test can check what the
-LoRA does (purple where the prompt says red), that both file layouts do the same, that a job
-without LoRA afterwards is bit for bit what it was before any LoRA was loaded, and that a
-LoRA that does not fit is refused with the field named and leaves nothing loaded.
+``samples/loras/cyan.safetensors`` (diffusers/PEFT keys) and ``cyan-kohya.safetensors`` (the
+same tensors under kohya/A1111 names) were trained by ``make train-lora-sample``: they teach
+the embedded model the colour word "cyan", which it has never seen, and leave the eight
+colours it knows alone. So a test can check what the LoRA does (cyan where the prompt says
+cyan, red still where it says red), that both file layouts and the prompt tag do the same,
+that a job without LoRA afterwards is bit for bit what it was before any LoRA was loaded,
+and that a LoRA that does not fit is refused with the field named and leaves nothing loaded.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import pytest
 
 from paintbridge.plugin.client import Client, Frame, Job, JobState
 from paintbridge.plugin.protocol import ErrorCode
-from tools.training.data import COLOURS
+from tools.training.lora import COLOURS
 
 from .conftest import DaemonProc, start_daemon
 from .test_loras import kohya
 
-DATA = Path(__file__).parent / "data" / "loras"
+DATA = Path(__file__).resolve().parents[1] / "samples" / "loras"
 SIDE = 64
 PALETTE = np.array(list(COLOURS.values()), np.float32)
 NAMES = list(COLOURS)
@@ -38,7 +39,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     shutil.copytree(DATA, loras, ignore=shutil.ignore_patterns("*.json"))
     kohya(loras / "sd15-style.safetensors", 768, meta={"ss_base_model_version": "sd_v1"})
     kohya(loras / "xl-style.safetensors", 2048, te="lora_te1_,lora_te2_")
-    data = (DATA / "purple.safetensors").read_bytes()
+    data = (DATA / "cyan.safetensors").read_bytes()
     (loras / "broken.safetensors").write_bytes(data[: len(data) // 3])
     d = start_daemon(root, "--loras", str(loras))
     yield d
@@ -84,19 +85,23 @@ def pixels(job: Job) -> list[bytes]:
 
 def test_the_lora_does_what_it_was_trained_for(daemon: DaemonProc) -> None:
     with Client(daemon.endpoint) as client:
-        before = inpaint(client)
-        purple = inpaint(client, loras=[{"name": "purple", "weight": 1.0}])
-        after = inpaint(client)
-    assert colour_share(before, "red") > 0.25 and colour_share(before, "purple") < 0.05
-    assert colour_share(purple, "purple") > 0.25 > 0.05 > colour_share(purple, "red")
+        before = inpaint(client, "a cyan circle")
+        red_before = inpaint(client, "a red circle")
+        cyan = inpaint(client, "a cyan circle", loras=[{"name": "cyan", "weight": 1.0}])
+        red = inpaint(client, "a red circle", loras=[{"name": "cyan", "weight": 1.0}])
+        zero = inpaint(client, "a cyan circle", loras=[{"name": "cyan", "weight": 0.0}])
+        after = inpaint(client, "a cyan circle")
+    assert colour_share(cyan, "cyan") > 0.25 > 0.05 > colour_share(before, "cyan")
+    assert colour_share(zero, "cyan") < 0.05
+    assert abs(colour_share(red, "red") - colour_share(red_before, "red")) < 0.1
     assert pixels(after) == pixels(before)          # nothing leaks into the next job
 
 
 def test_both_file_layouts_and_the_prompt_tag_agree(daemon: DaemonProc) -> None:
     with Client(daemon.endpoint) as client:
-        wire = inpaint(client, loras=[{"name": "purple", "weight": 0.8}])
-        kohya_tag = inpaint(client, prompt="a red circle, <lora:purple-kohya:0.8>")
-        half = inpaint(client, loras=[{"name": "purple", "weight": 0.3}])
+        wire = inpaint(client, "a cyan circle", loras=[{"name": "cyan", "weight": 0.8}])
+        kohya_tag = inpaint(client, prompt="a cyan circle, <lora:cyan-kohya:0.8>")
+        half = inpaint(client, "a cyan circle", loras=[{"name": "cyan", "weight": 0.3}])
     assert pixels(kohya_tag) == pixels(wire)
     assert pixels(half) != pixels(wire)
 
@@ -105,9 +110,9 @@ def test_both_file_layouts_and_the_prompt_tag_agree(daemon: DaemonProc) -> None:
     ({"loras": [{"name": "nope"}]}, "loras", "unknown LoRA 'nope'"),
     ({"loras": [{"name": "broken"}]}, "loras", "LoRA 'broken' is not usable: cannot read"),
     ({"loras": [{"name": "xl-style"}]}, "loras", "LoRA 'xl-style' is for sdxl"),
-    ({"prompt": "a cat <lora:purple:lots>"}, "prompt", "'lots' is not a weight"),
-    ({"prompt": "a cat <lora:purple:9>"}, "prompt", "weight 9 is outside -4..4"),
-    ({"prompt": "<lora:purple> <lora:purple:1>"}, "loras", "asked for twice"),
+    ({"prompt": "a cat <lora:cyan:lots>"}, "prompt", "'lots' is not a weight"),
+    ({"prompt": "a cat <lora:cyan:9>"}, "prompt", "weight 9 is outside -4..4"),
+    ({"prompt": "<lora:cyan> <lora:cyan:1>"}, "loras", "asked for twice"),
 ])
 def test_what_cannot_be_used_is_refused_with_the_field(daemon: DaemonProc, params: dict,
                                                        field: str, words: str) -> None:
@@ -125,10 +130,10 @@ def test_the_wire_form_is_checked_before_sending() -> None:
 
     image, mask, _ = canvas()
     with Client("tcp://127.0.0.1:1") as client:
-        for loras, words in (([{"name": "purple", "weight": 5}], "in -4..4"),
+        for loras, words in (([{"name": "cyan", "weight": 5}], "in -4..4"),
                              ([{"name": "a"}] * 9, "at most 8"),
-                             ([{"name": "purple", "scale": 1}], "unknown key(s) scale"),
-                             ("purple", "must be a list")):
+                             ([{"name": "cyan", "scale": 1}], "unknown key(s) scale"),
+                             ("cyan", "must be a list")):
             with pytest.raises(ProtocolError, match=words.replace("(", r"\(")
                                .replace(")", r"\)")) as info:
                 client.submit("inpaint", {"loras": loras}, image=image, mask=mask)

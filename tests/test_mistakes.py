@@ -127,6 +127,7 @@ def test_help_texts_say_ranges_and_defaults_from_the_table() -> None:
     assert "``" not in top and "exit codes:" in top and "130" in top
     sub = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[attr-defined]
     edit = {a.dest: a for a in sub["edit"]._actions}
+    assert edit["loras"].option_strings == ["--lora", "--loras"]
     for row in PARAMS:
         text = edit[row.name].help or ""
         assert row.range_text() in text and row.default_text() in text, (row.name, text)

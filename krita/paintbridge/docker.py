@@ -18,7 +18,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from PyQt5.QtCore import QSize, QSocketNotifier, Qt, QTimer
+from PyQt5.QtCore import QSize, QSocketNotifier, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QIcon, QImage, QPixmap
 from PyQt5.QtWidgets import (
     QAbstractSpinBox,
@@ -43,6 +43,7 @@ from PyQt5.QtWidgets import (
 from krita import DockWidget, Krita
 
 from .document import KritaDocument
+from .plugin import loraspec
 from .plugin.controller import MODE_LABELS, Controller, Line
 from .plugin.params import BY_NAME, INT32_MAX, PARAMS, Param, plain_label
 from .plugin.session import GenerationSettings
@@ -74,10 +75,118 @@ def _write(key: str, value: str) -> None:
 # ---------------------------------------------------------------- one widget per param row
 
 
+class LoraList(QWidget):
+    """The LoRAs of a job: one line per LoRA (name, weight, trigger words, remove) and an
+    "Add LoRA" list of what the daemon offers. Its value is the row's text form
+    (``ink:0.8, detail``), so it is saved and sent like every other setting."""
+
+    changed = pyqtSignal()
+    insert_words = pyqtSignal(str)   # trigger words to put into the prompt
+
+    def __init__(self) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.rows_layout = QVBoxLayout()
+        layout.addLayout(self.rows_layout)
+        self.add_combo = QComboBox()
+        self.add_combo.addItem("Add LoRA…", "")
+        self.add_combo.activated.connect(self._add_chosen)
+        layout.addWidget(self.add_combo)
+        self.available: dict[str, dict[str, Any]] = {}
+        self.rows: list[tuple[dict[str, Any], QWidget, QDoubleSpinBox]] = []
+
+    def set_available(self, loras: list[dict[str, Any]]) -> None:
+        self.available = {lo["name"]: lo for lo in loras}
+        self.add_combo.clear()
+        self.add_combo.addItem("Add LoRA…" if loras else "Add LoRA… (the daemon has none)",
+                               "")
+        for lo in loras:
+            self.add_combo.addItem(f"{lo['name']}  [{lo.get('arch') or '?'}]", lo["name"])
+        for item, row, _ in self.rows:
+            row.setToolTip(self._describe(item["name"]))
+
+    def _describe(self, name: str) -> str:
+        lo = self.available.get(name)
+        if lo is None:
+            return f"{name}: this daemon does not offer it"
+        words = ", ".join(lo.get("triggers") or []) or "none"
+        return f"{name} [{lo.get('arch') or '?'}]; trigger words: {words}"
+
+    def _add_chosen(self, index: int) -> None:
+        name = self.add_combo.itemData(index)
+        self.add_combo.setCurrentIndex(0)
+        if name and name not in [item["name"] for item, _, _ in self.rows]:
+            self._add_row({"name": name, "weight": 1.0})
+            self.changed.emit()
+
+    def _add_row(self, item: dict[str, Any]) -> None:
+        row = QWidget()
+        line = QHBoxLayout(row)
+        line.setContentsMargins(0, 0, 0, 0)
+        label = QLabel(item["name"])
+        weight = QDoubleSpinBox()
+        weight.setRange(-loraspec.MAX_WEIGHT, loraspec.MAX_WEIGHT)
+        weight.setSingleStep(0.05)
+        weight.setDecimals(2)
+        weight.setValue(item.get("weight", 1.0))
+        weight.valueChanged.connect(lambda value, item=item: self._weight(item, value))
+        words = QToolButton()
+        words.setText("T")
+        words.setToolTip("Put this LoRA's trigger words into the prompt")
+        triggers = (self.available.get(item["name"]) or {}).get("triggers") or []
+        words.setEnabled(bool(triggers))
+        words.clicked.connect(lambda _=False, n=item["name"]: self._insert(n))
+        remove = QToolButton()
+        remove.setText("✕")
+        remove.setToolTip("Remove this LoRA")
+        remove.clicked.connect(lambda _=False, r=row: self._remove(r))
+        for w in (label, weight, words, remove):
+            line.addWidget(w, 1 if w is label else 0)
+        row.setToolTip(self._describe(item["name"]))
+        self.rows.append((item, row, weight))
+        self.rows_layout.addWidget(row)
+
+    def _weight(self, item: dict[str, Any], value: float) -> None:
+        te = item.get("text_encoder_weight")
+        item["weight"] = value
+        if te is not None and te == value:
+            item.pop("text_encoder_weight")
+        self.changed.emit()
+
+    def _insert(self, name: str) -> None:
+        triggers = (self.available.get(name) or {}).get("triggers") or []
+        if triggers:
+            self.insert_words.emit(", ".join(triggers[:3]))
+
+    def _remove(self, row: QWidget) -> None:
+        self.rows = [r for r in self.rows if r[1] is not row]
+        row.setParent(None)
+        row.deleteLater()
+        self.changed.emit()
+
+    def text(self) -> str:
+        return loraspec.format_text([item for item, _, _ in self.rows])
+
+    def setText(self, text: str) -> None:
+        for _, row, _ in self.rows:
+            row.setParent(None)
+            row.deleteLater()
+        self.rows = []
+        try:
+            items = loraspec.parse_text(text) or []
+        except ValueError:   # a hand-edited setting: start empty rather than fail
+            items = []
+        for item in items:
+            self._add_row(dict(item))
+
+
 def param_widget(p: Param) -> QWidget:
     """The widget for a row: text box, choice list or spin box (its unset value shown as
     words at the minimum). Integers beyond 32 bits (seeds) get a double spin box, which
     holds them exactly."""
+    if p.wire == "loras":
+        return LoraList()
     if p.type is str:
         if p.multiline:
             w = QPlainTextEdit()
@@ -112,7 +221,7 @@ def widget_value(p: Param, w: QWidget) -> Any:
     """The widget's value as the row's setting (the row says what stands for None)."""
     if isinstance(w, QPlainTextEdit):
         raw: Any = w.toPlainText()
-    elif isinstance(w, QLineEdit):
+    elif isinstance(w, (QLineEdit, LoraList)):
         raw = w.text()
     elif isinstance(w, QComboBox):
         raw = w.currentData() or ""
@@ -124,7 +233,7 @@ def widget_value(p: Param, w: QWidget) -> Any:
 def show_value(p: Param, w: QWidget, value: Any) -> None:
     if isinstance(w, QPlainTextEdit):
         w.setPlainText(value or "")
-    elif isinstance(w, QLineEdit):
+    elif isinstance(w, (QLineEdit, LoraList)):
         w.setText(value or "")
     elif isinstance(w, QComboBox):
         w.setCurrentIndex(max(0, w.findData(value if value is not None else "")))
@@ -134,6 +243,8 @@ def show_value(p: Param, w: QWidget, value: Any) -> None:
 
 
 def changed_signal(w: QWidget) -> Any:
+    if isinstance(w, LoraList):
+        return w.changed
     if isinstance(w, QPlainTextEdit):
         return w.textChanged
     if isinstance(w, QLineEdit):
@@ -170,6 +281,7 @@ class PaintbridgeDocker(DockWidget):
         self.notifiers: list[QSocketNotifier] = []
         self._generation = -1           # the controller's socket the notifiers watch
         self._models: list[tuple[str, str]] | None = None
+        self._loras: list[dict[str, Any]] | None = None
         self._limits: Any = None
         self._preview: Any = None
         self._lines: dict[int, Line] = {}
@@ -296,6 +408,8 @@ class PaintbridgeDocker(DockWidget):
             w = self.widgets[p.name] = param_widget(p)
             w.setToolTip(p.help)
             changed_signal(w).connect(self._save)
+            if isinstance(w, LoraList):
+                w.insert_words.connect(self.insert_into_prompt)
             field: Any = w
             if p.name in beside:
                 field = QHBoxLayout()
@@ -378,6 +492,7 @@ class PaintbridgeDocker(DockWidget):
             self.connection_toggle.setChecked(True)
             c.reveal_keys = False
         self._fill_models()
+        self._fill_loras()
         self._apply_limits()
         for result in c.results[self.results_list.count():]:
             self._add_result(result.layer, result.name)
@@ -393,6 +508,22 @@ class PaintbridgeDocker(DockWidget):
         else:
             label.setStyleSheet(f"color: {colour}" if line.error else "")
             label.setText(line.text)
+
+    def insert_into_prompt(self, words: str) -> None:
+        """A LoRA's trigger words at the end of the prompt, unless it holds them already."""
+        prompt = self.widgets["prompt"]
+        text = prompt.toPlainText().rstrip()
+        if words.lower() not in text.lower():
+            prompt.setPlainText(f"{text}, {words}" if text else words)
+
+    def _fill_loras(self) -> None:
+        offered = self.controller.lora_choices()
+        if offered == self._loras:
+            return
+        self._loras = offered
+        lists = [w for w in self.widgets.values() if isinstance(w, LoraList)]
+        for w in lists:
+            w.set_available(offered)
 
     def _fill_models(self) -> None:
         choices = self.controller.model_choices()

@@ -269,9 +269,11 @@ def settings_read_back():
     config = PDB.lookup_procedure("paintbridge-img2img").create_config()
     for key, value in {"model": "other", "strength": 0.3, "steps": 20, "guidance": 7.5,
                        "sampler": "euler_a", "seed": 5, "count": 2, "padding": 0, "grow": 1,
-                       "feather": 2}.items():
+                       "feather": 2, "loras": "ink:0.8, detail"}.items():
         config.set_property(key, value)
-    out["set"] = dict(settings_from_config(config, "img2img").values)
+    settings = settings_from_config(config, "img2img")
+    out["set"] = dict(settings.values)
+    out["set_wire"] = settings.params("img2img")["loras"]
     return out
 
 

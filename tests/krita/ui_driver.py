@@ -16,6 +16,7 @@ import time
 import traceback
 
 from PyQt5.QtCore import QByteArray, Qt, QTimer
+from PyQt5.QtWidgets import QToolButton
 
 from krita import Krita, Selection
 
@@ -86,6 +87,29 @@ def _projection(doc):
     doc.refreshProjection()
     doc.waitForDone()
     return bytes(doc.pixelData(0, 0, W, H))
+
+
+_PALETTE = {"red": (220, 30, 30), "orange": (245, 135, 20), "yellow": (240, 220, 30),
+            "green": (30, 160, 50), "blue": (30, 60, 220), "purple": (135, 40, 175),
+            "white": (245, 245, 245), "black": (20, 20, 20), "cyan": (30, 200, 200)}
+
+
+def _cyan_share(doc):
+    """Share of the newest result layer's opaque pixels in the selection nearest to cyan
+    (Krita's 8-bit RGBA pixels are B, G, R, A)."""
+    layer = doc.rootNode().childNodes()[-1]
+    x0, y0, w, h = SEL
+    px = bytes(layer.pixelData(x0, y0, w, h))
+    cyan = total = 0
+    for i in range(0, len(px), 4):
+        if px[i + 3] < 128:
+            continue
+        b, g, r = px[i], px[i + 1], px[i + 2]
+        near = min(_PALETTE, key=lambda n: sum((a - c) ** 2 for a, c in
+                                               zip((r, g, b), _PALETTE[n], strict=True)))
+        cyan += near == "cyan"
+        total += 1
+    return cyan / total if total else 0.0
 
 
 def _compare(before, after):
@@ -233,6 +257,33 @@ def script(cfg):
     RES["random_seed"] = [docker.widgets["seed"].text(), docker.settings().seed]
     _click(docker.reuse_button)
     RES["reused_seed"] = [docker.widgets["seed"].text(), docker.settings().seed]
+
+    # --- 5. a LoRA from the daemon's list steers the result; then it is removed again
+    lora = docker.widgets["loras"]
+    yield "LoRAs offered", lambda: lora.add_combo.count() > 1, 30
+    RES["lora_offered"] = [lora.add_combo.itemData(i) for i in range(1, lora.add_combo.count())]
+    prompt = docker.widgets["prompt"]
+    prompt.setPlainText("")
+    lora._add_chosen(lora.add_combo.findData("cyan-kohya"))   # as picking it in the list
+    lora.rows[0][2].setValue(1.0)
+    RES["lora_text"] = lora.text()
+    RES["lora_saved"] = json.loads(app.readSetting("paintbridge", "settings", "{}"))["loras"]
+    lora._insert("cyan-kohya")                                 # the "T" button
+    RES["prompt_with_triggers"] = prompt.toPlainText()
+    prompt.setPlainText("a cyan circle")
+    docker.widgets["steps"].setValue(0)                        # the model's default
+    docker.widgets["count"].setValue(1)
+    for label in ("with", "without"):
+        _click(docker.generate_button)
+        yield f"result {label} LoRA", lambda: not c.running, 120
+        RES[f"lora_message_{label}"] = docker.message_label.text()
+        RES[f"cyan_share_{label}"] = _cyan_share(doc)
+        if label == "with":
+            remove = lora.rows[0][1].findChildren(QToolButton)[-1]
+            _click(remove)
+            RES["lora_text_removed"] = lora.text()
+    prompt.setPlainText("a red apple")                         # as the settings test expects
+    docker.widgets["count"].setValue(2)
     if c.daemon_proc is not None:
         c.daemon_proc.terminate()
 

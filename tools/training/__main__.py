@@ -22,9 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps)
     tr.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
     tr.add_argument("--seed", type=int, default=TrainConfig.seed)
-    lo = sub.add_parser("lora", help="train the 'purple' LoRA for the embedded model (seeded)")
-    lo.add_argument("--out", type=Path, default=None, help="default tests/data/loras")
+    lo = sub.add_parser("lora", help="train the sample 'cyan' LoRA for the embedded model "
+                                      "(seeded) and score it")
+    lo.add_argument("--out", type=Path, default=None, help="default samples/loras")
     lo.add_argument("--steps", type=int, default=None)
+    lo.add_argument("--n", type=int, default=30, help="inpaint cases per prompt when scoring")
+    lo.add_argument("--eval-only", action="store_true", help="score the files in --out")
     ev = sub.add_parser("eval", help="score a model folder against the procedural ground truth")
     ev.add_argument("--model", type=Path, default=DEFAULT_OUT)
     ev.add_argument("--n", type=int, default=50, help="masked regions per prompt")
@@ -40,10 +43,18 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     if args.cmd == "lora":
+        import json
+
         from . import lora
 
-        cfg = lora.LoraConfig(**({"steps": args.steps} if args.steps else {}))
-        print(lora.train(args.out or lora.DEFAULT_OUT, cfg))
+        out = args.out or lora.DEFAULT_OUT
+        report = {}
+        if not args.eval_only:
+            cfg = lora.LoraConfig(**({"steps": args.steps} if args.steps else {}))
+            report["training"] = lora.train(out, cfg)
+        report["evaluation"] = lora.evaluate(out, n=args.n)
+        (out / f"{lora.WORD}.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report["evaluation"]["mean"], indent=1))
         return 0
     if args.cmd == "train":
         from .train import train

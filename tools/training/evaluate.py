@@ -47,9 +47,10 @@ def prompt_text(colour: str, shape: str) -> str:
 # ----------------------------------------------------------------------------- scorer
 
 
-def classify_pixels(img: np.ndarray) -> np.ndarray:
+def classify_pixels(img: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """Index of the nearest named colour for each pixel (HxW int)."""
-    d = ((img[..., None, :].astype(np.float32) - _PALETTE) ** 2).sum(-1)
+    pal = _PALETTE if palette is None else palette
+    d = ((img[..., None, :].astype(np.float32) - pal) ** 2).sum(-1)
     return d.argmin(-1)
 
 
@@ -113,7 +114,8 @@ class RegionScore:
     cover: float
 
 
-def score_region(out: np.ndarray, ref: np.ndarray, region: np.ndarray) -> RegionScore:
+def score_region(out: np.ndarray, ref: np.ndarray, region: np.ndarray,
+                 colours: dict[str, tuple[int, int, int]] | None = None) -> RegionScore:
     """Dominant non-background colour in ``region`` of ``out`` and the shape it forms.
 
     A pixel is background when it stays within BG_DIST of the input ``ref`` (which holds only
@@ -123,13 +125,15 @@ def score_region(out: np.ndarray, ref: np.ndarray, region: np.ndarray) -> Region
     fg = region & (dist > BG_DIST)
     if not fg.any():
         return RegionScore("none", "none", 0.0)
-    cls = classify_pixels(out)
-    counts = np.bincount(cls[fg], minlength=len(_PALETTE_NAMES))
+    names = _PALETTE_NAMES if colours is None else list(colours)
+    cls = classify_pixels(out, None if colours is None else
+                          np.array(list(colours.values()), np.float32))
+    counts = np.bincount(cls[fg], minlength=len(names))
     best = int(counts.argmax())
     cover = counts[best] / region.sum()
     if cover < MIN_COVER:
         return RegionScore("none", "none", float(cover))
-    return RegionScore(_PALETTE_NAMES[best], classify_shape(fg & (cls == best)), float(cover))
+    return RegionScore(names[best], classify_shape(fg & (cls == best)), float(cover))
 
 
 # ----------------------------------------------------------------------------- eval inputs
