@@ -44,11 +44,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {**data.COLOURS, WORD: RGB}
 @dataclass
 class LoraConfig:
     seed: int = 77
-    rank: int = 8
-    steps: int = 800
+    rank: int = 4
+    steps: int = 600
     batch: int = 16
-    lr: float = 3e-3
-    new_share: float = 0.6          # of each batch: samples with the new word
+    lr: float = 2e-3
+    new_share: float = 0.5          # of each batch: samples with the new word
     outside_mask_weight: float = 0.1
 
 
