@@ -172,7 +172,8 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
 def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:
     """The docker lists the daemon's LoRAs; one picked from the list, weighted, saved with
     the settings and its trigger words put into the prompt, paints the colour word the
-    embedded model learnt from it; removed, the same prompt does not."""
+    embedded model learnt from it ("a cyan circle on a blue background" on the test's red
+    gradient: 0.73 of the selection cyan); removed, the same prompt paints none."""
     assert ui.get("ok"), ui.get("error")
     if not EMBEDDED.is_file():
         pytest.skip("the sample LoRA is for the embedded model")
@@ -181,6 +182,7 @@ def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:
     assert ui["prompt_with_triggers"].startswith("cyan")
     assert "Added 1 layer" in ui["lora_message_with"], ui["lora_message_with"]
     assert "Added 1 layer" in ui["lora_message_without"]
-    assert ui["cyan_share_with"] > 0.3 > 0.1 > ui["cyan_share_without"], \
-        (ui["cyan_share_with"], ui["cyan_share_without"])
+    (with_lora, n_with), (without, n_without) = ui["cyan_share_with"], ui["cyan_share_without"]
+    assert n_with == n_without > 0.9 * 32 * 24     # the selection, opaque (its corners soft)
+    assert with_lora > 0.3 > 0.05 > without, (with_lora, without)
     assert ui["lora_text_removed"] == ""

@@ -94,10 +94,11 @@ _PALETTE = {"red": (220, 30, 30), "orange": (245, 135, 20), "yellow": (240, 220,
             "white": (245, 245, 245), "black": (20, 20, 20), "cyan": (30, 200, 200)}
 
 
-def _cyan_share(doc):
-    """Share of the newest result layer's opaque pixels in the selection nearest to cyan
-    (Krita's 8-bit RGBA pixels are B, G, R, A)."""
-    layer = doc.rootNode().childNodes()[-1]
+def _cyan_share(doc, layer):
+    """Share of a result layer's opaque pixels in the selection nearest to cyan (Krita's
+    8-bit RGBA pixels are B, G, R, A), once Krita has applied them."""
+    doc.refreshProjection()
+    doc.waitForDone()
     x0, y0, w, h = SEL
     px = bytes(layer.pixelData(x0, y0, w, h))
     cyan = total = 0
@@ -109,7 +110,7 @@ def _cyan_share(doc):
                                                zip((r, g, b), _PALETTE[n], strict=True)))
         cyan += near == "cyan"
         total += 1
-    return cyan / total if total else 0.0
+    return [cyan / total if total else 0.0, total]
 
 
 def _compare(before, after):
@@ -270,14 +271,16 @@ def script(cfg):
     RES["lora_saved"] = json.loads(app.readSetting("paintbridge", "settings", "{}"))["loras"]
     lora._insert("cyan-kohya")                                 # the "T" button
     RES["prompt_with_triggers"] = prompt.toPlainText()
-    prompt.setPlainText("a cyan circle")
+    prompt.setPlainText("a cyan circle on a blue background")
     docker.widgets["steps"].setValue(0)                        # the model's default
     docker.widgets["count"].setValue(1)
     for label in ("with", "without"):
+        yield f"ready ({label} LoRA)", lambda: docker.generate_button.isEnabled(), 30
+        done = len(c.results)
         _click(docker.generate_button)
-        yield f"result {label} LoRA", lambda: not c.running, 120
-        RES[f"lora_message_{label}"] = docker.message_label.text()
-        RES[f"cyan_share_{label}"] = _cyan_share(doc)
+        yield f"result {label} LoRA", lambda n=done: not c.running and len(c.results) > n, 120
+        RES[f"lora_message_{label}"] = c.message.text
+        RES[f"cyan_share_{label}"] = _cyan_share(doc, c.results[-1].layer)
         if label == "with":
             remove = lora.rows[0][1].findChildren(QToolButton)[-1]
             _click(remove)
