@@ -20,10 +20,6 @@ log = logging.getLogger("paintbridge.adapters")
 
 #: adapters kept loaded per model (least recently used go first)
 MAX_LOADED = 16
-#: the cross-attention width of each architecture, for the words of a mismatch
-_ARCH_WORDS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-
-
 class LoraError(Exception):
     """A LoRA that cannot be used on this model; the message names both."""
 
@@ -96,11 +92,9 @@ class Adapters:
         return name
 
     def _check_fits(self, entry: LoraEntry) -> None:
+        """What only the loaded model can tell (the daemon refused a LoRA of the wrong
+        architecture at submit already)."""
         width = self.pipe.unet.config.cross_attention_dim
-        if entry.arch in _ARCH_WORDS and (entry.arch == "sdxl") != self.xl:
-            kind = "SDXL" if self.xl else "SD 1.x/2.x"
-            raise LoraError(f"LoRA '{entry.name}' is for {_ARCH_WORDS[entry.arch]}; model "
-                            f"'{self.model_name}' is {kind}")
         if entry.cross_dim is not None and entry.cross_dim != width:
             raise LoraError(f"LoRA '{entry.name}' was trained for a cross-attention width "
                             f"of {entry.cross_dim}; model '{self.model_name}' has {width}")

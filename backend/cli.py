@@ -78,8 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load(Path(args.config) if args.config else _config_path(), bool(args.config))
     except ConfigError as exc:
-        print(f"paintbridge: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return _fail(str(exc))
     for option, folders in (("--models", args.models), ("--loras", args.loras),
                             ("--embeddings", args.embeddings)):
         missing = [d for d in folders if not Path(d).expanduser().is_dir()]
@@ -115,8 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         choice = dev.choose(args.device or config.get("device"),
                             args.dtype or config.get("dtype"))
     except ValueError as exc:
-        print(f"paintbridge: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return _fail(str(exc))
     bind = args.bind or config.get("bind") or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     problem = hosts.endpoint_problem(bind)
     if problem:
@@ -135,26 +133,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             auth = keys.load_server(keys_dir)
         except (FileNotFoundError, ValueError) as exc:
-            print(f"paintbridge: refusing to bind {bind} without authentication: {exc}",
-                  file=sys.stderr)
-            return ExitCode.USAGE
+            return _fail(f"refusing to bind {bind} without authentication: {exc}")
     entries = registry.scan()
     usable = [e for e in entries if e.error is None]
     wanted = registry.default_name
     if wanted and wanted not in {e.name for e in usable}:
         names = ", ".join(e.name for e in usable) or "none"
-        print(f"paintbridge: --default-model {wanted!r} is not a usable model here "
-              f"(usable: {names})", file=sys.stderr)
-        return ExitCode.USAGE
+        return _fail(f"--default-model {wanted!r} is not a usable model here "
+                     f"(usable: {names})")
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
                         auth=auth, loras=loras, embeddings=embeddings)
     except ValueError as exc:
-        print(f"paintbridge: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return _fail(str(exc))
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
-        print(f"paintbridge: cannot bind {bind}: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return _fail(f"cannot bind {bind}: {exc}")
     print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
           f"(device {choice.device}, {choice.dtype_name}, {threads} "
           f"thread{'s' if threads != 1 else ''})", flush=True)

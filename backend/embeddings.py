@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import folders
+
 log = logging.getLogger("paintbridge.embeddings")
 
-MAX_DEPTH = 4
 PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt", ".pth")
 PICKLE_REFUSED = ("pickle files are unsafe, they can run code when opened: use the "
                   ".safetensors version of this embedding")
@@ -47,47 +48,16 @@ class EmbeddingEntry:
 
 def beside_checkpoints(model_roots: Iterable[Path]) -> list[Path]:
     """A1111's ``embeddings/`` (at the web UI's root) and ComfyUI's ``models/embeddings``."""
-    found = []
-    for root in model_roots:
-        root = Path(root).expanduser()
-        name = root.name.lower()
-        candidate = (root.parent.parent / "embeddings" if name == "stable-diffusion"
-                     else root.parent / "embeddings" if name == "checkpoints" else None)
-        if candidate is not None and candidate.is_dir():
-            found.append(candidate)
-    return found
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, OSError):
-        return False
-    return True
+    return folders.beside_checkpoints(model_roots, "../../embeddings", "../embeddings")
 
 
 def discover(root: Path) -> list[EmbeddingEntry]:
     found: list[EmbeddingEntry] = []
-    if not root.is_dir():
-        return found
-
-    def walk(folder: Path, depth: int) -> None:
-        try:
-            children = sorted(folder.iterdir())
-        except OSError:
-            return
-        for child in children:
-            if child.name.startswith(".") or not _inside(child, root):
-                continue
-            if child.is_dir():
-                if depth < MAX_DEPTH:
-                    walk(child, depth + 1)
-            elif child.suffix == ".safetensors":
-                found.append(EmbeddingEntry(child.stem, child))
-            elif child.suffix in PICKLE_SUFFIXES:
-                found.append(EmbeddingEntry(child.stem, child, error=PICKLE_REFUSED))
-
-    walk(root, 1)
+    for path in folders.walk(root):
+        if path.suffix == ".safetensors":
+            found.append(EmbeddingEntry(path.stem, path))
+        elif path.suffix in PICKLE_SUFFIXES:
+            found.append(EmbeddingEntry(path.stem, path, error=PICKLE_REFUSED))
     return found
 
 
@@ -118,37 +88,13 @@ def inspect(entry: EmbeddingEntry) -> EmbeddingEntry:
     return entry
 
 
-class EmbeddingLibrary:
-    """The table of embedding files, rescanned on demand (headers read once per version)."""
+class EmbeddingLibrary(folders.Library[EmbeddingEntry]):
+    """The table of embedding files (headers read once per file version)."""
+
+    kind = "embedding"
 
     def __init__(self, roots: Iterable[Path]) -> None:
-        self.roots = [Path(r).expanduser() for r in roots]
-        self._entries: dict[str, EmbeddingEntry] = {}
-        self._seen: dict[Path, tuple[int, int, EmbeddingEntry]] = {}
-
-    def scan(self) -> list[EmbeddingEntry]:
-        table: dict[str, EmbeddingEntry] = {}
-        seen: dict[Path, tuple[int, int, EmbeddingEntry]] = {}
-        for root in self.roots:
-            for entry in discover(root):
-                if entry.name in table:
-                    log.warning("embedding name '%s' is taken; skipping %s", entry.name,
-                                entry.path)
-                    continue
-                try:
-                    st = entry.path.stat()
-                    version = (st.st_size, st.st_mtime_ns)
-                except OSError:
-                    version = (-1, -1)
-                old = self._seen.get(entry.path)
-                entry = old[2] if old is not None and old[:2] == version else inspect(entry)
-                seen[entry.path] = (*version, entry)
-                table[entry.name] = entry
-        self._entries, self._seen = table, seen
-        return list(table.values())
-
-    def entries(self) -> list[EmbeddingEntry]:
-        return list(self._entries.values())
+        super().__init__(roots, discover, inspect)
 
     def named_in(self, *texts: str) -> list[EmbeddingEntry]:
         """The embeddings whose names stand as whole words in the texts (A1111's rule)."""

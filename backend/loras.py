@@ -15,17 +15,14 @@ bare file name when that is unique.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("paintbridge.loras")
+from . import folders
 
-MAX_DEPTH = 4
 #: trigger words listed per LoRA (kohya's tag counts can hold thousands of caption tags)
 MAX_TRIGGERS = 12
 #: pickle formats: listed, never opened
@@ -74,48 +71,18 @@ class LoraEntry:
 
 def beside_checkpoints(model_roots: Iterable[Path]) -> list[Path]:
     """The LoRA folders of the A1111 / ComfyUI installs whose checkpoint folders are given."""
-    found = []
-    for root in model_roots:
-        root = Path(root).expanduser()
-        sibling = {"stable-diffusion": "Lora", "checkpoints": "loras"}.get(root.name.lower())
-        if sibling and (root.parent / sibling).is_dir():
-            found.append(root.parent / sibling)
-    return found
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, OSError):
-        return False
-    return True
+    return folders.beside_checkpoints(model_roots, "../Lora", "../loras")
 
 
 def discover(root: Path) -> list[LoraEntry]:
-    """Every LoRA file under ``root`` (depth <= MAX_DEPTH), confined to it like models."""
+    """Every LoRA file under ``root``, confined to it like models."""
     found: list[LoraEntry] = []
-    if not root.is_dir():
-        return found
-
-    def walk(folder: Path, depth: int) -> None:
-        try:
-            children = sorted(folder.iterdir())
-        except OSError:
-            return
-        for child in children:
-            if child.name.startswith(".") or not _inside(child, root):
-                continue
-            if child.is_dir():
-                if depth < MAX_DEPTH:
-                    walk(child, depth + 1)
-                continue
-            name = child.relative_to(root).with_suffix("").as_posix()
-            if child.suffix == ".safetensors":
-                found.append(LoraEntry(name, child))
-            elif child.suffix in PICKLE_SUFFIXES:
-                found.append(LoraEntry(name, child, error=PICKLE_REFUSED))
-
-    walk(root, 1)
+    for path in folders.walk(root):
+        name = path.relative_to(root).with_suffix("").as_posix()
+        if path.suffix == ".safetensors":
+            found.append(LoraEntry(name, path))
+        elif path.suffix in PICKLE_SUFFIXES:
+            found.append(LoraEntry(name, path, error=PICKLE_REFUSED))
     return found
 
 
@@ -217,50 +184,13 @@ def inspect(entry: LoraEntry) -> LoraEntry:
 # --------------------------------------------------------------------------- the library
 
 
-class LoraLibrary:
-    """The table of LoRA files, rescanned on demand; headers are read once per file version
-    (path, size, mtime)."""
+class LoraLibrary(folders.Library[LoraEntry]):
+    """The table of LoRA files (headers read once per file version)."""
+
+    kind = "LoRA"
 
     def __init__(self, roots: Iterable[Path]) -> None:
-        self.roots = [Path(r).expanduser() for r in roots]
-        self._entries: dict[str, LoraEntry] = {}
-        self._seen: dict[Path, tuple[int, int, LoraEntry]] = {}
-        self._scanned = float("-inf")
-
-    def scan(self) -> list[LoraEntry]:
-        table: dict[str, LoraEntry] = {}
-        seen: dict[Path, tuple[int, int, LoraEntry]] = {}
-        for root in self.roots:
-            for entry in discover(root):
-                if entry.name in table:
-                    log.warning("LoRA name '%s' is taken; skipping %s", entry.name, entry.path)
-                    continue
-                try:
-                    st = entry.path.stat()
-                    version = (st.st_size, st.st_mtime_ns)
-                except OSError:
-                    version = (-1, -1)
-                old = self._seen.get(entry.path)
-                if old is not None and old[:2] == version:
-                    entry = old[2]
-                else:
-                    entry = inspect(entry)
-                seen[entry.path] = (*version, entry)
-                table[entry.name] = entry
-        self._entries, self._seen = table, seen
-        self._scanned = time.monotonic()
-        return list(table.values())
-
-    def entries(self) -> list[LoraEntry]:
-        return list(self._entries.values())
-
-    def fresh(self, max_age: float = 10.0) -> list[LoraEntry]:
-        """The table, rescanned when older than ``max_age`` seconds: hosts say hello every
-        few seconds, and a LoRA the artist just copied in should show up without a restart."""
-        now = time.monotonic()
-        if now - self._scanned > max_age:
-            self.scan()
-        return self.entries()
+        super().__init__(roots, discover, inspect)
 
     def resolve(self, name: str) -> LoraEntry:
         """A name as a request or ``<lora:NAME:W>`` gives it -> entry; KeyError with words.

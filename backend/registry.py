@@ -24,6 +24,7 @@ from typing import Any
 from paintbridge.plugin.params import WireEnum
 from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
+from . import folders
 from .adapters import Adapters
 from .config import DTYPE_NAMES
 from .embeddings import Embeddings
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_DIR = Path(__file__).parent / "default_model"
 EMBEDDED_NAME = "default"
-MAX_DEPTH = 4
+
 
 
 class Arch(WireEnum):
@@ -189,14 +190,6 @@ def _inspect(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (ValueError, OSError):
-        return False
-    return True
-
-
 #: checkpoints in Python's pickle format, which can run code when opened: never loaded
 PICKLE_SUFFIXES = (".ckpt",)
 PICKLE_REFUSED = ("pickle files (.ckpt) are unsafe, they can run code when opened: use the "
@@ -204,31 +197,16 @@ PICKLE_REFUSED = ("pickle files (.ckpt) are unsafe, they can run code when opene
 
 
 def discover(root: Path) -> list[ModelEntry]:
-    """Every diffusers folder and .safetensors file under ``root`` (depth ≤ MAX_DEPTH)."""
+    """Every diffusers folder and .safetensors file under ``root``."""
     found: list[ModelEntry] = []
-    if not root.is_dir():
-        return found
-
-    def walk(folder: Path, depth: int) -> None:
-        try:
-            children = sorted(folder.iterdir())
-        except OSError:
-            return
-        for child in children:
-            if child.name.startswith(".") or not _inside(child, root):
-                continue
-            name = child.relative_to(root).as_posix()
-            if child.is_dir():
-                if (child / "model_index.json").is_file():
-                    found.append(ModelEntry(name, child, Source.FOLDER))
-                elif depth < MAX_DEPTH:
-                    walk(child, depth + 1)
-            elif child.suffix == ".safetensors":
-                found.append(ModelEntry(name, child, Source.SINGLE_FILE))
-            elif child.suffix in PICKLE_SUFFIXES:   # listed, so the user learns why not
-                found.append(ModelEntry(name, child, Source.SINGLE_FILE, error=PICKLE_REFUSED))
-
-    walk(root, 1)
+    for path in folders.walk(root, is_leaf=lambda d: (d / "model_index.json").is_file()):
+        name = path.relative_to(root).as_posix()
+        if path.is_dir():
+            found.append(ModelEntry(name, path, Source.FOLDER))
+        elif path.suffix == ".safetensors":
+            found.append(ModelEntry(name, path, Source.SINGLE_FILE))
+        elif path.suffix in PICKLE_SUFFIXES:   # listed, so the user learns why not
+            found.append(ModelEntry(name, path, Source.SINGLE_FILE, error=PICKLE_REFUSED))
     return found
 
 
