@@ -41,6 +41,9 @@ class Adapters:
         self._loaded: OrderedDict[tuple[str, int, int], str] = OrderedDict()
         self._count = 0
         self._active = False
+        #: what the active adapters are (names and weights), () when off: part of the key
+        #: under which text-encoder outputs are cached
+        self.state: tuple[Any, ...] = ()
 
     def use(self, wanted: list[JobLora]) -> None:
         """Make exactly ``wanted`` active (none: every adapter off)."""
@@ -48,6 +51,7 @@ class Adapters:
             if self._active:
                 self.pipe.disable_lora()
                 self._active = False
+                self.state = ()
             return
         names = [self._adapter(lo.entry) for lo in wanted]
         weights: list[Any] = []
@@ -61,6 +65,7 @@ class Adapters:
         self.pipe.enable_lora()
         self.pipe.set_adapters(names, adapter_weights=weights)
         self._active = True
+        self.state = tuple(zip(names, map(repr, weights), strict=True))
 
     def _adapter(self, entry: LoraEntry) -> str:
         st = entry.path.stat()

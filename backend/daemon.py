@@ -36,6 +36,8 @@ from .retention import ResultStore
 log = logging.getLogger(__name__)
 
 _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
+#: what this daemon adds to protocol v1, announced in hello (a client checks before using it)
+FEATURES = ("live",)
 HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 intervals
 
 
@@ -49,6 +51,7 @@ class ActiveJob:
     total: int = 0
     loras: list[JobLora] = field(default_factory=list)   # resolved at submit
     embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
+    replaced_by: str | None = None   # the live job that took over from this one
 
     def progress_event(self) -> dict[str, Any]:
         """Where the running job stands: loading its model, or at a denoising step."""
@@ -105,7 +108,7 @@ class Worker(threading.Thread):
     def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
         req = job.request
         if job.cancel.is_set():
-            self._emit(push, job, self._cancelled(), end=True)
+            self._emit(push, job, self._cancelled(job), end=True)
             return
         started = time.monotonic()
         try:
@@ -131,7 +134,7 @@ class Worker(threading.Thread):
             job.stage = Stage.DENOISING
             results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings)
         except runner.JobCancelled:
-            self._emit(push, job, self._cancelled(), end=True)
+            self._emit(push, job, self._cancelled(job), end=True)
             return
         except runner.BadInput as exc:
             self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
@@ -159,7 +162,7 @@ class Worker(threading.Thread):
             empty_device_cache()
             return
         if job.cancel.is_set():
-            self._emit(push, job, self._cancelled(), end=True)
+            self._emit(push, job, self._cancelled(job), end=True)
             return
         patches = [{"x": r.patch.x, "y": r.patch.y, "width": r.patch.width,
                     "height": r.patch.height, "format": r.patch.format, "seed": r.seed}
@@ -192,10 +195,13 @@ class Worker(threading.Thread):
         empty_device_cache()
         return None
 
-    def _cancelled(self) -> dict[str, Any]:
-        """The end of a cancelled job; at shutdown it says why (the client did not ask)."""
+    def _cancelled(self, job: ActiveJob) -> dict[str, Any]:
+        """The end of a cancelled job; at shutdown it says why (the client did not ask), a
+        replaced live job names its successor."""
         if self.d.stopping:
             return {"event": "cancelled", "message": "the daemon is shutting down"}
+        if job.replaced_by is not None:
+            return {"event": "cancelled", "replaced_by": job.replaced_by}
         return {"event": "cancelled"}
 
     def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str,
@@ -227,6 +233,7 @@ class Daemon:
         self.queue: FairQueue[ActiveJob] = FairQueue(self.limits.max_queue,
                                                      self.limits.max_queue_per_client)
         self.active: dict[tuple[bytes, str], ActiveJob] = {}
+        self.live: dict[bytes, str] = {}   # each client's live job, queued or running
         self.results = results or ResultStore()
         self.context = zmq.Context()
         self.authenticator: ThreadAuthenticator | None = None
@@ -316,7 +323,7 @@ class Daemon:
             done = None
             if ended:
                 job = ended.decode()
-                done = self.active.pop((client, job), None)
+                done = self._forget(client, job)
                 self.results.put(client, job, [p.bytes for p in parts[2:]])
             self.router.send_multipart([parts[0], *parts[2:]], copy=False)
             if ended:   # everyone still waiting moved up one
@@ -403,7 +410,7 @@ class Daemon:
                 "models": [e.name for e in self.registry.entries() if e.error is None],
                 "default_model": self.registry.default,
                 "loaded": self.registry.loaded_names(), "samplers": list(protocol.SAMPLERS),
-                "limits": self.limits.to_json(),
+                "limits": self.limits.to_json(), "features": list(FEATURES),
                 "loras": [{"name": e.name, "arch": e.arch, "triggers": e.triggers}
                           for e in self.loras.fresh() if e.error is None]}
 
@@ -431,13 +438,44 @@ class Daemon:
         active = ActiveJob(client, request, loras=self._resolve_loras(request, entry),
                            embeddings=self._embeddings_named(request, entry))
         try:
-            position = self.queue.put(client, job, active)
+            position = (self._replace_live(client, job, active) if request.live
+                        else self.queue.put(client, job, active))
         except QueueFull as exc:
             raise ProtocolError(ErrorCode.BUSY, f"{exc}; try again when a job finishes"
                                 ) from None
         self.active[(client, job)] = active
         self._send(client, {"event": "accepted", "job": job, "position": self._ahead(position),
                             "model": entry.name})
+
+    def _replace_live(self, client: bytes, job: str, active: ActiveJob) -> int:
+        """Queue a live job in place of the client's previous one: a queued one hands over
+        its place in the queue (and ends 'cancelled' at once), a running one is cancelled
+        at its next step. So a client never has more than one live job waiting, however
+        fast it sends. Raises QueueFull (nothing changed then)."""
+        prev_id = self.live.get(client)
+        prev = self.active.get((client, prev_id)) if prev_id is not None else None
+        position = None
+        if prev is not None and prev_id is not None:
+            position = self.queue.replace(client, prev_id, job, active)
+            if position is not None:
+                prev.replaced_by = job
+                prev.cancel.set()
+                self._forget(client, prev_id)
+                self._send(client, {"event": "cancelled", "job": prev_id, "replaced_by": job})
+        if position is None:
+            position = self.queue.put(client, job, active)
+            if prev is not None:   # running (or just taken): it stops at its next step
+                prev.replaced_by = job
+                prev.cancel.set()
+        self.live[client] = job
+        return position
+
+    def _forget(self, client: bytes, job: str) -> ActiveJob | None:
+        """A job that ended (or left the queue): no longer active, nor its client's live
+        job."""
+        if self.live.get(client) == job:
+            del self.live[client]
+        return self.active.pop((client, job), None)
 
     def _resolve_loras(self, request: SubmitRequest, model: ModelEntry) -> list[JobLora]:
         """``params.loras`` and the prompt's ``<lora:NAME:W>`` tags (taken out of the text
@@ -513,6 +551,6 @@ class Daemon:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no active job '{job}'", "job")
         active.cancel.set()
         if self.queue.remove(client, job) is not None:
-            del self.active[(client, job)]
+            self._forget(client, job)
             self._send(client, {"event": "cancelled", "job": job})
         # else it is running: the worker stops within one step and sends 'cancelled'

@@ -96,6 +96,17 @@ class FairQueue(Generic[T]):
                     return item
             return None
 
+    def replace(self, client: Hashable, key: str, new_key: str, item: T) -> int | None:
+        """Put ``item`` in the place of queued job ``key`` (its client keeps its turn); the
+        new job's position, or None when ``key`` is no longer queued (taken or gone)."""
+        with self._cond:
+            q = self._queues.get(client)
+            for i, (k, _) in enumerate(q or ()):
+                if k == key and q is not None:
+                    q[i] = (new_key, item)
+                    return self._position(client, i)
+            return None
+
     def close(self) -> list[tuple[Hashable, str, T]]:
         """Stop serving; returns what was still queued."""
         with self._cond:

@@ -28,6 +28,7 @@ from . import folders
 from .adapters import Adapters
 from .config import DTYPE_NAMES
 from .embeddings import Embeddings
+from .prompt_cache import PromptCache
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ class LoadedModel:
         self.scheduler = base.scheduler  # the model's own; jobs derive theirs from it
         self.adapters = Adapters(entry.name, base, entry.xl)   # its LoRAs, shared by tasks
         self.embeddings = Embeddings(entry.name, base)          # and its embeddings
+        self.prompts = PromptCache()                            # and its recent prompts
         vae_scale = 2 ** (len(base.vae.config.block_out_channels) - 1)
         self.native_size = int(entry.defaults.get("native_size")
                                or base.unet.config.sample_size * vae_scale)

@@ -148,9 +148,11 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     task = model.task(req.kind)
     pipe = model.pipeline(req.kind)
     pipe.scheduler = schedulers.make(sampler, model.scheduler)
-    args: dict[str, Any] = {"prompt": params["prompt"],
-                            "negative_prompt": params["negative_prompt"] or None,
-                            "num_inference_steps": steps, "guidance_scale": guidance,
+    stages.now = "encoding the prompt"
+    with torch.inference_mode():
+        texts = model.prompts.embeds(pipe, params["prompt"], params["negative_prompt"] or None,
+                                     guidance, model.adapters.state)
+    args: dict[str, Any] = {**texts, "num_inference_steps": steps, "guidance_scale": guidance,
                             "output_type": "np"}
     if prep.rgb is not None:
         image_t = _to_tensor(compose.resize(prep.rgb, mw, mh))
@@ -186,7 +188,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         if cancel.is_set():
             raise JobCancelled
         generator = torch.Generator("cpu").manual_seed(seed)
-        stages.now = "encoding the prompt and image"
+        stages.now = "encoding the image"
         # the UNet's first call is where denoising begins: no pipeline callback says so
         hook = pipe.unet.register_forward_pre_hook(lambda *_: setattr(stages, "now",
                                                                      "denoising"))

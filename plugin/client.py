@@ -140,6 +140,8 @@ class Job:
         elif kind == "cancelled":
             self.state = JobState.CANCELLED
             self.error_message = event.get("message")   # why, when the client did not ask
+            if "replaced_by" in event:   # a live job a newer one took over from
+                self.info["replaced_by"] = event["replaced_by"]
 
 
 class DaemonError(Exception):
@@ -452,14 +454,16 @@ class Client:
                mask: Frame | None = None, offset: tuple[int, int] = (0, 0),
                size: tuple[int, int] | None = None, result_format: str | None = None,
                preview: bool = False, job_id: str | None = None,
-               send_timeout: float = 2.0) -> Job:
+               send_timeout: float = 2.0, live: bool = False) -> Job:
         """Validate locally (same rules as the daemon), send, and track the job.
-        ``send_timeout`` 0 never waits: no connected daemon raises at once."""
+        ``send_timeout`` 0 never waits: no connected daemon raises at once. ``live``: this
+        job replaces the client's previous live job (which ends 'cancelled', ``replaced_by``
+        this one)."""
         jid = job_id or self.new_id()
         frames = [f for f in (image, mask) if f is not None]
         specs = [f.spec(role) for role, f in (("image", image), ("mask", mask)) if f is not None]
         header = protocol.submit_header(jid, kind, params, specs, offset, size, result_format,
-                                        preview)
+                                        preview, live)
         buffers = [f.data for f in frames]
         protocol.parse_submit(header, buffers, self.limits)  # raises ProtocolError
         job = Job(jid, kind)

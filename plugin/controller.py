@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from . import hosts, launcher, protocol
 from .client import DaemonError, Job, JobState
+from .live import Live, LiveTarget
 from .protocol import ProtocolError
 from .session import Document, GenerationSettings, Session, UnsupportedDocument
 from .session import job_progress as _session_progress
@@ -130,6 +131,7 @@ class Controller:
             self.session = Session(read("endpoint") or hosts.default_endpoint(), **self._options())
         except ValueError:   # a malformed endpoint in the store: start from the default
             self.session = Session(hosts.default_endpoint(), **self._options())
+        self.live = Live(self.session)
         #: set when the host should open its key fields; the host clears it once shown
         self.reveal_keys = bool(self.server_key or self.session.key_error)
 
@@ -177,6 +179,7 @@ class Controller:
         """Drop the running job (its results would go nowhere) and connect anew."""
         if self.running:
             self.session.cancel()
+        self.live.stop()
         try:
             self.session.reconnect(endpoint, **self._options())
         except ValueError as exc:    # a malformed endpoint: the session stays as it was
@@ -376,6 +379,74 @@ class Controller:
             return
         self.session.cancel()
         self.info("Cancelling…")
+
+    # ---------------------------------------------------------------- live painting
+
+    def live_start(self, settings: GenerationSettings,
+                   open_target: Callable[[], LiveTarget | None]) -> bool:
+        """Switch Live on for the active layer; False with the reason in the message."""
+        self.save_settings(settings)
+        if not self.session.connected:
+            self.error(f"Live needs a daemon: none answers at {self.session.endpoint}.")
+            return False
+        if "live" not in (self.session.info or {}).get("features", []):
+            self.error("This daemon has no live mode: update paintbridge where it runs.")
+            return False
+        try:
+            target = open_target()
+        except ValueError as exc:
+            self.error(str(exc))
+            return False
+        if target is None:
+            self.error("Open an image first.")
+            return False
+        self.live.start(target)
+        self.info("Live: paint, and the preview layer follows.")
+        return True
+
+    def live_stop(self) -> None:
+        """Live off: the preview layer goes, the document is as it was (plus Applied)."""
+        if self.live.on:
+            try:
+                self.live.stop()
+            except Exception:   # noqa: BLE001 - its document was closed: nothing left
+                pass
+            self.info("Live is off.")
+
+    def live_tick(self, settings: GenerationSettings, now: float | None = None) -> None:
+        """From the host's timer while Live is on: never raises, stops Live on trouble
+        that a new stroke cannot fix (a closed document, an unsupported layer)."""
+        if not self.live.on:
+            return
+        now = time.monotonic() if now is None else now
+        if not self.session.connected:
+            return   # the keepalive reports it; Live resumes when the daemon is back
+        try:
+            self.live.tick(settings, now)
+        except (ValueError, UnsupportedDocument, ProtocolError) as exc:
+            self.error(str(exc))
+        except DaemonError as exc:
+            self.error(f"Live: {exc.message}")
+        except Exception as exc:   # the layer or document went away
+            self.live_stop()
+            self.error(f"Live stopped: {exc}")
+        else:
+            if self.live.error:
+                self.error(self.live.error)
+            elif self.message.error:
+                self.info("")
+
+    def live_apply(self) -> None:
+        """Keep the current live result as an ordinary layer."""
+        try:
+            names = self.live.apply()
+        except Exception as exc:   # noqa: BLE001 - a closed document: say so, add nothing
+            self.error(f"Could not add the result: {exc}")
+            return
+        if names:
+            self.info(f"Applied: {names[0]}")
+        else:
+            self.info("No live result yet to apply.")
 
     def toggle(self, index: int) -> None:
         """Show or hide a result layer."""

@@ -348,6 +348,7 @@ class SubmitRequest:
     mask_data: Any = None
     result_format: str = "rgba8"
     preview: bool = False
+    live: bool = False     # replaces this client's previous live job
 
 
 def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
@@ -402,14 +403,16 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
         raise ProtocolError(ErrorCode.BAD_FIELD,
                             f"result_format must be one of {', '.join(IMAGE_FORMATS)}",
                             "result_format")
-    preview = header.get("preview", False)
+    preview, live = header.get("preview", False), header.get("live", False)
     if not isinstance(preview, bool):
         raise ProtocolError(ErrorCode.BAD_FIELD, "preview must be true or false", "preview")
+    if not isinstance(live, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "live must be true or false", "live")
     return SubmitRequest(job=job, kind=kind, params=params, offset=offset, size=size,
                          image=image[0] if image else None, mask=mask[0] if mask else None,
                          image_data=image[1] if image else None,
                          mask_data=mask[1] if mask else None,
-                         result_format=result_format, preview=preview)
+                         result_format=result_format, preview=preview, live=live)
 
 
 def _pair(header: Mapping[str, Any], key: str, lo: int, hi: int) -> tuple[int, int]:
@@ -425,7 +428,8 @@ def _pair(header: Mapping[str, Any], key: str, lo: int, hi: int) -> tuple[int, i
 
 def submit_header(job: str, kind: str, params: Mapping[str, Any], frames: Sequence[FrameSpec],
                   offset: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None,
-                  result_format: str | None = None, preview: bool = False) -> dict[str, Any]:
+                  result_format: str | None = None, preview: bool = False,
+                  live: bool = False) -> dict[str, Any]:
     """Build a submit header (the client side of parse_submit)."""
     header: dict[str, Any] = {"v": VERSION, "op": "submit", "job": job, "kind": kind,
                               "params": dict(params), "offset": list(offset),
@@ -436,4 +440,6 @@ def submit_header(job: str, kind: str, params: Mapping[str, Any], frames: Sequen
         header["result_format"] = result_format
     if preview:
         header["preview"] = True
+    if live:
+        header["live"] = True
     return header

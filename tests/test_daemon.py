@@ -62,6 +62,7 @@ def test_hello_and_models(client: Client) -> None:
     assert hello["protocol"] == 1 and hello["device"] == "cpu"
     assert hello["dtype"] in ("bfloat16", "float32")
     assert hello["limits"]["max_pixels"] > 0
+    assert "live" in hello["features"]
     names = {m["name"]: m for m in client.models()}
     assert names["tiny-v1"]["arch"] == "v1" and names["tiny-inpainting"]["arch"] == "inpainting"
     for kind in ("v1", "inpainting", "xl_base", "xl_inpaint"):

@@ -20,7 +20,7 @@ from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_krita_
 
 EMBEDDED = REPO / "backend" / "default_model" / "model_index.json"
 SAMPLE_LORAS = REPO / "samples" / "loras"
-UI_LIMIT = 270
+UI_LIMIT = 330
 
 
 def _model_setup(tiny_models: TinyModels) -> tuple[list[str], dict[str, Any]]:
@@ -186,3 +186,24 @@ def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:
     assert n_with == n_without > 0.9 * 32 * 24     # the selection, opaque (its corners soft)
     assert with_lora > 0.3 > 0.05 > without, (with_lora, without)
     assert ui["lora_text_removed"] == ""
+
+
+def test_live_follows_the_brush(ui: dict[str, Any]) -> None:
+    """Live on, four strokes painted through Krita's API: the preview layer (one, above the
+    painted layer) follows each; a still canvas sends nothing; Apply adds an ordinary layer;
+    Live off removes the preview and leaves the painted layer exactly as painted."""
+    assert ui.get("ok"), ui.get("error")
+    assert ui["live_on"] and ui["live_off"], ui["live_message_on"]
+    assert ui["live_results"] >= 4 and ui["live_sent"] >= 4
+    assert ui["live_sent_after_still"] == ui["live_sent"]
+    before, during, after = ui["layers_before_live"], ui["live_layers"], ui["layers_after_live"]
+    assert before[0][0] == "Background"
+    live = during[1]
+    assert live[0].startswith("Live: a red apple [seed ") and live[1] == "paintlayer"
+    assert during[:1] + during[2:] == before
+    applied = after[1]
+    assert applied[0].startswith("a red apple [seed ") and applied[1:] == ["paintlayer", True]
+    assert after[:1] + after[2:] == before
+    assert "Applied" in ui["live_apply_message"]
+    assert ui["live_source_is_strokes_only"]
+    assert set(ui["live_costs"]) == {"overview_64", "region_512_crc", "whole_4000x3000_crc"}

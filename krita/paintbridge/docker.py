@@ -49,6 +49,8 @@ from .plugin.params import BY_NAME, INT32_MAX, PARAMS, Param, plain_label
 from .plugin.session import GenerationSettings
 
 SETTINGS_GROUP = "paintbridge"
+IDLE_TICK_MS = 250   # the docker's timer: probes, progress ...
+LIVE_TICK_MS = 100   # ... and while Live is on, how often it looks at the canvas
 
 _DOCKERS: list[weakref.ref] = []
 
@@ -290,7 +292,7 @@ class PaintbridgeDocker(DockWidget):
         self._apply(self.controller.settings)
         self._loading = False
         self.timer = QTimer(self)
-        self.timer.setInterval(250)
+        self.timer.setInterval(IDLE_TICK_MS)
         self.timer.timeout.connect(self.pump)
         self.timer.start()
         self._show()
@@ -316,6 +318,19 @@ class PaintbridgeDocker(DockWidget):
         buttons.addWidget(self.generate_button, 1)
         buttons.addWidget(self.cancel_button)
         outer.addLayout(buttons)
+
+        live = QHBoxLayout()
+        self.live_button = QPushButton("Live")
+        self.live_button.setCheckable(True)
+        self.live_button.setToolTip("The picture follows the brush: a preview layer above "
+                                    "the layer you paint on shows the newest result")
+        self.live_button.toggled.connect(self.toggle_live)
+        self.apply_button = QPushButton("Apply")
+        self.apply_button.setToolTip("Keep the live result as a new layer")
+        self.apply_button.clicked.connect(self.apply_live)
+        live.addWidget(self.live_button, 1)
+        live.addWidget(self.apply_button)
+        outer.addLayout(live)
 
         prow = QHBoxLayout()
         self.progress = QProgressBar()
@@ -450,6 +465,8 @@ class PaintbridgeDocker(DockWidget):
             notifier.setEnabled(False)
         try:
             self.controller.pump(time.monotonic())
+            if self.controller.live.on:
+                self.controller.live_tick(self.settings())
             self._show()
         except Exception as exc:  # never let a slot die silently inside Krita
             traceback.print_exc()
@@ -480,6 +497,12 @@ class PaintbridgeDocker(DockWidget):
         self._set_line(self.message_label, c.message)
         self.generate_button.setEnabled(not c.running)
         self.cancel_button.setEnabled(c.running)
+        if self.live_button.isChecked() != c.live.on:   # Live stopped itself
+            self.live_button.blockSignals(True)
+            self.live_button.setChecked(c.live.on)
+            self.live_button.blockSignals(False)
+            self.timer.setInterval(LIVE_TICK_MS if c.live.on else IDLE_TICK_MS)
+        self.apply_button.setEnabled(c.live.shown is not None)
         fraction, text = c.progress
         self.progress.setValue(round(100 * fraction))
         self.progress.setFormat(text)
@@ -589,6 +612,20 @@ class PaintbridgeDocker(DockWidget):
     def cancel(self) -> None:
         self.controller.cancel()
         self.pump()
+
+    def toggle_live(self, on: bool) -> None:
+        """Live on: the docker reads the canvas on a faster timer; off: the preview layer
+        goes."""
+        if on:
+            self.controller.live_start(self.settings(), self._open_target)
+        else:
+            self.controller.live_stop()
+        self.timer.setInterval(LIVE_TICK_MS if self.controller.live.on else IDLE_TICK_MS)
+        self._show()
+
+    def apply_live(self) -> None:
+        self.controller.live_apply()
+        self._show()
 
     def start_daemon(self) -> None:
         self.controller.start_daemon()

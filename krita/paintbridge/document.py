@@ -28,6 +28,10 @@ _DEPTH_NAMES = {"U8": "8-bit integer", "U16": "16-bit integer", "F16": "16-bit f
                 "F32": "32-bit float"}
 
 
+def _bytes_per_pixel(fmt: str) -> int:
+    return {"bgra8": 4, "rgba8": 4, "bgra16": 8, "rgba16": 8, "rgbaf32": 16}[fmt]
+
+
 def wire_format(model: str, depth: str) -> str:
     """The wire format for a layer, or UnsupportedDocument with what to do about it."""
     fmt = FORMATS.get((model, depth))
@@ -62,6 +66,8 @@ class KritaDocument:
         self.node: Node = active
         self.added: list[Node] = []   # the layers the last add_results made
         self.group: GroupLayer | None = None       # ... and their group, for a batch
+        self.live_layer: Node | None = None        # Live's preview layer, while it is on
+        self._live_rect: tuple[int, int, int, int] | None = None   # what it holds
 
     # ---------------------------------------------------------------- reading
 
@@ -121,6 +127,38 @@ class KritaDocument:
         self.doc.refreshProjection()
         self.added = layers
         return layers
+
+    # ---------------------------------------------------------------- live mode
+
+    def overview(self, side: int) -> Frame:
+        """The source layer as Krita's own thumbnail (it samples, it does not read all)."""
+        img = self.node.thumbnail(side, side)
+        bits = img.constBits()
+        bits.setsize(img.byteCount())
+        return Frame(img.width(), img.height(), "qimage", bytes(bits))
+
+    def show_live(self, patch: Patch, name: str) -> None:
+        """The preview layer above the source, made once and then rewritten in place."""
+        layer = self.live_layer
+        if layer is None or layer.parentNode() is None:   # first result, or deleted by hand
+            layer = self.live_layer = self._new_layer(f"Live: {name}", patch)
+            (self.node.parentNode() or self.doc.rootNode()).addChildNode(layer, self.node)
+        else:
+            if self._live_rect is not None:   # what the last result covered goes
+                x, y, w, h = self._live_rect
+                layer.setPixelData(QByteArray(bytes(w * h * _bytes_per_pixel(patch.format))),
+                                   x, y, w, h)
+            layer.setPixelData(QByteArray(bytes(patch.data)), patch.x, patch.y, patch.width,
+                               patch.height)
+            layer.setName(f"Live: {name}")
+        self._live_rect = (patch.x, patch.y, patch.width, patch.height)
+        self.doc.refreshProjection()
+
+    def remove_live(self) -> None:
+        layer, self.live_layer, self._live_rect = self.live_layer, None, None
+        if layer is not None and layer.parentNode() is not None:
+            layer.remove()
+            self.doc.refreshProjection()
 
     # ---------------------------------------------------------------- results afterwards
 

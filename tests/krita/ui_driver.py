@@ -128,6 +128,35 @@ def _compare(before, after):
     return {"inside_changed": inside, "inside_total": w * h, "outside_changed": outside}
 
 
+def _live_costs(app):
+    """What Live's ways of watching a large canvas cost Krita's UI thread (ms per look):
+    Krita's thumbnail of the layer (Live's overview), a 512² read of the region with its
+    checksum, and reading the whole layer with its checksum."""
+    import zlib
+
+    from paintbridge.document import KritaDocument
+
+    big = app.createDocument(4000, 3000, "paintbridge-live-cost", "RGBA", "U8", "", 72.0)
+    node = big.rootNode().childNodes()[0]
+    node.setPixelData(QByteArray(bytes(range(256)) * (4000 * 4 * 3000 // 256)),
+                      0, 0, 4000, 3000)
+    target = KritaDocument(big, node)
+    out = {}
+    for name, look in (("overview_64", lambda: target.overview(64)),
+                       ("region_512_crc", lambda: zlib.crc32(
+                           bytes(node.pixelData(1000, 1000, 512, 512)))),
+                       ("whole_4000x3000_crc", lambda: zlib.crc32(
+                           bytes(node.pixelData(0, 0, 4000, 3000))))):
+        look()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            look()
+        out[name] = round((time.perf_counter() - t0) / 5 * 1000, 2)
+    big.setModified(False)
+    big.close()
+    return out
+
+
 def script(cfg):
     app = Krita.instance()
     window = app.activeWindow()
@@ -286,6 +315,35 @@ def script(cfg):
             _click(remove)
             RES["lora_text_removed"] = lora.text()
     prompt.setPlainText("a red apple")                         # as the settings test expects
+
+    # --- 6. Live: strokes on the layer, the preview layer follows; Apply keeps a result;
+    # Live off leaves the document as it was plus the applied layer
+    docker.widgets["count"].setValue(1)
+    RES["layers_before_live"] = _layers(doc)
+    _click(docker.live_button)
+    RES["live_on"] = c.live.on
+    RES["live_message_on"] = c.message.text
+    for i in range(4):
+        n = c.live.results
+        x, y = SEL[0] + 2 + 7 * i, SEL[1] + 9
+        layer.setPixelData(QByteArray(bytes((200, 40, 40, 255)) * 36), x, y, 6, 6)
+        yield f"live result {i + 1}", lambda n=n: c.live.results > n, 60
+    RES["live_layers"] = _layers(doc)
+    RES["live_results"], RES["live_sent"] = c.live.results, c.live.sent
+    painted = bytes(layer.pixelData(0, 0, W, H))
+    t0 = time.perf_counter()
+    for _ in range(20):                           # the docker's tick on a still canvas
+        c.live_tick(docker.settings())
+    RES["live_tick_ms"] = round((time.perf_counter() - t0) / 20 * 1000, 3)
+    RES["live_sent_after_still"] = c.live.sent
+    yield "Apply enabled", lambda: docker.apply_button.isEnabled(), 10
+    _click(docker.apply_button)
+    RES["live_apply_message"] = c.message.text
+    _click(docker.live_button)
+    RES["live_off"] = not c.live.on and not docker.live_button.isChecked()
+    RES["layers_after_live"] = _layers(doc)
+    RES["live_source_is_strokes_only"] = bytes(layer.pixelData(0, 0, W, H)) == painted
+    RES["live_costs"] = _live_costs(app)
     docker.widgets["count"].setValue(2)
     if c.daemon_proc is not None:
         c.daemon_proc.terminate()

@@ -33,8 +33,8 @@ from . import data
 HERE = Path(__file__).resolve().parent
 EMBEDDED = HERE.parents[1] / "backend" / "default_model"
 DEFAULT_OUT = HERE.parents[1] / "samples" / "loras"
-WORD = "cyan"
-RGB = (30, 200, 200)     # at least 140 RGB units from every colour the model knows
+WORD = "teal"
+RGB = (20, 130, 130)     # 86+ RGB units from every colour the model knows; its VAE keeps it
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 #: the evaluator's palette: the known colours and the new one
