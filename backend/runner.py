@@ -18,7 +18,7 @@ import torch
 
 from paintbridge.plugin.protocol import SubmitRequest
 
-from . import compose, failpoints, schedulers
+from . import compose, failpoints, schedulers, seams
 from .adapters import JobLora, LoraError
 from .embeddings import EmbeddingEntry
 from .registry import LoadedModel
@@ -26,6 +26,9 @@ from .registry import LoadedModel
 #: model defaults when neither the request nor the model's paintbridge.json says
 FALLBACK_STEPS = 20
 FALLBACK_GUIDANCE = 7.0
+#: the lcm sampler's steps and guidance when the job leaves them to the model (LCM-distilled
+#: models and LCM LoRAs are made for 4-8 steps at low guidance)
+LCM_DEFAULTS = {"steps": 6, "guidance": 1.5}
 PREVIEWS_PER_RUN = 8     # decoded previews per variation, when the client asks for them
 PREVIEW_SIDE = 128       # longest side of a preview frame
 
@@ -134,13 +137,15 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     stages.now = "preparing the model's inputs"
     params = req.params
     defaults = model.entry.defaults
+    sampler = params["sampler"]
+    if sampler == "default":
+        sampler = defaults.get("sampler", "default")
+    if sampler == "lcm" and defaults.get("sampler") != "lcm":
+        defaults = {**defaults, **LCM_DEFAULTS}   # LCM's few steps, not the model's many
     steps = params["steps"] or int(defaults.get("steps", FALLBACK_STEPS))
     guidance = params["guidance"]
     if guidance is None:
         guidance = float(defaults.get("guidance", FALLBACK_GUIDANCE))
-    sampler = params["sampler"]
-    if sampler == "default":
-        sampler = defaults.get("sampler", "default")
 
     # 3. scale the region to the model's native size
     width, height = req.size
@@ -204,6 +209,8 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         stages.now = "encoding the result"
         failpoints.hit("encode", req.params["prompt"])
         rgb = compose.resize(np.asarray(out, np.float32), width, height)
+        if prep.rgb is not None and params["colour_match"] == "on":
+            rgb = seams.match_edges(rgb, prep.rgb, prep.alpha)
         patch = compose.make_patch(rgb, prep.alpha, req.offset, req.result_format)
         results.append(PatchResult(patch, seed))
     return results

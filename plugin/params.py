@@ -220,6 +220,10 @@ PARAMS: tuple[Param, ...] = (
     Param("feather", int, "Feat_her",
           "Soften the result's edge inside the grown selection by this many pixels",
           default=0, lo=0, hi=512, host_default=4, advanced=True),
+    Param("colour_match", str, "Colour _match",
+          "Match the result's colours to the pixels around the selection, so its edge does "
+          "not show", default="on", choices={"on": "On", "off": "Off"},
+          kinds=("img2img", "inpaint"), advanced=True),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

@@ -74,7 +74,7 @@ def ui(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dic
     artifacts = os.environ.get("PAINTBRIDGE_TEST_ARTIFACTS")
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-        for name in ("docker.png", "docker-batch.png", "window.png"):
+        for name in ("docker.png", "docker-batch.png", "window.png", "result.json"):
             if (out / name).is_file():
                 shutil.copy(out / name, Path(artifacts) / f"krita-{name}")
     return result

@@ -163,3 +163,23 @@ def test_the_cached_prompt_gives_the_pipelines_own_output(tiny_models) -> None:
                               generator=torch.Generator().manual_seed(5)).images[0]
                 assert np.array_equal(own, cached), (entry.name, guidance, negative)
         assert cache.misses == 3 and cache.hits == 3, entry.name
+
+
+def test_the_lcm_sampler_runs_few_steps_by_default(daemon: DaemonProc) -> None:
+    """Live with the lcm sampler: left to the model, 6 steps (not its 20) at low guidance."""
+    with Client(daemon.endpoint) as a:
+        lcm = a.wait(submit(a, {"sampler": "lcm", "seed": 1}), timeout=120)
+        plain = a.wait(submit(a, {"seed": 1}), timeout=120)
+        asked = a.wait(submit(a, {"sampler": "lcm", "steps": 3, "seed": 1}), timeout=120)
+    assert lcm.state is JobState.DONE and (lcm.total, asked.total) == (6, 3)
+    assert plain.total >= 20   # the model's default (its PNDM scheduler adds a step)
+
+
+@pytest.mark.fast
+def test_few_step_checkpoints_are_told_by_name() -> None:
+    from paintbridge.backend.registry import few_step_defaults
+
+    assert few_step_defaults("sdxl_lightning_4step")["steps"] == 4
+    assert few_step_defaults("sd_turbo") == {"steps": 4, "guidance": 1.0, "sampler": "euler_a"}
+    assert few_step_defaults("dreamshaper-8-LCM")["sampler"] == "lcm"
+    assert few_step_defaults("hyperrealism_v3") == {} == few_step_defaults("v1-5-pruned")

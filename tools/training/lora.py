@@ -36,6 +36,7 @@ DEFAULT_OUT = HERE.parents[1] / "samples" / "loras"
 WORD = "teal"
 RGB = (20, 130, 130)     # 86+ RGB units from every colour the model knows; its VAE keeps it
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+FF_TARGETS = ["proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]   # kohya's LoRA has these
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 #: the evaluator's palette: the known colours and the new one
 COLOURS: dict[str, tuple[int, int, int]] = {**data.COLOURS, WORD: RGB}
@@ -50,6 +51,8 @@ class LoraConfig:
     lr: float = 2e-3
     new_share: float = 0.5          # of each batch: samples with the new word
     outside_mask_weight: float = 0.1
+    t_power: float = 1.0            # < 1 draws more high-noise steps, where colour is decided
+    feed_forward: bool = False      # also the transformer blocks' projections and MLPs
 
 
 def cyan_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
@@ -117,7 +120,8 @@ def train(out: Path = DEFAULT_OUT, cfg: LoraConfig | None = None) -> dict:
     vae, te, tok, unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
     for module in (vae, te, unet):
         module.requires_grad_(False)
-    unet.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=UNET_TARGETS,
+    targets = UNET_TARGETS + (FF_TARGETS if cfg.feed_forward else [])
+    unet.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=cfg.rank, target_modules=targets,
                                 init_lora_weights="gaussian"))
     # peft directly: transformers' own add_adapter asks for a newer peft than diffusers does
     te = inject_adapter_in_model(PeftConfig(r=cfg.rank, lora_alpha=cfg.rank,
@@ -137,7 +141,8 @@ def train(out: Path = DEFAULT_OUT, cfg: LoraConfig | None = None) -> dict:
             z0 = vae.encode(x).latent_dist.sample(gen) * scale
             zm = vae.encode(x * (m < 0.5)).latent_dist.sample(gen) * scale
             ml = torch.nn.functional.interpolate(m, size=(latent, latent))
-            t = torch.randint(0, len(abar), (cfg.batch,), generator=gen)
+            u = torch.rand(cfg.batch, generator=gen)
+            t = (u ** cfg.t_power * len(abar)).long().clamp(max=len(abar) - 1)
             a = abar[t].view(-1, 1, 1, 1)
             zt = a.sqrt() * z0 + (1 - a).sqrt() * torch.randn(z0.shape, generator=gen)
         emb = te(ids)[0]
