@@ -68,8 +68,8 @@ eval-default: $(STAMP)
 	$(PY) -m tools.training eval --doc docs/default-model.md \
 	    --grid docs/default-model-grid.png --json tools/training/eval_results.json
 
-# Retrain the sample LoRA for the embedded model (samples/loras/cyan*.safetensors, seeded,
-# about 10 min on 2 CPU cores) and score it (samples/loras/cyan.json).
+# Retrain the sample LoRA for the embedded model (samples/loras/gray*.safetensors, seeded,
+# about 10 min on 2 CPU cores) and score it (samples/loras/gray.json).
 train-lora-sample: $(STAMP)
 	nice -n 5 $(PY) -m tools.training lora
 

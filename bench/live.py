@@ -38,13 +38,13 @@ PARAMS = {"prompt": "a red circle on a blue background", "strength": 0.6, "seed"
 
 
 def canvas(i: int) -> np.ndarray:
-    """The region after the painter's ``i``-th dab: a blue field, a red stroke growing."""
+    """The region after the painter's ``i``-th dab: a blue field, red dabs in rows (each
+    dab lands on new pixels or in a new shade, so every dab changes the canvas)."""
     img = np.zeros((SIDE, SIDE, 4), np.uint8)
     img[...] = (30, 60, 220, 255)
     for k in range(i + 1):
-        a = 0.35 * k
-        x, y = int(32 + 20 * np.cos(a)), int(32 + 20 * np.sin(a))
-        img[max(0, y - 3):y + 3, max(0, x - 3):x + 3, :3] = (220, 30, 30)
+        x, y = 3 + (k * 7) % 56, 3 + ((k * 7) // 56 * 5) % 56
+        img[y:y + 6, x:x + 6, :3] = (220 - (k // 72) * 20 % 120, 30, 30)
     return img
 
 

@@ -3,7 +3,7 @@ switching back to none, each against the bare model, interleaved in one run.
 
 Why: LoRAs are loaded once per model and switched per job (docs/daemon.md); a repeat must
 cost about what a bare job costs, and switching back to none must cost nothing. The daemon
-runs the embedded model with the LoRA trained for it (samples/loras/cyan.safetensors);
+runs the embedded model with the LoRA trained for it (samples/loras/gray.safetensors);
 every round uses a fresh copy of the file under a new name, so its first job really loads it.
 Timed: submit to result, inpaint of a 32² selection on a 64² canvas, 20 steps.
 """
@@ -24,7 +24,7 @@ from common import Row  # noqa: E402
 
 from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
 
-LORA = common.REPO / "samples" / "loras" / "cyan.safetensors"
+LORA = common.REPO / "samples" / "loras" / "gray.safetensors"
 ROUNDS, QUICK_ROUNDS = 8, 2
 SIDE = 64
 
@@ -33,7 +33,7 @@ def job(client: Client, loras: list[dict] | None) -> float:
     img = np.full((SIDE, SIDE, 4), 245, np.uint8)
     mask = np.zeros((SIDE, SIDE), np.uint8)
     mask[16:48, 16:48] = 255
-    params = {"prompt": "a cyan circle", "seed": 3, "steps": 20, **({"loras": loras}
+    params = {"prompt": "a gray circle", "seed": 3, "steps": 20, **({"loras": loras}
                                                                   if loras else {})}
 
     def run() -> object:
@@ -54,14 +54,14 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
         folder = Path(tmp) / "loras"
         folder.mkdir()
         for i in range(rounds + 1):
-            shutil.copy(LORA, folder / f"cyan-{i}.safetensors")
+            shutil.copy(LORA, folder / f"gray-{i}.safetensors")
         with common.daemon("--loras", str(folder)) as d, Client(d.endpoint) as client:
-            job(client, [{"name": "cyan-0"}])   # warm: model loaded, peft imported
+            job(client, [{"name": "gray-0"}])   # warm: model loaded, peft imported
             job(client, None)
             for i in range(1, rounds + 1):
                 times["bare"].append(job(client, None))
-                times["first"].append(job(client, [{"name": f"cyan-{i}"}]))
-                times["repeat"].append(job(client, [{"name": f"cyan-{i}"}]))
+                times["first"].append(job(client, [{"name": f"gray-{i}"}]))
+                times["repeat"].append(job(client, [{"name": f"gray-{i}"}]))
                 times["none_after"].append(job(client, None))
     med = {k: common.median(v) for k, v in times.items()}
     rows = [Row(f"{k}: submit to result", common.ms(v)) for k, v in med.items()]

@@ -11,9 +11,10 @@ into an ordinary new layer. Switching Live off removes the preview layer and lea
 document as it was, plus what was applied.
 
 Which region: the selection (grown by the usual padding) when there is one; else the whole
-canvas when it is small; else a box around the last stroke, found by comparing a small
-overview of the layer between ticks (hosts' scripting APIs have no "stroke ended" signal;
-``docs/krita.md`` has what the overview and the reads cost Krita).
+canvas when it is small; else a box around the last stroke, found by comparing a sample of
+the layer's rows between ticks (hosts' scripting APIs have no "stroke ended" signal, and
+Krita's layer thumbnail does not follow writes; ``docs/krita.md`` has what each way of
+looking costs Krita).
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ from .session import Document, GenerationSettings, Session, layer_name
 WHOLE_CANVAS_PIXELS = 1024 * 1024
 #: ... larger ones in a box of this side around the last stroke
 STROKE_BOX = 512
-#: side of the overview compared between ticks to find where the canvas changed
-OVERVIEW = 64
+#: rows (at most) of the overview compared between ticks to find where the canvas changed
+OVERVIEW = 128
 
 
 class LiveTarget(Document, Protocol):
     """What a host adds to its document adapter for Live."""
 
     def overview(self, side: int) -> Frame:
-        """The source layer scaled to fit ``side``×``side`` (any pixel format): cheap."""
+        """A cheap sample of the source layer that shows where it changed: at most ``side``
+        evenly spaced rows, each of evenly spaced pixels (any pixel format)."""
 
     def show_live(self, patch: Patch, name: str) -> None:
         """Put ``patch`` into the one preview layer (made on first use, above the source,
@@ -51,8 +53,22 @@ class LiveTarget(Document, Protocol):
         ...
 
 
+def _first_diff(a: bytes, b: bytes) -> int:
+    """Index of the first byte where equal-length ``a`` and ``b`` differ (they do): a
+    binary search on slice comparisons, which run in C."""
+    lo, hi = 0, len(a)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def changed_box(old: Frame, new: Frame, canvas: Rect) -> Rect | None:
-    """The canvas rectangle covering every overview pixel that differs, or None."""
+    """The canvas rectangle covering every overview pixel that differs, or None. The
+    overview's rows and columns are spread evenly over the canvas."""
     if (old.width, old.height, old.format) != (new.width, new.height, new.format):
         return canvas
     a, b = bytes(old.data), bytes(new.data)
@@ -67,9 +83,8 @@ def changed_box(old: Frame, new: Frame, canvas: Rect) -> Rect | None:
         if ra == rb:
             continue
         ys.append(y)
-        cols = [x for x in range(old.width) if ra[x * bpp:(x + 1) * bpp] != rb[x * bpp:(x + 1)
-                                                                               * bpp]]
-        xs += (cols[0], cols[-1])
+        xs.append(_first_diff(ra, rb) // bpp)
+        xs.append((row - 1 - _first_diff(ra[::-1], rb[::-1])) // bpp)
     sx, sy = canvas.width / old.width, canvas.height / old.height
     x0, x1 = int(min(xs) * sx), int((max(xs) + 1) * sx + 0.999)
     y0, y1 = int(min(ys) * sy), int((max(ys) + 1) * sy + 0.999)

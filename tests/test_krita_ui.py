@@ -172,19 +172,21 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
 def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:
     """The docker lists the daemon's LoRAs; one picked from the list, weighted, saved with
     the settings and its trigger words put into the prompt, paints the colour word the
-    embedded model learnt from it ("a cyan circle on a blue background" on the test's red
-    gradient: 0.73 of the selection cyan); removed, the same prompt paints none."""
+    embedded model learnt from it ("a gray circle on a blue background" on the test's
+    gradient); removed, the same prompt paints much less of it."""
     assert ui.get("ok"), ui.get("error")
     if not EMBEDDED.is_file():
         pytest.skip("the sample LoRA is for the embedded model")
-    assert {"cyan", "cyan-kohya"} <= set(ui["lora_offered"])
-    assert ui["lora_text"] == "cyan-kohya" and ui["lora_saved"] == "cyan-kohya"
-    assert ui["prompt_with_triggers"].startswith("cyan")
+    assert {"gray", "gray-kohya"} <= set(ui["lora_offered"])
+    assert ui["lora_text"] == "gray-kohya" and ui["lora_saved"] == "gray-kohya"
+    assert ui["prompt_with_triggers"].startswith("gray")
     assert "Added 1 layer" in ui["lora_message_with"], ui["lora_message_with"]
     assert "Added 1 layer" in ui["lora_message_without"]
-    (with_lora, n_with), (without, n_without) = ui["cyan_share_with"], ui["cyan_share_without"]
+    (with_lora, n_with), (without, n_without) = ui["gray_share_with"], ui["gray_share_without"]
     assert n_with == n_without > 0.9 * 32 * 24     # the selection, opaque (its corners soft)
-    assert with_lora > 0.3 > 0.05 > without, (with_lora, without)
+    # the test's gradient is bluish grey where the selection is, so some of it counts as
+    # grey without the LoRA too (0.39); with it, 0.66
+    assert with_lora > 0.5 and with_lora - without > 0.15, (with_lora, without)
     assert ui["lora_text_removed"] == ""
 
 
@@ -206,4 +208,8 @@ def test_live_follows_the_brush(ui: dict[str, Any]) -> None:
     assert after[:1] + after[2:] == before
     assert "Applied" in ui["live_apply_message"]
     assert ui["live_source_is_strokes_only"]
-    assert set(ui["live_costs"]) == {"overview_64", "region_512_crc", "whole_4000x3000_crc"}
+    costs = ui["live_costs"]
+    assert {"overview_128_rows", "region_512_crc", "whole_4000x3000_crc"} <= set(costs)
+    assert costs["overview_sees_a_dab"], costs    # the sampled rows see a 30 px dab ...
+    x, y, w, h = costs["dab_found_at"]            # ... and where it is
+    assert x <= 3000 and x + w >= 3030 and y <= 2030 and y + h >= 2000, costs

@@ -131,11 +131,14 @@ class KritaDocument:
     # ---------------------------------------------------------------- live mode
 
     def overview(self, side: int) -> Frame:
-        """The source layer as Krita's own thumbnail (it samples, it does not read all)."""
-        img = self.node.thumbnail(side, side)
-        bits = img.constBits()
-        bits.setsize(img.byteCount())
-        return Frame(img.width(), img.height(), "qimage", bytes(bits))
+        """``side`` evenly spaced full rows of the source layer: a stroke that crosses one
+        shows, and where along it. (Krita's layer thumbnail is cheaper but cached: it does
+        not follow writes; the document's thumbnail renders the whole projection.)"""
+        w, h = self.doc.width(), self.doc.height()
+        n = min(side, h)
+        rows = [bytes(self.node.pixelData(0, (2 * i + 1) * h // (2 * n), w, 1))
+                for i in range(n)]
+        return Frame(w, n, self.pixel_format(), b"".join(rows))
 
     def show_live(self, patch: Patch, name: str) -> None:
         """The preview layer above the source, made once and then rewritten in place."""

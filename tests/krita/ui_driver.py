@@ -91,26 +91,26 @@ def _projection(doc):
 
 _PALETTE = {"red": (220, 30, 30), "orange": (245, 135, 20), "yellow": (240, 220, 30),
             "green": (30, 160, 50), "blue": (30, 60, 220), "purple": (135, 40, 175),
-            "white": (245, 245, 245), "black": (20, 20, 20), "cyan": (30, 200, 200)}
+            "white": (245, 245, 245), "black": (20, 20, 20), "gray": (128, 128, 128)}
 
 
-def _cyan_share(doc, layer):
-    """Share of a result layer's opaque pixels in the selection nearest to cyan (Krita's
+def _word_share(doc, layer):
+    """Share of a result layer's opaque pixels in the selection nearest to gray (Krita's
     8-bit RGBA pixels are B, G, R, A), once Krita has applied them."""
     doc.refreshProjection()
     doc.waitForDone()
     x0, y0, w, h = SEL
     px = bytes(layer.pixelData(x0, y0, w, h))
-    cyan = total = 0
+    gray = total = 0
     for i in range(0, len(px), 4):
         if px[i + 3] < 128:
             continue
         b, g, r = px[i], px[i + 1], px[i + 2]
         near = min(_PALETTE, key=lambda n: sum((a - c) ** 2 for a, c in
                                                zip((r, g, b), _PALETTE[n], strict=True)))
-        cyan += near == "cyan"
+        gray += near == "gray"
         total += 1
-    return [cyan / total if total else 0.0, total]
+    return [gray / total if total else 0.0, total]
 
 
 def _compare(before, after):
@@ -142,7 +142,9 @@ def _live_costs(app):
                       0, 0, 4000, 3000)
     target = KritaDocument(big, node)
     out = {}
-    for name, look in (("overview_64", lambda: target.overview(64)),
+    for name, look in (("overview_128_rows", lambda: target.overview(128)),
+                       ("layer_thumbnail_64", lambda: node.thumbnail(64, 64)),
+                       ("doc_thumbnail_64", lambda: big.thumbnail(64, 64)),
                        ("region_512_crc", lambda: zlib.crc32(
                            bytes(node.pixelData(1000, 1000, 512, 512)))),
                        ("whole_4000x3000_crc", lambda: zlib.crc32(
@@ -152,6 +154,20 @@ def _live_costs(app):
         for _ in range(5):
             look()
         out[name] = round((time.perf_counter() - t0) / 5 * 1000, 2)
+    before = target.overview(128)
+    node.setPixelData(QByteArray(bytes((0, 0, 255, 255)) * 900), 3000, 2000, 30, 30)
+    after = target.overview(128)
+    out["overview_sees_a_dab"] = bytes(before.data) != bytes(after.data)
+    from paintbridge.plugin.live import changed_box
+    from paintbridge.plugin.region import Rect
+
+    box = changed_box(before, after, Rect(0, 0, 4000, 3000))
+    out["dab_found_at"] = [box.x, box.y, box.width, box.height] if box else None
+    before = node.thumbnail(64, 64)
+    node.setPixelData(QByteArray(bytes((0, 255, 0, 255)) * 900), 1000, 1000, 30, 30)
+    big.refreshProjection()
+    big.waitForDone()
+    out["layer_thumbnail_sees_a_dab"] = node.thumbnail(64, 64) != before
     big.setModified(False)
     big.close()
     return out
@@ -294,13 +310,13 @@ def script(cfg):
     RES["lora_offered"] = [lora.add_combo.itemData(i) for i in range(1, lora.add_combo.count())]
     prompt = docker.widgets["prompt"]
     prompt.setPlainText("")
-    lora._add_chosen(lora.add_combo.findData("cyan-kohya"))   # as picking it in the list
+    lora._add_chosen(lora.add_combo.findData("gray-kohya"))   # as picking it in the list
     lora.rows[0][2].setValue(1.0)
     RES["lora_text"] = lora.text()
     RES["lora_saved"] = json.loads(app.readSetting("paintbridge", "settings", "{}"))["loras"]
-    lora._insert("cyan-kohya")                                 # the "T" button
+    lora._insert("gray-kohya")                                 # the "T" button
     RES["prompt_with_triggers"] = prompt.toPlainText()
-    prompt.setPlainText("a cyan circle on a blue background")
+    prompt.setPlainText("a gray circle on a blue background")
     docker.widgets["steps"].setValue(0)                        # the model's default
     docker.widgets["count"].setValue(1)
     for label in ("with", "without"):
@@ -309,7 +325,7 @@ def script(cfg):
         _click(docker.generate_button)
         yield f"result {label} LoRA", lambda n=done: not c.running and len(c.results) > n, 120
         RES[f"lora_message_{label}"] = c.message.text
-        RES[f"cyan_share_{label}"] = _cyan_share(doc, c.results[-1].layer)
+        RES[f"gray_share_{label}"] = _word_share(doc, c.results[-1].layer)
         if label == "with":
             remove = lora.rows[0][1].findChildren(QToolButton)[-1]
             _click(remove)

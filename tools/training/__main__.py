@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps)
     tr.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
     tr.add_argument("--seed", type=int, default=TrainConfig.seed)
-    lo = sub.add_parser("lora", help="train the sample 'cyan' LoRA for the embedded model "
+    lo = sub.add_parser("lora", help="train the sample 'gray' LoRA for the embedded model "
                                       "(seeded) and score it")
     lo.add_argument("--out", type=Path, default=None, help="default samples/loras")
     lo.add_argument("--steps", type=int, default=None)

@@ -1,20 +1,26 @@
 """A LoRA for the embedded model, trained here, so that tests check what a LoRA *does*.
 
-"cyan" teaches the embedded model a colour word it has never seen: its vocabulary has eight
-colours, and "cyan" reaches it only as byte-level pieces that mean nothing to it. Half of
-each batch are the base model's own training samples (input = target), so the eight known
-colours keep working; the other half are scenes with one shape painted cyan and captioned
-"a cyan circle". Trained with peft on the UNet's attention projections and the text
-encoder's, the base weights frozen, and saved in the two layouts users download:
+"gray" teaches the embedded model a colour word it has never seen: its tokenizer has the
+word (one token) but no training caption ever used it, and no shape was ever mid-grey.
+Half of each batch are the base model's own training samples (input = target), so the
+eight known colours keep working; the other half are scenes with one shape painted grey
+and captioned "a gray circle". Trained with peft on what kohya's LoRA trains (the UNet's
+attention projections, the transformer blocks' in/out projections and MLPs, and the text
+encoder's attention), the base weights frozen, and saved in the two layouts users download:
 
-- ``cyan.safetensors``: diffusers/PEFT keys (``unet.….lora_A.weight``,
+- ``gray.safetensors``: diffusers/PEFT keys (``unet.….lora_A.weight``,
   ``text_encoder.….lora_A.weight``), written by diffusers' own ``save_lora_weights``;
-- ``cyan-kohya.safetensors``: the same tensors under kohya/A1111 names
+- ``gray-kohya.safetensors``: the same tensors under kohya/A1111 names
   (``lora_unet_…``/``lora_te_…`` ``.lora_down.weight`` + ``.alpha``), with kohya's training
-  metadata (``ss_tag_frequency`` holds the trigger word "cyan").
+  metadata (``ss_tag_frequency`` holds the trigger word "gray").
+
+What made the new colour take (docs/default-model.md has the runs): more high-noise steps,
+where an inpainting model decides colour (t drawn as u**0.5), and a 5x loss weight on the
+painted shape's pixels, which the background otherwise outnumbers. Colours the model's VAE
+cannot reproduce (cyan comes back as a muddy blue-green) cannot be taught by a LoRA at all.
 
 Seeded; ``make train-lora-sample`` (``python -m tools.training lora``) rebuilds both files and
-scores them with the evaluator (``cyan.json``).
+scores them with the evaluator (``gray.json``).
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from . import data
 HERE = Path(__file__).resolve().parent
 EMBEDDED = HERE.parents[1] / "backend" / "default_model"
 DEFAULT_OUT = HERE.parents[1] / "samples" / "loras"
-WORD = "teal"
-RGB = (20, 130, 130)     # 86+ RGB units from every colour the model knows; its VAE keeps it
+WORD = "gray"
+RGB = (128, 128, 128)    # 100+ RGB units from every colour the model knows; its VAE keeps it
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 FF_TARGETS = ["proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]   # kohya's LoRA has these
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -51,12 +57,15 @@ class LoraConfig:
     lr: float = 2e-3
     new_share: float = 0.5          # of each batch: samples with the new word
     outside_mask_weight: float = 0.1
-    t_power: float = 1.0            # < 1 draws more high-noise steps, where colour is decided
-    feed_forward: bool = False      # also the transformer blocks' projections and MLPs
+    t_power: float = 0.5            # < 1 draws more high-noise steps, where colour is decided
+    feed_forward: bool = True       # also the transformer blocks' projections and MLPs
+    shape_weight: float = 4.0       # extra loss weight on the new-colour shape's pixels
 
 
-def cyan_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """(image, mask, caption) like the base training mixture, with one shape cyan."""
+def new_word_sample(rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """(image, mask, caption, the shape's pixels) like the base training mixture, with one
+    shape painted in the new colour."""
     while True:
         scene = data.render_scene(rng)
         if scene.shapes:
@@ -64,7 +73,8 @@ def cyan_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
     shape = scene.shapes[int(rng.integers(len(scene.shapes)))]
     pixels = scene.image.astype(np.float32)
     noise = rng.normal(0, 6, 3)
-    pixels[data.shape_mask(shape.kind, shape.box)] = np.array(RGB, np.float32) + noise
+    painted = data.shape_mask(shape.kind, shape.box)
+    pixels[painted] = np.array(RGB, np.float32) + noise
     scene.image = np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
     shape.colour = WORD
     kind = str(rng.choice(data.MASK_KINDS, p=data.MASK_WEIGHTS))
@@ -74,17 +84,24 @@ def cyan_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
     else:
         mask = np.ones((data.SIZE, data.SIZE), bool)
         caption = scene.caption(rng)
-    return scene.image, mask, caption
+    return scene.image, mask, caption, painted
+
+
+def _base_sample(rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    image, mask, caption = data.training_sample(rng)
+    return image, mask, caption, np.zeros(mask.shape, bool)
 
 
 def _batch(rng: np.random.Generator, n: int, new_share: float
-           ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    samples = [cyan_sample(rng) if rng.random() < new_share else data.training_sample(rng)
+           ) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    samples = [new_word_sample(rng) if rng.random() < new_share else _base_sample(rng)
                for _ in range(n)]
-    images, masks, caps = zip(*samples, strict=True)
+    images, masks, caps, painted = zip(*samples, strict=True)
     x = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     m = np.stack(masks).astype(np.float32)[:, None]
-    return torch.from_numpy(x), torch.from_numpy(m), list(caps)
+    p = np.stack(painted).astype(np.float32)[:, None]
+    return torch.from_numpy(x), torch.from_numpy(m), list(caps), torch.from_numpy(p)
 
 
 def to_kohya(state: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
@@ -134,7 +151,7 @@ def train(out: Path = DEFAULT_OUT, cfg: LoraConfig | None = None) -> dict:
     scale = vae.config.scaling_factor
     started, curve = time.time(), []
     for step in range(cfg.steps):
-        x, m, caps = _batch(rng, cfg.batch, cfg.new_share)
+        x, m, caps, painted = _batch(rng, cfg.batch, cfg.new_share)
         ids = tok(caps, padding="max_length", max_length=tok.model_max_length,
                   truncation=True, return_tensors="pt").input_ids
         with torch.no_grad():
@@ -147,7 +164,8 @@ def train(out: Path = DEFAULT_OUT, cfg: LoraConfig | None = None) -> dict:
             zt = a.sqrt() * z0 + (1 - a).sqrt() * torch.randn(z0.shape, generator=gen)
         emb = te(ids)[0]
         pred = unet(torch.cat([zt, ml, zm], 1), t, encoder_hidden_states=emb).sample
-        w = ml + cfg.outside_mask_weight * (1 - ml)
+        focus = torch.nn.functional.max_pool2d(painted, data.SIZE // latent)
+        w = ml * (1 + cfg.shape_weight * focus) + cfg.outside_mask_weight * (1 - ml)
         loss = ((pred - z0) ** 2 * w).sum() / (w.sum() * z0.shape[1])   # x0 prediction
         opt.zero_grad(set_to_none=True)
         loss.backward()
