@@ -457,16 +457,15 @@ class Daemon:
         position = None
         if prev is not None and prev_id is not None:
             position = self.queue.replace(client, prev_id, job, active)
-            if position is not None:
-                prev.replaced_by = job
-                prev.cancel.set()
+        queued = position is not None
+        if position is None:   # no predecessor, or it runs (or was just taken)
+            position = self.queue.put(client, job, active)
+        if prev is not None and prev_id is not None:   # a running one stops at its next step
+            prev.replaced_by = job
+            prev.cancel.set()
+            if queued:
                 self._forget(client, prev_id)
                 self._send(client, {"event": "cancelled", "job": prev_id, "replaced_by": job})
-        if position is None:
-            position = self.queue.put(client, job, active)
-            if prev is not None:   # running (or just taken): it stops at its next step
-                prev.replaced_by = job
-                prev.cancel.set()
         self.live[client] = job
         return position
 

@@ -41,9 +41,6 @@ class PromptCache:
             self._kept.popitem(last=False)
         return kept
 
-    def clear(self) -> None:
-        self._kept.clear()
-
 
 def encode(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> dict[str, Any]:
     """What the pipeline would compute from the texts, as its call's keyword arguments."""

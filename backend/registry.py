@@ -36,7 +36,6 @@ EMBEDDED_DIR = Path(__file__).parent / "default_model"
 EMBEDDED_NAME = "default"
 
 
-
 class Arch(WireEnum):
     """The architectures we load: diffusers' ``infer_diffusers_model_type`` names."""
 
@@ -191,9 +190,12 @@ def _inspect(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
+#: the lcm sampler's steps and guidance (LCM-distilled models and LCM LoRAs are made for 4-8
+#: steps at low guidance), also for a job that picks it on a model with other defaults
+LCM_DEFAULTS = {"steps": 6, "guidance": 1.5}
 #: few-step distilled checkpoints, told by the words their files are named with, and what
 #: they are made to run with (their model cards); a paintbridge.json beside them wins
-FEW_STEP = (("lcm", {"steps": 6, "guidance": 1.5, "sampler": "lcm"}),
+FEW_STEP = (("lcm", {**LCM_DEFAULTS, "sampler": "lcm"}),
             ("turbo", {"steps": 4, "guidance": 1.0, "sampler": "euler_a"}),
             ("lightning", {"steps": 4, "guidance": 1.0, "sampler": "euler"}),
             ("hyper", {"steps": 4, "guidance": 1.0, "sampler": "euler"}))

@@ -21,14 +21,11 @@ from paintbridge.plugin.protocol import SubmitRequest
 from . import compose, failpoints, schedulers, seams
 from .adapters import JobLora, LoraError
 from .embeddings import EmbeddingEntry
-from .registry import LoadedModel
+from .registry import LCM_DEFAULTS, LoadedModel
 
 #: model defaults when neither the request nor the model's paintbridge.json says
 FALLBACK_STEPS = 20
 FALLBACK_GUIDANCE = 7.0
-#: the lcm sampler's steps and guidance when the job leaves them to the model (LCM-distilled
-#: models and LCM LoRAs are made for 4-8 steps at low guidance)
-LCM_DEFAULTS = {"steps": 6, "guidance": 1.5}
 PREVIEWS_PER_RUN = 8     # decoded previews per variation, when the client asks for them
 PREVIEW_SIDE = 128       # longest side of a preview frame
 

@@ -20,12 +20,11 @@ looking costs Krita).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from .client import DaemonError, Frame, Job, JobState, Patch
-from .region import Rect, job_region
-from .session import Document, GenerationSettings, Session, layer_name
+from .region import Rect
+from .session import Document, GenerationSettings, PreparedJob, Session, layer_name, prepare
 
 #: without a selection: canvases up to this many pixels are live as a whole ...
 WHOLE_CANVAS_PIXELS = 1024 * 1024
@@ -104,8 +103,8 @@ def box_around(change: Rect, canvas: Rect, side: int = STROKE_BOX) -> Rect:
 class Live:
     """One docker's live mode: what to send when, and which result to show."""
 
-    def __init__(self, session: Session, debounce: float = 0.15, max_wait: float = 0.6,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, session: Session, debounce: float = 0.15, max_wait: float = 0.6
+                 ) -> None:
         self.session = session
         self.debounce = debounce
         self.max_wait = max_wait
@@ -178,7 +177,7 @@ class Live:
         busy = job_now is not None and not job_now.finished and not (
             job_now.state is JobState.QUEUED and (job_now.position or 0) >= 1)
         if settled or (overdue and not busy):
-            self._send(job, settings)
+            self._send(job, settings.prompt)
             self._sent_key, self._pending = key, None
 
     def _follow(self) -> None:
@@ -218,39 +217,25 @@ class Live:
         return self._region
 
     def _read(self, target: LiveTarget, settings: GenerationSettings
-              ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+              ) -> tuple[tuple[Any, ...], PreparedJob]:
         """What the next job would send, and a key that changes when any of it does."""
-        fmt = target.pixel_format()
-        bounds = target.selection_bounds()
-        if bounds is not None and bounds.is_empty:
-            bounds = None
-        kind = settings.kind(bounds is not None)
-        if kind == "txt2img":
-            kind = "inpaint" if bounds is not None else "img2img"   # live follows the layer
-        if bounds is not None:
-            region = job_region(kind, target.canvas(), bounds, settings.padding, settings.grow)
-        elif kind == "inpaint":
-            raise ValueError("Live inpainting needs a selection: select the area, or set "
-                             "the mode to Auto or Image to image.")
-        else:
-            region = self._region_for(target)
-        pixels = target.read_pixels(region)
-        mask = target.read_selection(region) if bounds is not None else None
-        params = settings.params(kind)
-        key = (region, fmt, kind, zlib.crc32(pixels),
-               zlib.crc32(bytes(mask.data)) if mask is not None else None,
+        if settings.mode == "txt2img":   # live follows the layer: inpaint or image to image
+            settings = GenerationSettings("auto", **settings.values)
+        job = prepare(target, settings, area=lambda: self._region_for(target))
+        assert job.image is not None
+        key = (job.region, job.image.format, job.kind, zlib.crc32(job.image.data),
+               zlib.crc32(bytes(job.mask.data)) if job.mask is not None else None,
                settings.to_json())
-        return key, {"kind": kind, "params": params, "region": region,
-                     "image": Frame(region.width, region.height, fmt, pixels), "mask": mask,
-                     "prompt": settings.prompt}
+        return key, job
 
-    def _send(self, job: dict[str, Any], settings: GenerationSettings) -> None:
-        region = job["region"]
+    def _send(self, job: PreparedJob, prompt: str) -> None:
+        region = job.region
         sent = self.session.client.submit(
-            job["kind"], job["params"], image=job["image"], mask=job["mask"],
-            offset=(region.x, region.y), size=(region.width, region.height),
-            result_format=job["image"].format, send_timeout=0, live=True)
-        sent.info["prompt"] = job["prompt"]
+            job.kind, job.params, image=job.image, mask=job.mask, offset=(region.x, region.y),
+            size=(region.width, region.height),
+            result_format=job.image.format if job.image is not None else None,
+            send_timeout=0, live=True)
+        sent.info["prompt"] = prompt
         if self.job is not None:   # replaced at the daemon: its end is of no interest
             self._drop(self.job)
         self.job = sent

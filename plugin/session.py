@@ -130,9 +130,11 @@ class PreparedJob:
     mask: Frame | None
 
 
-def prepare(doc: Document, settings: GenerationSettings) -> PreparedJob:
+def prepare(doc: Document, settings: GenerationSettings,
+            area: Callable[[], Rect] | None = None) -> PreparedJob:
     """Read exactly the region the job needs from the document; raise ValueError or
-    UnsupportedDocument with a message for the user when nothing can be sent."""
+    UnsupportedDocument with a message for the user when nothing can be sent. ``area``
+    gives the region when nothing is selected (default: the whole layer)."""
     fmt = doc.pixel_format()
     canvas = doc.canvas()
     bounds = doc.selection_bounds()
@@ -141,7 +143,10 @@ def prepare(doc: Document, settings: GenerationSettings) -> PreparedJob:
     kind = settings.kind(bounds is not None)
     if kind == "inpaint" and bounds is None:
         raise ValueError("Inpaint needs a selection: select the area to repaint first.")
-    region = job_region(kind, canvas, bounds, settings.padding, settings.grow)
+    if bounds is None and area is not None:
+        region = area()
+    else:
+        region = job_region(kind, canvas, bounds, settings.padding, settings.grow)
     image = None
     if kind != "txt2img":
         image = Frame(region.width, region.height, fmt, doc.read_pixels(region))

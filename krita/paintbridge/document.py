@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from PyQt5.QtCore import QByteArray
 
+from .plugin import protocol
 from .plugin.client import Frame, Patch
 from .plugin.region import Rect
 from .plugin.session import UnsupportedDocument
@@ -26,10 +27,6 @@ _MODEL_NAMES = {"CMYKA": "CMYK", "GRAYA": "grayscale", "LABA": "L*a*b*", "XYZA":
                 "YCbCrA": "YCbCr"}
 _DEPTH_NAMES = {"U8": "8-bit integer", "U16": "16-bit integer", "F16": "16-bit float",
                 "F32": "32-bit float"}
-
-
-def _bytes_per_pixel(fmt: str) -> int:
-    return {"bgra8": 4, "rgba8": 4, "bgra16": 8, "rgba16": 8, "rgbaf32": 16}[fmt]
 
 
 def wire_format(model: str, depth: str) -> str:
@@ -149,8 +146,8 @@ class KritaDocument:
         else:
             if self._live_rect is not None:   # what the last result covered goes
                 x, y, w, h = self._live_rect
-                layer.setPixelData(QByteArray(bytes(w * h * _bytes_per_pixel(patch.format))),
-                                   x, y, w, h)
+                channels, depth = protocol.FORMATS[patch.format]
+                layer.setPixelData(QByteArray(bytes(w * h * channels * depth)), x, y, w, h)
             layer.setPixelData(QByteArray(bytes(patch.data)), patch.x, patch.y, patch.width,
                                patch.height)
             layer.setName(f"Live: {name}")
