@@ -22,15 +22,27 @@ _DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype("<u2"),
 _SCALE = {1: 255.0, 2: 65535.0}
 
 
-def decode_frame(buffer: Any, spec: FrameSpec) -> np.ndarray:
-    """Raw frame -> (height, width, channels) float32, RGBA channel order."""
+def frame_array(buffer: Any, spec: FrameSpec) -> np.ndarray:
+    """The raw frame as an (height, width, channels) view of its buffer, in the frame's
+    own channel order and type: no copy, so huge regions can be read a window at a time."""
     channels, depth = FORMATS[spec.format]
-    raw = np.frombuffer(buffer, dtype=_DTYPES[depth]).reshape(spec.height, spec.width, channels)
-    if spec.format.startswith("bgra"):
+    return np.frombuffer(buffer, dtype=_DTYPES[depth]).reshape(spec.height, spec.width,
+                                                                channels)
+
+
+def to_float(raw: np.ndarray, fmt: str) -> np.ndarray:
+    """A window of :func:`frame_array` -> float32 in [0, 1], RGBA channel order."""
+    depth = FORMATS[fmt][1]
+    if fmt.startswith("bgra"):
         raw = raw[..., [2, 1, 0, 3]]
     if depth == 4:
         return np.nan_to_num(raw.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)
     return raw.astype(np.float32) / _SCALE[depth]
+
+
+def decode_frame(buffer: Any, spec: FrameSpec) -> np.ndarray:
+    """Raw frame -> (height, width, channels) float32, RGBA channel order."""
+    return to_float(frame_array(buffer, spec), spec.format)
 
 
 def encode_frame(pixels: np.ndarray, fmt: str) -> bytes:
@@ -127,7 +139,16 @@ class EncodedPatch:
     width: int
     height: int
     format: str
-    data: bytes
+    data: bytes | bytearray   # a bytearray when written band by band (no final copy)
+
+
+def transparent_black(rgba: np.ndarray, fmt: str) -> np.ndarray:
+    """``rgba`` with every pixel whose alpha is 0 in ``fmt`` made fully zero, in place."""
+    if FORMATS[fmt][1] != 4:  # what quantises to alpha 0 must be transparent black
+        rgba[np.rint(rgba[..., 3] * _SCALE[FORMATS[fmt][1]]) == 0] = 0.0
+    else:
+        rgba[rgba[..., 3] == 0] = 0.0
+    return rgba
 
 
 def make_patch(rgb: np.ndarray, alpha: np.ndarray, offset: tuple[int, int],
@@ -137,11 +158,8 @@ def make_patch(rgb: np.ndarray, alpha: np.ndarray, offset: tuple[int, int],
     Pixels whose alpha is 0 are fully zero (RGB too), so nothing outside the selection
     can leak into the document whatever the blend mode.
     """
-    rgba = np.concatenate([rgb, alpha[..., None]], axis=2).astype(np.float32)
-    if FORMATS[fmt][1] != 4:  # what quantises to alpha 0 must be transparent black
-        rgba[np.rint(alpha * _SCALE[FORMATS[fmt][1]]) == 0] = 0.0
-    else:
-        rgba[alpha == 0] = 0.0
+    rgba = transparent_black(np.concatenate([rgb, alpha[..., None]], axis=2)
+                             .astype(np.float32), fmt)
     rows = np.flatnonzero(rgba[..., 3].any(axis=1))
     cols = np.flatnonzero(rgba[..., 3].any(axis=0))
     if rows.size == 0:

@@ -7,6 +7,7 @@ the model's native size; 4. denoise once per variation (progress + cancel every 
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ import torch
 
 from paintbridge.plugin.protocol import SubmitRequest
 
-from . import compose, failpoints, schedulers, seams
+from . import compose, failpoints, schedulers, seams, tiled
 from .adapters import JobLora, LoraError
 from .embeddings import EmbeddingEntry
 from .registry import LCM_DEFAULTS, LoadedModel
@@ -65,11 +66,21 @@ class Prepared:
 
 
 def prepare(req: SubmitRequest) -> Prepared:
-    """Steps 1-2: frames -> float arrays; selection -> patch alpha and model mask."""
+    """Steps 1-2: frames -> float arrays; selection -> patch alpha and model mask.
+
+    Transparent pixels of the image are areas to fill (outpainting): the model sees them
+    pre-filled with the colours around them (:func:`seams.fill`), and the patch is opaque
+    wherever they lie inside the grown selection, so no see-through edge is left."""
     width, height = req.size
     rgb = None
+    opacity = None
     if req.image is not None:
-        rgb = compose.decode_frame(req.image_data, req.image)[..., :3]
+        rgba = compose.decode_frame(req.image_data, req.image)
+        rgb, opacity = rgba[..., :3], rgba[..., 3]
+        if bool((opacity < 1).any()):
+            rgb = seams.fill(rgb, opacity)
+        else:
+            opacity = None
     if req.mask is not None:
         selection = compose.decode_frame(req.mask_data, req.mask)[..., 0]
         if not bool((selection > 0).any()):
@@ -78,6 +89,8 @@ def prepare(req: SubmitRequest) -> Prepared:
         selection = np.ones((height, width), np.float32)
     grown = compose.grow(selection, req.params["grow"])
     alpha = compose.feather_inward(grown, req.params["feather"])
+    if opacity is not None:
+        alpha = np.maximum(alpha, (1 - opacity) * (grown > 0))
     if req.kind == "inpaint":
         model_mask = grown
     else:  # img2img reworks the whole region; txt2img generates all of it
@@ -130,7 +143,12 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
          progress: ProgressFn, stages: _Stages) -> list[PatchResult]:
     # 1-2. inputs
     failpoints.hit("decode", req.params["prompt"])
-    prep = prepare(req)
+    full_res = tiled.applies(req, model.native_size) and not req.live   # live: a draft
+    prep = None
+    if not full_res:
+        prep = prepare(req)
+    elif req.mask is not None and not (compose.frame_array(req.mask_data, req.mask) > 0).any():
+        raise BadInput("the mask selects nothing")
     stages.now = "preparing the model's inputs"
     params = req.params
     defaults = model.entry.defaults
@@ -144,44 +162,63 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     if guidance is None:
         guidance = float(defaults.get("guidance", FALLBACK_GUIDANCE))
 
-    # 3. scale the region to the model's native size
-    width, height = req.size
-    mw, mh = compose.model_size(width, height, model.native_size)
-    task = model.task(req.kind)
-    pipe = model.pipeline(req.kind)
-    pipe.scheduler = schedulers.make(sampler, model.scheduler)
+    pipes: dict[str, Any] = {}
+
+    def pipe_for(kind: str) -> Any:
+        if kind not in pipes:
+            pipes[kind] = model.pipeline(kind)
+            pipes[kind].scheduler = schedulers.make(sampler, model.scheduler)
+        return pipes[kind]
+
     stages.now = "encoding the prompt"
     with torch.inference_mode():
-        texts = model.prompts.embeds(pipe, params["prompt"], params["negative_prompt"] or None,
-                                     guidance, model.adapters.state)
-    args: dict[str, Any] = {**texts, "num_inference_steps": steps, "guidance_scale": guidance,
-                            "output_type": "np"}
-    if prep.rgb is not None:
-        image_t = _to_tensor(compose.resize(prep.rgb, mw, mh))
-    else:
-        image_t = torch.full((1, 3, mh, mw), 0.5)
-    if task == "inpaint":  # an inpainting model runs img2img and txt2img this way too
-        mask_t = _to_tensor(compose.resize(prep.model_mask[..., None], mw, mh))
-        args.update(image=image_t, mask_image=mask_t, height=mh, width=mw,
-                    strength=params["strength"] if req.kind != "txt2img" else 1.0)
-    elif task == "img2img":
-        args.update(image=image_t, strength=params["strength"])
-    else:
-        args.update(height=mh, width=mw)
-
-    # 4. denoise, once per variation
+        texts = model.prompts.embeds(pipe_for(req.kind), params["prompt"],
+                                     params["negative_prompt"] or None, guidance,
+                                     model.adapters.state)
     seeds = seeds_for(params)
-    results: list[PatchResult] = []
-    for index, seed in enumerate(seeds):
-        def on_step(p: Any, i: int, t: Any, kw: dict[str, Any], index: int = index) -> dict:
+    width, height = req.size
+    mw, mh = compose.model_size(width, height, model.native_size)
+    # progress totals: every denoising pass of every variation, tiles included
+    if full_res:
+        per_seed = _full_res_steps(req, model.native_size, steps)
+    else:
+        per_seed = steps if req.kind == "txt2img" else tiled.pass_steps(steps,
+                                                                       params["strength"])
+    done = [0]
+    total = per_seed * len(seeds)
+
+    def denoise(image: np.ndarray | None, mask: np.ndarray | None, w: int, h: int,
+                strength: float, seed: int, kind: str) -> np.ndarray:
+        """One pipeline call at model size w × h: (h, w, 3) float32 pixels."""
+        pipe = pipe_for(kind)
+        task = model.task(kind)
+        # at least one step: a few-step job's refinement (2 steps × 0.35) must still run
+        n = steps if int(steps * strength) >= 1 else math.ceil(1 / strength)
+        args: dict[str, Any] = {**texts, "num_inference_steps": n,
+                                "guidance_scale": guidance, "output_type": "np"}
+        image_t = _to_tensor(image) if image is not None else torch.full((1, 3, h, w), 0.5)
+        if task == "inpaint":  # an inpainting model runs img2img and txt2img this way too
+            mask_t = (_to_tensor(mask[..., None]) if mask is not None
+                      else torch.ones((1, 1, h, w)))
+            args.update(image=image_t, mask_image=mask_t, height=h, width=w,
+                        strength=strength)
+        elif task == "img2img":
+            args.update(image=image_t, strength=strength)
+        else:
+            args.update(height=h, width=w)
+        expected = steps if kind == "txt2img" else tiled.pass_steps(steps, strength)
+        before = done[0]
+
+        def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict:
             if cancel.is_set():
                 raise JobCancelled
             failpoints.hit("denoise", req.params["prompt"])
             n = p.num_timesteps
             preview = None
-            if req.preview and (i % max(1, n // PREVIEWS_PER_RUN) == 0 or i == n - 1):
+            if (req.preview and not full_res
+                    and (i % max(1, n // PREVIEWS_PER_RUN) == 0 or i == n - 1)):
                 preview = _preview(p, kw["latents"])
-            progress(index * n + i + 1, n * len(seeds), preview)
+            progress(min(total, before + min(i + 1, expected)), total, preview)
             if i == n - 1:  # after the last step the pipeline turns latents into pixels
                 stages.now = "decoding the latents"
                 failpoints.hit("latents", req.params["prompt"])
@@ -201,16 +238,54 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             hook.remove()
         if cancel.is_set():
             raise JobCancelled
+        done[0] = before + expected
+        stages.now = "refining at full resolution" if full_res else "encoding the result"
+        return np.asarray(out, np.float32)
 
-        # 5. back to the region's size, cut to the alpha, encode
+    results: list[PatchResult] = []
+    for index, seed in enumerate(seeds):
+        if full_res:
+            def show(preview: np.ndarray) -> None:
+                progress(done[0], total, preview)
+
+            patch = tiled.run(req, model.native_size, seed, denoise, cancel.is_set,
+                              show if req.preview else None)
+            if cancel.is_set():
+                raise JobCancelled
+            stages.now = "encoding the result"
+            failpoints.hit("encode", req.params["prompt"])
+            results.append(PatchResult(patch, seed))
+            done[0] = (index + 1) * per_seed   # inpainting skips the tiles it leaves alone
+            progress(done[0], total, None)
+            continue
+        # scaled: the region at the model's size, then back
+        assert prep is not None
+        image = compose.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
+        mask = compose.resize(prep.model_mask[..., None], mw, mh)[..., 0]
+        strength = params["strength"] if req.kind != "txt2img" else 1.0
+        out = denoise(image, mask, mw, mh, strength, seed, req.kind)
         stages.now = "encoding the result"
         failpoints.hit("encode", req.params["prompt"])
-        rgb = compose.resize(np.asarray(out, np.float32), width, height)
+        rgb = compose.resize(out, width, height)
         if prep.rgb is not None and params["colour_match"] == "on":
             rgb = seams.match_edges(rgb, prep.rgb, prep.alpha)
         patch = compose.make_patch(rgb, prep.alpha, req.offset, req.result_format)
         results.append(PatchResult(patch, seed))
     return results
+
+
+def _full_res_steps(req: SubmitRequest, native: int, steps: int) -> int:
+    """Denoising steps of one full-resolution variation: composition pass plus tiles."""
+    params = req.params
+    width, height = req.size
+    tile, overlap = tiled.tile_side(req, native)
+    tiles = len(tiled.grid(width, height, tile, overlap))   # an upper bound for inpainting
+    composing = req.kind != "img2img" or params["strength"] > tiled.COMPOSE_ABOVE
+    first = 0
+    if composing:
+        first = steps if req.kind == "txt2img" else tiled.pass_steps(steps, params["strength"])
+    refine = params["refine_strength"] if composing else params["strength"]
+    return first + tiles * tiled.pass_steps(steps, refine)
 
 
 def _preview(pipe: Any, latents: torch.Tensor) -> np.ndarray:

@@ -37,24 +37,45 @@ def membrane(values: np.ndarray, known: np.ndarray) -> np.ndarray:
         den = F.avg_pool2d(w, 2, ceil_mode=True)
         v = num / den.clamp_min(1e-6)
         w = (den * 4).clamp_(max=1.0)   # a cell with some known pixel counts as known
-    filled = levels[-1][0]
+    v, w = levels[-1]   # the coarsest level: cells still unknown take the known mean
+    mean = (v * w).sum((2, 3), keepdim=True) / w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    filled = w * v + (1 - w) * mean
     for v_l, w_l in reversed(levels[:-1]):
         up = F.interpolate(filled, size=v_l.shape[-2:], mode="bilinear", align_corners=False)
         filled = w_l * v_l + (1 - w_l) * up
     return filled[0].permute(1, 2, 0).numpy()
 
 
-def match_edges(result: np.ndarray, source: np.ndarray, alpha: np.ndarray,
-                ring: int = RING) -> np.ndarray:
-    """``result`` (h, w, 3) with the offset to ``source`` in the ring just outside the
-    patch (``alpha`` > 0) spread over the patch; unchanged when there is no ring (the
-    patch fills the region, or it is a text-to-image job without a source)."""
+def fill(rgb: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    """``rgb`` with its transparent part replaced by the colours around it, extended and
+    smoothed (what an outpainting model starts from; a hard black would bleed in)."""
+    if not bool((opacity > 0).any()):
+        return np.full_like(rgb, 0.5, dtype=np.float32)   # nothing to extend: mid grey
+    filled = membrane(rgb, opacity)
+    a = opacity[..., None]
+    return (rgb * a + filled * (1 - a)).astype(np.float32)
+
+
+def edge_offset(result: np.ndarray, source: np.ndarray, alpha: np.ndarray,
+                ring: int = RING) -> np.ndarray | None:
+    """The (h, w, 3) offset that moves ``result`` to ``source`` in the ring just outside
+    the patch (``alpha`` > 0), spread smoothly over the patch; None when there is no ring
+    (the patch fills the region)."""
     patch = alpha > 0
     near = compose.grow(patch.astype(np.float32), ring) > 0
     known = near & ~patch
     if not known.any() or not patch.any():
+        return None
+    return membrane(np.where(known[..., None], source - result, 0.0), known)
+
+
+def match_edges(result: np.ndarray, source: np.ndarray, alpha: np.ndarray,
+                ring: int = RING) -> np.ndarray:
+    """``result`` (h, w, 3) with :func:`edge_offset` added inside the patch."""
+    offset = edge_offset(result, source, alpha, ring)
+    if offset is None:
         return result
-    offset = membrane(np.where(known[..., None], source - result, 0.0), known)
+    patch = alpha > 0
     out = result.copy()
     out[patch] = np.clip(result[patch] + offset[patch], 0.0, 1.0)
     return out

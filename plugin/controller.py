@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from . import hosts, launcher, protocol
 from .client import DaemonError, Job, JobState
+from .expand import Expansion
 from .live import Live, LiveTarget
 from .protocol import ProtocolError
 from .session import Document, GenerationSettings, Session, UnsupportedDocument
@@ -334,10 +335,11 @@ class Controller:
         return self._source_of.get(key)
 
     def generate(self, settings: GenerationSettings,
-                 open_target: Callable[[], Target | None]) -> bool:
+                 open_target: Callable[[], Target | None],
+                 expansion: Expansion | None = None) -> bool:
         """Save the settings and send the job; ``open_target`` makes the document adapter
         (None: no document open; ValueError: not a layer that can be read). Returns whether
-        a job was sent; otherwise the message says why."""
+        a job was sent; otherwise the message says why. ``expansion``: an Expand job."""
         self.save_settings(settings)
         if self.running:
             self.error("A job is already running: cancel it first.")
@@ -357,7 +359,7 @@ class Controller:
             if target is None:
                 self.error("Open an image first.")
                 return False
-            self.session.submit(target, settings, send_timeout=0)
+            self.session.submit(target, settings, send_timeout=0, expansion=expansion)
         except (ValueError, UnsupportedDocument, ProtocolError) as exc:
             self.error(str(exc))
             return False

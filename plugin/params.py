@@ -224,6 +224,21 @@ PARAMS: tuple[Param, ...] = (
           "Match the result's colours to the pixels around the selection, so its edge does "
           "not show", default="on", choices={"on": "On", "off": "Off"},
           kinds=("img2img", "inpaint"), advanced=True),
+    Param("refine", str, "_Full-resolution detail",
+          "On a region larger than the model's own size: generate at the model's size, "
+          "then refine at full resolution in overlapping tiles (off: scale the result up)",
+          default="on", choices={"on": "On", "off": "Off"}, advanced=True),
+    Param("refine_strength", float, "Refine _strength",
+          "How much the full-resolution tiles may change the upscaled result (image to "
+          "image at low strength refines the picture itself, at its own strength)",
+          default=0.35, lo=0.0, hi=1.0, lo_open=True, step=0.05, decimals=2, advanced=True),
+    Param("tile_overlap", int, "Tile o_verlap",
+          "Pixels each full-resolution tile shares with its neighbours, blended so no "
+          "seam shows; automatic when unset (a quarter of the tile)", lo=8, hi=1024,
+          unset=0, unset_text="Automatic", advanced=True),
+    Param("tile_size", int, "T_ile size",
+          "Side of a full-resolution tile in pixels; the model's own size when unset",
+          lo=64, hi=2048, unset=0, unset_text="Model's size", advanced=True),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

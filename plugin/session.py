@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from . import hosts, protocol
 from .client import Client, DaemonError, Frame, Job, JobState, Patch
+from .expand import Expansion
 from .hosts import default_endpoint
 from .params import BY_NAME, PARAMS
 from .protocol import ErrorCode
@@ -47,6 +48,13 @@ class Document(Protocol):
     def add_results(self, patches: list[Patch], names: list[str], group: str | None) -> Any:
         """New layers above the active layer; in a new layer group named ``group`` when
         there are several (``group`` is None for one)."""
+
+    def image_rect(self) -> Rect:
+        """The whole image (Expand grows it; ``canvas`` may be just the layer's part)."""
+
+    def expand_canvas(self, expansion: Expansion) -> None:
+        """Grow the canvas by ``expansion`` (the host's own resize, which the user can undo);
+        the layers keep their pixels where they were in the picture."""
 
 
 class GenerationSettings:
@@ -152,6 +160,18 @@ def prepare(doc: Document, settings: GenerationSettings,
         image = Frame(region.width, region.height, fmt, doc.read_pixels(region))
     mask = doc.read_selection(region) if bounds is not None else None
     return PreparedJob(kind, region, settings.params(kind), image, mask)
+
+
+def prepare_expand(doc: Document, settings: GenerationSettings,
+                   expansion: Expansion) -> PreparedJob:
+    """An Expand job (plugin.expand): the new strips and the picture beside them, the new
+    area transparent and selected, in the grown canvas's coordinates. Nothing is resized."""
+    fmt = doc.pixel_format()
+    canvas = doc.image_rect()
+    region = expansion.region(canvas, settings.padding)
+    image = expansion.image(region, canvas, fmt, doc.read_pixels)
+    return PreparedJob("inpaint", region, settings.params("inpaint"), image,
+                       expansion.mask(region, canvas))
 
 
 def job_progress(job: Job) -> tuple[float | None, str]:
@@ -333,13 +353,15 @@ class Session:
         return list(self.info.get("models", [])) if self.info else []
 
     def submit(self, doc: Document, settings: GenerationSettings,
-               send_timeout: float = 2.0) -> Job:
+               send_timeout: float = 2.0, expansion: Expansion | None = None) -> Job:
         """Read the document and send the job; raises ValueError / UnsupportedDocument /
         DaemonError (not reachable) with a message for the user. ``send_timeout`` 0 never
-        waits for a connection (for UI threads)."""
+        waits for a connection (for UI threads). With ``expansion`` it is an Expand job:
+        the canvas grows only when its result is delivered."""
         if self.job is not None and not self.job.finished:
             raise ValueError("A job is already running; cancel it first.")
-        prepared = prepare(doc, settings)
+        prepared = (prepare_expand(doc, settings, expansion) if expansion is not None
+                    else prepare(doc, settings))
         region = prepared.region
         self.job = self.client.submit(prepared.kind, prepared.params, image=prepared.image,
                                       mask=prepared.mask, offset=(region.x, region.y),
@@ -348,6 +370,8 @@ class Session:
                                       else doc.pixel_format(), preview=True,
                                       send_timeout=send_timeout)
         self.job.info["prompt"] = settings.prompt
+        if expansion is not None:
+            self.job.info["expansion"] = expansion
         return self.job
 
     def poll(self, timeout_ms: int = 0) -> Job | None:
@@ -373,6 +397,9 @@ class Session:
         prompt = job.info.get("prompt", "")
         names = [layer_name(prompt, p.seed) for p in job.patches]
         group = group_name(prompt, len(names)) if len(names) > 1 else None
+        expansion = job.info.get("expansion")
+        if expansion is not None:
+            doc.expand_canvas(expansion)
         doc.add_results(job.patches, names, group)
         self.discard(job)
         return names

@@ -217,11 +217,12 @@ def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
     seed), then the connection's three."""
     procs = result(cases, "arguments")
     kinds = {"paintbridge-inpaint": "inpaint", "paintbridge-img2img": "img2img",
-             "paintbridge-generate": "txt2img"}
+             "paintbridge-generate": "txt2img", "paintbridge-expand": "inpaint"}
     for proc, kind in kinds.items():
         args = {a["name"]: a for a in procs[proc]}
         names = [a["name"] for a in procs[proc] if a["name"] not in GIMP_ARGS]
-        assert names == [p.arg_name for p in PARAMS] + DAEMON_ARGS, (proc, names)
+        own = ["expand-pixels", "expand-sides"] if proc == "paintbridge-expand" else []
+        assert names == [p.arg_name for p in PARAMS] + own + DAEMON_ARGS, (proc, names)
         for p in PARAMS:
             arg = args[p.arg_name]
             assert arg["label"] == p.label and arg["help"].startswith(p.help), arg
@@ -354,6 +355,25 @@ def test_daemon_stopped_is_an_error_and_changes_nothing(cases: dict[str, Any]) -
     assert_untouched(res)
     assert [n["name"] for n in res["tree"]] == ["top", "bottom"]
     assert res["changes"] == {"inside": 0, "inside_total": 480, "outside": 0}
+
+
+def test_expand_grows_the_image_with_a_painted_strip(cases: dict[str, Any]) -> None:
+    """Filters ▸ Paintbridge ▸ Expand canvas, 16 px on the right, no selection: the image
+    is 16 px wider, a new layer above "bottom" covers exactly the new strip, opaque in
+    every pixel (grow and feather 0: nothing of the picture), the user's layers keep their
+    pixels, and GIMP records the resize for Undo."""
+    res = result(cases, "expand")
+    assert res["status"] == "success", res["message"]
+    assert res["before"]["size"] == [96, 72] and res["after"]["size"] == [112, 72]
+    for key in ("bottom", "bottom_mask", "top"):
+        assert res["after"][key] == res["before"][key], key
+    assert [n["name"] for n in res["tree"]] == ["top", "a red apple [seed 7]", "bottom"]
+    (layer,) = res["results"]
+    assert layer["box"] == [96, 0, 112, 72] and layer["opaque"] == 16 * 72, layer
+    assert res["undo_enabled"]
+    stopped = result(cases, "expand_daemon_stopped")
+    assert stopped["status"] == "execution-error"
+    assert stopped["after"] == stopped["before"] and stopped["results"] == []
 
 
 def test_inpaint_without_selection_explains(cases: dict[str, Any]) -> None:

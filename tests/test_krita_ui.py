@@ -213,3 +213,18 @@ def test_live_follows_the_brush(ui: dict[str, Any]) -> None:
     assert costs["overview_sees_a_dab"], costs    # the sampled rows see a 30 px dab ...
     x, y, w, h = costs["dab_found_at"]            # ... and where it is
     assert x <= 3000 and x + w >= 3030 and y <= 2030 and y + h >= 2000, costs
+
+
+def test_expand_grows_the_canvas_with_a_painted_strip(ui: dict[str, Any]) -> None:
+    """Expand 24 px on the right: nothing is resized while the job runs; then the canvas is
+    24 px wider, a new layer paints the whole new strip opaquely, the painted layer keeps
+    its pixels, and Krita's Undo shrinks the canvas back."""
+    assert ui.get("ok"), ui.get("error")
+    w, h = ui["size_1"]
+    assert ui["expand_size_while_running"] == [w, h]
+    assert ui["expand_size"] == [w + 24, h], ui["expand_message"]
+    assert ui["expand_strip_alpha"] == [255]
+    assert ui["expand_source_identical"]
+    assert ui["expand_saved"] == "24 right"
+    undo = ui["expand_undo"]
+    assert undo["size"] == [w, h] and undo["source_identical"], undo

@@ -100,6 +100,8 @@ def settings_dialog(procedure, config, session, problem: str | None = None) -> b
                                         .replace("_", "").rstrip("…"))
     shown = [_text_box(dialog, p.arg_name, plain_label(p.label)) if p.multiline
              else p.arg_name for p in PARAMS if p.arg_name in FIELDS]
+    if config.find_property("expand-pixels") is not None:   # Expand's own, first
+        shown[:0] = ["expand-pixels", "expand-sides"]
     models = session.models() if session is not None else []
     if models:
         default = (session.info or {}).get("default_model")

@@ -16,6 +16,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
 from plugin.client import Frame, Patch  # noqa: E402
+from plugin.expand import Expansion  # noqa: E402
 from plugin.region import Rect  # noqa: E402
 from plugin.session import UnsupportedDocument  # noqa: E402
 
@@ -89,6 +90,17 @@ class GimpDocument:
         buffer = self.image.get_selection().get_buffer()
         data = bytes(buffer.get(box, 1.0, babl, Gegl.AbyssPolicy.NONE))
         return Frame(rect.width, rect.height, wire, data)
+
+    def image_rect(self) -> Rect:
+        return Rect(0, 0, self.image.get_width(), self.image.get_height())
+
+    def expand_canvas(self, expansion: Expansion) -> None:
+        """GIMP's Image ▸ Canvas Size (an undo step of its own): layers keep their size
+        and pixels and move with the picture; the new area has no layer pixels yet."""
+        e = expansion
+        self.image.resize(self.image.get_width() + e.left + e.right,
+                          self.image.get_height() + e.top + e.bottom, e.left, e.top)
+        _, self.ox, self.oy = self.drawable.get_offsets()
 
     def _new_layer(self, patch: Patch, name: str) -> Gimp.Layer:
         kind = (Gimp.ImageType.GRAYA_IMAGE if self.image.get_base_type() ==

@@ -77,3 +77,24 @@ def settings_from_config(config: Gimp.ProcedureConfig, kind: str):  # -> Generat
 
     return GenerationSettings(mode=kind, **{p.name: setting(p, config.get_property(p.arg_name))
                                             for p in PARAMS})
+
+
+def add_expand_arguments(proc: Gimp.Procedure) -> None:
+    """Expand's own two: how many pixels, and on which sides (plugin/expand.py)."""
+    from plugin.expand import MAX_PIXELS, SIDE_LABELS
+
+    choice = Gimp.Choice.new()
+    for i, (nick, label) in enumerate(SIDE_LABELS.items()):
+        choice.add(nick, i, label, "")
+    proc.add_int_argument("expand-pixels", "Expand _by (px)",
+                          "How many pixels the canvas grows by on each chosen side", 1,
+                          MAX_PIXELS, 256, RW)
+    proc.add_choice_argument("expand-sides", "_Sides", "Which sides of the canvas grow",
+                             choice, "right", RW)
+
+
+def expansion_from_config(config: Gimp.ProcedureConfig):  # -> plugin.expand.Expansion
+    from plugin.expand import Expansion
+
+    return Expansion.of(config.get_property("expand-pixels"),
+                        config.get_property("expand-sides"))

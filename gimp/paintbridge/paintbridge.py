@@ -25,6 +25,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GLib  # noqa: E402
 from gimp_connection import add_arguments as add_connection_arguments  # noqa: E402
 from gimp_params import add_arguments as add_generation_arguments  # noqa: E402
+from gimp_params import add_expand_arguments  # noqa: E402
 from paintbridge_errors import PaintbridgeError  # noqa: E402
 
 #: procedure name -> (job kind, menu label, blurb); the arguments are gimp_params's (one
@@ -36,7 +37,10 @@ PROCEDURES = {
                             "Redraw the selection, or the whole layer, guided by a prompt"),
     "paintbridge-generate": ("txt2img", "_Generate into selection…",
                              "Paint new content into the selection from a prompt alone"),
+    "paintbridge-expand": ("inpaint", "_Expand canvas…",
+                           "Grow the canvas on the chosen sides and paint the new area"),
 }
+EXPAND = "paintbridge-expand"   # an inpaint job of plugin/expand.py, with two more arguments
 MENU = "<Image>/Filters/Paintbridge"
 START_WAIT_S = 120.0     # how long a freshly started daemon may take to answer
 
@@ -66,6 +70,8 @@ class Paintbridge(Gimp.PlugIn):
                                "variations); the image's own layers are never changed.", name)
         proc.set_attribution("paintbridge", "paintbridge", "2026")
         add_generation_arguments(proc, kind)
+        if name == EXPAND:
+            add_expand_arguments(proc)
         add_connection_arguments(proc)
         return proc
 
@@ -84,7 +90,8 @@ class Paintbridge(Gimp.PlugIn):
         interactive = run_mode == Gimp.RunMode.INTERACTIVE
         if len(drawables) != 1:
             raise PaintbridgeError("Paintbridge works on one layer: select exactly one.")
-        if kind == "inpaint" and Gimp.Selection.is_empty(image):
+        expanding = procedure.get_name() == EXPAND
+        if kind == "inpaint" and not expanding and Gimp.Selection.is_empty(image):
             raise PaintbridgeError("Inpaint needs a selection: select the area to repaint "
                                    "first.")
         try:
@@ -100,7 +107,7 @@ class Paintbridge(Gimp.PlugIn):
         from gimp_connection import can_offer_start, connection_from_config, open_session
         from gimp_connection import not_connected as why_not
         from gimp_document import GimpDocument
-        from gimp_params import settings_from_config
+        from gimp_params import expansion_from_config, settings_from_config
 
         # In the dialog the user can still correct the endpoint and the keys, so there a
         # connection problem is shown in it rather than ending the filter.
@@ -142,8 +149,9 @@ class Paintbridge(Gimp.PlugIn):
                                                                          session)))
             settings = settings_from_config(config, kind)
             try:
+                expansion = expansion_from_config(config) if expanding else None
                 doc = GimpDocument(image, drawables[0])
-                job = session.submit(doc, settings)
+                job = session.submit(doc, settings, expansion=expansion)
             except (ValueError, UnsupportedDocument) as exc:
                 raise PaintbridgeError(str(exc)) from exc
             except (DaemonError, ProtocolError) as exc:

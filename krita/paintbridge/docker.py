@@ -45,6 +45,7 @@ from krita import DockWidget, Krita
 from .document import KritaDocument
 from .plugin import loraspec
 from .plugin.controller import MODE_LABELS, Controller, Line
+from .plugin.expand import MAX_PIXELS, SIDE_LABELS, Expansion
 from .plugin.params import BY_NAME, INT32_MAX, PARAMS, Param, plain_label
 from .plugin.session import GenerationSettings
 
@@ -331,6 +332,7 @@ class PaintbridgeDocker(DockWidget):
         live.addWidget(self.live_button, 1)
         live.addWidget(self.apply_button)
         outer.addLayout(live)
+        outer.addLayout(self._build_expand_row())
 
         prow = QHBoxLayout()
         self.progress = QProgressBar()
@@ -355,6 +357,29 @@ class PaintbridgeDocker(DockWidget):
         self.results_list.itemClicked.connect(self._result_clicked)
         outer.addWidget(self.results_list, 1)
         self.setWidget(panel)
+
+    def _build_expand_row(self) -> QHBoxLayout:
+        """Expand: grow the canvas by N px on the chosen sides and paint the new area."""
+        row = QHBoxLayout()
+        self.expand_button = QPushButton("Expand")
+        self.expand_button.setToolTip("Grow the canvas and paint the new area as a new layer "
+                                      "(the canvas grows when the result is there; Undo "
+                                      "shrinks it again)")
+        self.expand_button.clicked.connect(self.expand)
+        self.expand_pixels = QSpinBox()
+        self.expand_pixels.setRange(1, MAX_PIXELS)
+        self.expand_pixels.setSuffix(" px")
+        self.expand_sides = QComboBox()
+        for value, label in SIDE_LABELS.items():
+            self.expand_sides.addItem(label, value)
+        saved = _read("expand") or "256 right"
+        pixels, _, sides = saved.partition(" ")
+        self.expand_pixels.setValue(int(pixels) if pixels.isdigit() else 256)
+        self.expand_sides.setCurrentIndex(max(0, self.expand_sides.findData(sides)))
+        row.addWidget(self.expand_button, 1)
+        row.addWidget(self.expand_pixels)
+        row.addWidget(self.expand_sides)
+        return row
 
     def _build_connection_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
@@ -496,6 +521,7 @@ class PaintbridgeDocker(DockWidget):
         self._set_line(self.status_label, c.status, dot=True)
         self._set_line(self.message_label, c.message)
         self.generate_button.setEnabled(not c.running)
+        self.expand_button.setEnabled(not c.running)
         self.cancel_button.setEnabled(c.running)
         if self.live_button.isChecked() != c.live.on:   # Live stopped itself
             self.live_button.blockSignals(True)
@@ -607,6 +633,13 @@ class PaintbridgeDocker(DockWidget):
 
     def generate(self) -> None:
         self.controller.generate(self.settings(), self._open_target)
+        self._show()
+
+    def expand(self) -> None:
+        pixels, sides = self.expand_pixels.value(), self.expand_sides.currentData()
+        _write("expand", f"{pixels} {sides}")
+        self.controller.generate(self.settings(), self._open_target,
+                                 expansion=Expansion.of(pixels, sides))
         self._show()
 
     def cancel(self) -> None:

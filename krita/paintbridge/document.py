@@ -14,6 +14,7 @@ from PyQt5.QtCore import QByteArray
 
 from .plugin import protocol
 from .plugin.client import Frame, Patch
+from .plugin.expand import Expansion
 from .plugin.region import Rect
 from .plugin.session import UnsupportedDocument
 
@@ -124,6 +125,17 @@ class KritaDocument:
         self.doc.refreshProjection()
         self.added = layers
         return layers
+
+    def image_rect(self) -> Rect:
+        return self.canvas()
+
+    def expand_canvas(self, expansion: Expansion) -> None:
+        """Krita's canvas resize (Image ▸ Resize Canvas, one undo step): the new rectangle
+        in the old coordinates, so the picture moves right and down by left and top."""
+        e = expansion
+        self.doc.resizeImage(-e.left, -e.top, self.doc.width() + e.left + e.right,
+                             self.doc.height() + e.top + e.bottom)
+        self.doc.waitForDone()
 
     # ---------------------------------------------------------------- live mode
 

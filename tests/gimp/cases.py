@@ -187,6 +187,23 @@ def case(name, proc, precision=Gimp.Precision.U8_NON_LINEAR, select=True, on_top
     return res
 
 
+def expand_case(**args):
+    """Expand 16 px on the right (no selection needed): the image grows only when the
+    result is there, the new layer paints the whole new strip opaquely."""
+    img, bottom, top = make_image()
+    before = state(img, bottom, top)
+    status, message = run_procedure("paintbridge-expand", img, bottom,
+                                    **{**COMMON, "expand_pixels": 16,
+                                       "expand_sides": "right", **args})
+    res = {"status": status, "message": message, "before": before,
+           "after": state(img, bottom, top), "tree": tree(img.get_layers()),
+           "undo_enabled": img.undo_is_enabled(),
+           "results": [alpha_stats(layer, img) for layer in walk(img.get_layers())
+                       if layer.get_name() not in ("bottom", "top")]}
+    img.delete()
+    return res
+
+
 def walk(items):
     for item in items:
         if item.is_group_layer():
@@ -252,7 +269,8 @@ def spec_entry(spec):
 def arguments():
     """Every Paintbridge procedure's arguments, as GIMP has them registered."""
     return {name: [spec_entry(spec) for spec in PDB.lookup_procedure(name).get_arguments()]
-            for name in ("paintbridge-inpaint", "paintbridge-img2img", "paintbridge-generate")}
+            for name in ("paintbridge-inpaint", "paintbridge-img2img", "paintbridge-generate",
+                         "paintbridge-expand")}
 
 
 def settings_read_back():
@@ -345,6 +363,13 @@ def main():
             continue
         try:
             results[name] = case(name, proc, **kw)
+        except Exception:
+            results[name] = {"exception": traceback.format_exc()}
+    for name, kw in (("expand", {}), ("expand_daemon_stopped", {"endpoint": DEAD_ENDPOINT})):
+        if only and name not in only.split(","):
+            continue
+        try:
+            results[name] = expand_case(**kw)
         except Exception:
             results[name] = {"exception": traceback.format_exc()}
     try:

@@ -360,6 +360,31 @@ def script(cfg):
     RES["layers_after_live"] = _layers(doc)
     RES["live_source_is_strokes_only"] = bytes(layer.pixelData(0, 0, W, H)) == painted
     RES["live_costs"] = _live_costs(app)
+
+    # --- 7. Expand: the canvas grows on the right only once the result is there; the new
+    # strip is painted opaquely in a new layer; the layer itself keeps its pixels; Undo
+    # shrinks the canvas again
+    source = bytes(layer.pixelData(0, 0, W, H))
+    done = len(c.results)
+    docker.expand_pixels.setValue(24)
+    docker.expand_sides.setCurrentIndex(docker.expand_sides.findData("right"))
+    yield "ready (expand)", lambda: docker.expand_button.isEnabled(), 30
+    _click(docker.expand_button)
+    RES["expand_size_while_running"] = [doc.width(), doc.height()]
+    yield "expanded", lambda: not c.running and len(c.results) > done, 120
+    RES["expand_message"] = c.message.text
+    RES["expand_size"] = [doc.width(), doc.height()]
+    strip = bytes(c.results[-1].layer.pixelData(W, 0, 24, H))
+    RES["expand_strip_alpha"] = sorted(set(strip[3::4]))
+    RES["expand_source_identical"] = bytes(layer.pixelData(0, 0, W, H)) == source
+    RES["expand_saved"] = app.readSetting("paintbridge", "expand", "")
+    undos = 0
+    while doc.width() != W and undos < 4:
+        app.action("edit_undo").trigger()
+        doc.waitForDone()
+        undos += 1
+    RES["expand_undo"] = {"undos": undos, "size": [doc.width(), doc.height()],
+                          "source_identical": bytes(layer.pixelData(0, 0, W, H)) == source}
     docker.widgets["count"].setValue(2)
     if c.daemon_proc is not None:
         c.daemon_proc.terminate()

@@ -1,0 +1,374 @@
+"""Full resolution for regions larger than the model's own size.
+
+Scaling a 3000-px region down to a 512-px model and back blurs it. Instead, where the job
+changes the picture's layout (text to image, inpainting, image to image above
+:data:`COMPOSE_ABOVE`), a composition pass runs at the model's size as before and its result
+is upscaled (Lanczos) into a canvas at the region's own resolution, over the source. Then
+overlapping tiles of the model's size refine the canvas at 1:1, one after another, by image
+to image (inpainting for inpaint jobs, so what lies outside the selection stays the source).
+Each tile starts from the canvas as the tiles before it left it, so its overlap starts from
+its neighbours' result, and is laid back with a linear ramp across that overlap: no seam.
+Image to image at low strength has no composition pass: the tiles refine the source itself
+at the job's strength, so its sharp structure is kept.
+
+Memory: every full-size array is 8-bit (the canvas, the grown selection) or a view of the
+request's frames; float work is done one tile or one band of rows at a time, and the VAE
+only ever sees a tile. Colours are matched to the surroundings (``colour_match``) from a
+reduced copy: the offset is smooth by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from paintbridge.plugin.protocol import FORMATS, SubmitRequest
+
+from . import compose, seams
+
+#: refine when the region's side (square root of its area) is at least this many times the
+#: model's: below it the model still sees more than half the region's resolution, and
+#: tiles (at least four, plus the composition) would cost five times as much for little
+REFINE_FROM = 2.0
+#: image to image stronger than this changes the layout: composition pass first
+COMPOSE_ABOVE = 0.5
+#: the tiles keep only detail finer than this many pixels (or the composition's own scale
+#: where it is coarser); colours and shapes come from the composition
+COLOUR_SCALE = 4.0
+BAND = 256            # rows per band of band-wise work
+MATCH_SIDE = 1024     # longest side of the reduced copy colours are matched on
+
+#: (image (h, w, 3) at model size or None, mask (h, w) or None, width, height, strength,
+#: seed, task "txt2img" / "img2img" / "inpaint") -> (h, w, 3) float32
+Denoise = Callable[[Any, Any, int, int, float, int, str], np.ndarray]
+
+
+def applies(req: SubmitRequest, native: int) -> bool:
+    width, height = req.size
+    return req.params["refine"] == "on" and math.sqrt(width * height) >= REFINE_FROM * native
+
+
+@dataclass(frozen=True)
+class Tile:
+    x: int
+    y: int
+    width: int
+    height: int
+    left: int    # px shared with the tile before it in its row (0 for the first)
+    top: int     # px shared with the row of tiles above (0 for the first row)
+
+
+def starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one side: evenly spread, every overlap at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - tile) / (tile - overlap)) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def grid(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
+    """Tiles covering the region in raster order (the order they are refined in)."""
+    overlap = max(0, min(overlap, tile // 2))
+    xs, ys = starts(width, tile, overlap), starts(height, tile, overlap)
+    tw, th = min(tile, width), min(tile, height)
+    return [Tile(x, y, tw, th, xs[i - 1] + tw - x if i else 0, ys[j - 1] + th - y if j else 0)
+            for j, y in enumerate(ys) for i, x in enumerate(xs)]
+
+
+def ramp(tile: Tile) -> np.ndarray:
+    """(h, w, 1) weight of a tile over what earlier tiles left: 0 → 1 across the middle half
+    of each overlap, so neither tile's outermost pixels (where a model's padding shows)
+    reach the picture."""
+    def side(n: int, shared: int) -> np.ndarray:
+        w = np.ones(n, np.float32)
+        if shared:
+            margin = shared // 4
+            span = shared - 2 * margin
+            w[:shared] = np.clip((np.arange(shared, dtype=np.float32) - margin + 0.5) / span,
+                                 0.0, 1.0)
+        return w
+    return (side(tile.height, tile.top)[:, None] * side(tile.width, tile.left)[None, :]
+            )[..., None]
+
+
+def tile_side(req: SubmitRequest, native: int) -> tuple[int, int]:
+    """(tile, overlap) in px: ``tile_size`` or the model's size; overlap a quarter."""
+    tile = req.params["tile_size"] or native
+    overlap = req.params["tile_overlap"] or max(16, tile // 4)
+    return tile, min(overlap, tile // 2)
+
+
+def pass_steps(steps: int, strength: float) -> int:
+    """Denoising steps diffusers runs for image to image at ``strength`` (progress totals)."""
+    return max(1, min(int(steps * strength), steps))
+
+
+class Region:
+    """The request's frames read a window at a time, and the masks derived from them."""
+
+    def __init__(self, req: SubmitRequest) -> None:
+        self.width, self.height = req.size
+        self.image = (compose.frame_array(req.image_data, req.image)
+                      if req.image is not None else None)
+        self.image_format = req.image.format if req.image is not None else ""
+        self.mask = (compose.frame_array(req.mask_data, req.mask)
+                     if req.mask is not None else None)
+        self.mask_format = req.mask.format if req.mask is not None else ""
+        self.grow = req.params["grow"]
+        self.feather = req.params["feather"]
+
+    def bands(self, multiple: int = 1) -> list[tuple[int, int]]:
+        """Row bands of about :data:`BAND` rows, each starting at a multiple of ``multiple``."""
+        step = -(-BAND // multiple) * multiple
+        return [(y, min(y + step, self.height)) for y in range(0, self.height, step)]
+
+    def opacity(self, y0: int, y1: int) -> np.ndarray:
+        """The image's alpha in rows y0..y1."""
+        assert self.image is not None
+        return compose.to_float(self.image[y0:y1], self.image_format)[..., 3]
+
+    def rgb8(self) -> np.ndarray:
+        """The source's RGB as one 8-bit copy (the canvas starts from it), its see-through
+        parts filled with the colours around them (outpainting: runner.prepare)."""
+        assert self.image is not None
+        out = np.empty((self.height, self.width, 3), np.uint8)
+        transparent = False
+        for y0, y1 in self.bands():
+            rgba = compose.to_float(self.image[y0:y1], self.image_format)
+            out[y0:y1] = np.rint(rgba[..., :3] * 255.0)
+            transparent |= bool((rgba[..., 3] < 1).any())
+        if transparent:
+            self._fill(out)
+        return out
+
+    def _fill(self, rgb8: np.ndarray) -> None:
+        """seams.fill band by band: the smooth fill worked out on a copy reduced to at most
+        MATCH_SIDE, upsampled where pixels are see-through."""
+        f = max(1, math.ceil(max(self.width, self.height) / MATCH_SIDE))
+        sh, sw = -(-self.height // f), -(-self.width // f)
+        premultiplied = np.zeros((sh, sw, 3), np.float32)
+        weight = np.zeros((sh, sw), np.float32)
+        for y0, y1 in self.bands(f):
+            rows = -(-(y1 - y0) // f) * f
+            a = np.zeros((rows, sw * f), np.float32)
+            a[:y1 - y0, :self.width] = self.opacity(y0, y1)
+            rgb = np.zeros((rows, sw * f, 3), np.float32)
+            rgb[:y1 - y0, :self.width] = rgb8[y0:y1] / 255.0
+            n = rows // f
+            weight[y0 // f:y0 // f + n] = a.reshape(n, f, sw, f).mean(axis=(1, 3))
+            premultiplied[y0 // f:y0 // f + n] = (rgb * a[..., None]).reshape(
+                n, f, sw, f, 3).mean(axis=(1, 3))
+        colour = premultiplied / np.maximum(weight, 1e-6)[..., None]
+        small = seams.fill(colour, weight)
+        for y0, y1 in self.bands():
+            a = self.opacity(y0, y1)[..., None]
+            if bool((a < 1).any()):
+                around = upsample_rows(small, y0, y1, 0, self.width, f)
+                rgb8[y0:y1] = _to8(rgb8[y0:y1] / 255.0 * a + around * (1 - a))
+
+    def masks(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(grown selection, patch alpha) for rows y0..y1, exactly as runner.prepare makes
+        them for the whole region: each band is computed with a halo as wide as the
+        filters reach."""
+        if self.mask is None:
+            ones = np.ones((y1 - y0, self.width), np.float32)
+            return ones, ones
+        halo = self.grow + 2 * self.feather + 2
+        top, bottom = max(0, y0 - halo), min(self.height, y1 + halo)
+        selection = compose.to_float(self.mask[top:bottom], self.mask_format)[..., 0]
+        grown = compose.grow(selection, self.grow)
+        alpha = compose.feather_inward(grown, self.feather)[y0 - top:y1 - top]
+        grown = grown[y0 - top:y1 - top]
+        if self.image is not None:   # opaque over see-through pixels inside the selection
+            alpha = np.maximum(alpha, (1 - self.opacity(y0, y1)) * (grown > 0))
+        return grown, alpha
+
+    def grown8(self) -> np.ndarray | None:
+        """The grown selection (what inpainting repaints) as 8 bits; None: everything."""
+        if self.mask is None:
+            return None
+        out = np.empty((self.height, self.width), np.uint8)
+        for y0, y1 in self.bands():
+            out[y0:y1] = np.rint(self.masks(y0, y1)[0] * 255.0)
+        return out
+
+
+def _pil_resize(pixels: np.ndarray, width: int, height: int,
+                box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """8-bit (h, w[, 3]) Lanczos resize of ``box`` of ``pixels`` (filters reach past it)."""
+    image = Image.fromarray(pixels)
+    return np.asarray(image.resize((width, height), Image.Resampling.LANCZOS, box=box))
+
+
+def _upscale_into(canvas: np.ndarray, small: np.ndarray, grown: np.ndarray | None) -> None:
+    """``small`` (the composition pass) upscaled over ``canvas``, band by band; where
+    ``grown`` is given, only over what inpainting repaints, blended by it."""
+    height, width = canvas.shape[:2]
+    sh, sw = small.shape[:2]
+    for y0 in range(0, height, BAND):
+        y1 = min(y0 + BAND, height)
+        up = _pil_resize(small, width, y1 - y0, (0, y0 * sh / height, sw, y1 * sh / height))
+        if grown is None:
+            canvas[y0:y1] = up
+        else:
+            m = grown[y0:y1, :, None].astype(np.float32) / 255.0
+            canvas[y0:y1] = np.rint(canvas[y0:y1] * (1 - m) + up * m)
+
+
+def _to8(rgb: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
+        cancelled: Callable[[], bool],
+        preview: Callable[[np.ndarray], None] | None) -> compose.EncodedPatch:
+    """One variation of a job at full resolution (see the module's docstring)."""
+    params = req.params
+    region = Region(req)
+    width, height = region.width, region.height
+    kind = req.kind
+    tile, overlap = tile_side(req, native)
+    grown = region.grown8() if kind == "inpaint" else None
+    compose_pass = kind != "img2img" or params["strength"] > COMPOSE_ABOVE
+
+    source = region.rgb8() if region.image is not None else None
+    canvas = source if source is not None else np.full((height, width, 3), 128, np.uint8)
+    match_scale = max(1, math.ceil(max(width, height) / MATCH_SIDE))
+    small_source = (np.asarray(Image.fromarray(source).reduce(match_scale))
+                    if source is not None else None)
+
+    # the composition pass, at the model's size
+    mw, mh = compose.model_size(width, height, native)
+    image = (_pil_resize(canvas, mw, mh).astype(np.float32) / 255.0
+             if source is not None else None)
+    mask = _pil_resize(grown, mw, mh).astype(np.float32) / 255.0 if grown is not None else None
+    strength = 1.0 if kind == "txt2img" else params["strength"]
+    small_f = denoise(image, mask, mw, mh, strength, seed, kind)
+    if mask is not None and image is not None and params["colour_match"] == "on":
+        # inpainting pastes only the selection over the source: its colours are matched to
+        # the ring of context the model saw (as the scaled path does), before upscaling
+        small_f = seams.match_edges(small_f, image, mask)
+    small = _to8(small_f)
+    if compose_pass:
+        _upscale_into(canvas, small, grown)
+    if cancelled():
+        return _empty(req)
+
+    # refine at 1:1, tile after tile: each tile's detail over the composition's colours
+    # (at least COLOUR_SCALE: every pass through a VAE shifts colours a little)
+    scale = max(COLOUR_SCALE, math.sqrt(width * height / (mw * mh)))
+    strength = params["refine_strength"] if compose_pass else params["strength"]
+    tiles = [t for t in grid(width, height, tile, overlap)
+             if grown is None or grown[t.y:t.y + t.height, t.x:t.x + t.width].any()]
+    every = max(1, math.ceil(len(tiles) / 8))
+    for k, t in enumerate(tiles):
+        ys, xs = slice(t.y, t.y + t.height), slice(t.x, t.x + t.width)
+        tw, th = -(-t.width // 8) * 8, -(-t.height // 8) * 8   # the model's multiple of 8
+        before = canvas[ys, xs].astype(np.float32) / 255.0
+        mask = None
+        if grown is not None:
+            mask = compose.resize(grown[ys, xs, None].astype(np.float32) / 255.0, tw, th)[..., 0]
+        out = denoise(compose.resize(before, tw, th), mask, tw, th, strength,
+                      (seed + 1_000_003 * (k + 1)) % 2**32,
+                      "inpaint" if kind == "inpaint" else "img2img")
+        out = compose.resize(out, t.width, t.height)
+        box = (t.x * mw / width, t.y * mh / height, (t.x + t.width) * mw / width,
+               (t.y + t.height) * mh / height)
+        colours = _pil_resize(small, t.width, t.height, box).astype(np.float32) / 255.0
+        out = colours + out - _low_pass(out, scale)
+        if grown is not None:   # outside what inpainting repaints, the canvas stays
+            m = grown[ys, xs, None].astype(np.float32) / 255.0
+            out = out * m + before * (1 - m)
+        w = ramp(t)
+        canvas[ys, xs] = _to8(before * (1 - w) + out * w)
+        if preview is not None and (k % every == every - 1 or k == len(tiles) - 1):
+            preview(_preview(canvas))
+        if cancelled():
+            return _empty(req)
+    return _encode(req, region, canvas, small_source, match_scale)
+
+
+def _low_pass(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """What of ``rgb`` a picture ``scale`` times smaller holds (the composition's share)."""
+    height, width = rgb.shape[:2]
+    if scale <= 1.0:
+        return rgb
+    small = compose.resize(rgb, max(1, round(width / scale)), max(1, round(height / scale)))
+    return compose.resize(small, width, height)
+
+
+def _preview(canvas: np.ndarray, side: int = 128) -> np.ndarray:
+    height, width = canvas.shape[:2]
+    scale = min(1.0, side / max(height, width))
+    rgb = _pil_resize(canvas, max(1, round(width * scale)), max(1, round(height * scale)))
+    rgb = rgb.astype(np.float32) / 255.0
+    return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
+
+
+def _empty(req: SubmitRequest) -> compose.EncodedPatch:
+    return compose.EncodedPatch(req.offset[0], req.offset[1], 0, 0, req.result_format, b"")
+
+
+def _encode(req: SubmitRequest, region: Region, canvas: np.ndarray,
+            small_source: np.ndarray | None, match_scale: int) -> compose.EncodedPatch:
+    """The canvas cut to the patch's alpha in the client's format, band by band, with the
+    colour offset (measured on a reduced copy) added inside the patch."""
+    height, width = canvas.shape[:2]
+    # pass 1: the alpha's extent, and a reduced copy of it for colour matching (a reduced
+    # pixel belongs to the patch if any of its pixels does)
+    f = match_scale
+    rows = np.zeros(height, bool)
+    cols = np.zeros(width, bool)
+    sh, sw = -(-height // f), -(-width // f)
+    small_alpha = np.zeros((sh, sw), np.float32)
+    for y0, y1 in region.bands(f):
+        alpha = region.masks(y0, y1)[1]
+        rows[y0:y1] = alpha.any(axis=1)
+        cols |= alpha.any(axis=0)
+        padded = np.zeros((-(-(y1 - y0) // f) * f, sw * f), np.float32)
+        padded[:y1 - y0, :width] = alpha
+        small_alpha[y0 // f:y0 // f + padded.shape[0] // f] = padded.reshape(
+            -1, f, sw, f).max(axis=(1, 3))
+    if not rows.any():
+        return _empty(req)
+    offset = None
+    if small_source is not None and req.params["colour_match"] == "on":
+        small = np.asarray(Image.fromarray(canvas).reduce(f)).astype(np.float32) / 255.0
+        offset = seams.edge_offset(small, small_source.astype(np.float32) / 255.0,
+                                   small_alpha, max(2, seams.RING // f))
+    # pass 2: the patch
+    y_lo, y_hi = int(np.flatnonzero(rows)[0]), int(np.flatnonzero(rows)[-1]) + 1
+    x_lo, x_hi = int(np.flatnonzero(cols)[0]), int(np.flatnonzero(cols)[-1]) + 1
+    channels, depth = FORMATS[req.result_format]
+    out = bytearray((y_hi - y_lo) * (x_hi - x_lo) * channels * depth)
+    row_bytes = (x_hi - x_lo) * channels * depth
+    for y0, y1 in region.bands():
+        y0, y1 = max(y0, y_lo), min(y1, y_hi)
+        if y0 >= y1:
+            continue
+        alpha = region.masks(y0, y1)[1][:, x_lo:x_hi]
+        rgb = canvas[y0:y1, x_lo:x_hi].astype(np.float32) / 255.0
+        if offset is not None:
+            rgb = np.clip(rgb + upsample_rows(offset, y0, y1, x_lo, x_hi, f)
+                          * (alpha[..., None] > 0), 0.0, 1.0)
+        rgba = compose.transparent_black(np.concatenate([rgb, alpha[..., None]], axis=2),
+                                         req.result_format)
+        out[(y0 - y_lo) * row_bytes:(y1 - y_lo) * row_bytes] = compose.encode_frame(
+            rgba, req.result_format)
+    return compose.EncodedPatch(req.offset[0] + x_lo, req.offset[1] + y_lo, x_hi - x_lo,
+                                y_hi - y_lo, req.result_format, out)
+
+
+def upsample_rows(small: np.ndarray, y0: int, y1: int, x0: int, x1: int, scale: int
+                 ) -> np.ndarray:
+    """Rows y0..y1, columns x0..x1 of ``small`` (reduced ``scale`` times) bilinearly
+    upsampled to the region's size (each band alone, matching the whole-image upsampling)."""
+    box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(small[..., c]), "F")
+                                .resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR,
+                                        box=box)) for c in range(3)], axis=-1)
