@@ -29,6 +29,9 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	@# spandrel (upscaler models) without its torchvision: only two architectures we never
+	@# load use it, and the pinned CPU torch has no matching torchvision build
+	$(PIP) install -q -c constraints.txt --no-deps spandrel einops
 	@touch $@
 
 install: $(STAMP)

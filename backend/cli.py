@@ -109,6 +109,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     embedding_roots = [Path(p) for p in config.get("embedding_dirs", []) + args.embeddings]
     embeddings = EmbeddingLibrary(embedding_roots + [d for d in embeddings_beside(roots)
                                                      if d not in embedding_roots])
+    from .upscalers import Upscalers
+    from .upscalers import default_dirs as upscalers_beside
+
+    upscaler_roots = [Path(p) for p in config.get("upscaler_dirs", []) + args.upscalers]
+    upscalers = Upscalers(upscaler_roots + [d for d in upscalers_beside(roots)
+                                            if d not in upscaler_roots])
     threads = dev.configure_threads(args.threads or config.get("threads"))
     try:
         choice = dev.choose(args.device or config.get("device"),
@@ -143,7 +149,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      f"(usable: {names})")
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
-                        auth=auth, loras=loras, embeddings=embeddings)
+                        auth=auth, loras=loras, embeddings=embeddings,
+                        upscalers=upscalers)
     except ValueError as exc:
         return _fail(str(exc))
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
@@ -267,6 +274,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             state = f"  (not usable: {em.get('error')})" if not em["usable"] else ""
             print(f"  {em['name']:40s} {em['arch'] or '?':12s} {em['vectors']:>3d} vectors"
                   f"{state}")
+        upscalers = header.get("upscalers", [])
+        if upscalers:
+            print("Upscalers (the upscaler setting):")
+        for up in upscalers:
+            print(f"  {up['name']:40s} {up['path']}")
         if loras:
             print("LoRAs (in a prompt: <lora:NAME:WEIGHT>):")
         for lo in loras:
@@ -367,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embeddings", action="append", default=[], metavar="DIR",
                    help="a textual-inversion folder to scan (repeatable); A1111's embeddings/ "
                         "and ComfyUI's models/embeddings beside the --models folders too")
+    s.add_argument("--upscalers", action="append", default=[], metavar="DIR",
+                   help="an upscaler folder to scan (repeatable: ESRGAN-family .safetensors "
+                        "or .pth); A1111's models/ESRGAN and ComfyUI's models/upscale_models "
+                        "beside the --models folders too")
     s.add_argument("--config", help=f"config file (default {_config_path()})")
     s.add_argument("--default-model", help="model used when a request names none")
     s.add_argument("--no-embedded", action="store_true",

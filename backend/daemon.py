@@ -32,6 +32,7 @@ from .keys import ServerKeys
 from .loras import LoraLibrary
 from .registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
 from .retention import ResultStore
+from .upscalers import UpscalerError, Upscalers
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class Worker(threading.Thread):
 
         try:
             job.stage = Stage.DENOISING
-            results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings)
+            results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings,
+                                 self.d.upscalers)
         except runner.JobCancelled:
             self._emit(push, job, self._cancelled(job), end=True)
             return
@@ -144,6 +146,9 @@ class Worker(threading.Thread):
             return
         except runner.EmbeddingError as exc:
             self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="prompt")
+            return
+        except UpscalerError as exc:   # a file that is not an upscaler, or not a safe one
+            self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="upscaler")
             return
         except runner.StageFailed as exc:  # the daemon keeps serving whatever a model does
             cause = exc.__cause__ or exc
@@ -216,7 +221,8 @@ class Daemon:
                  auth: ServerKeys | None = None,
                  results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS,
                  loras: LoraLibrary | None = None,
-                 embeddings: EmbeddingLibrary | None = None) -> None:
+                 embeddings: EmbeddingLibrary | None = None,
+                 upscalers: Upscalers | None = None) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
                              "on the network drive this daemon. Create keys with `paintbridge "
@@ -227,6 +233,7 @@ class Daemon:
         self.loras = loras or LoraLibrary([])
         self.embeddings = embeddings or EmbeddingLibrary([])
         self.embeddings.scan()
+        self.upscalers = upscalers or Upscalers([])
         self.device = device
         self.dtype_forced = dtype_forced
         self.limits = limits or Limits()
@@ -383,6 +390,8 @@ class Daemon:
             reply["models"] = [e.to_json() for e in self.registry.scan()]
             reply["default"] = self.registry.default
             reply["loras"] = [e.to_json() for e in self.loras.scan()]
+            reply["upscalers"] = [{"name": e.name, "path": str(e.path)}
+                                  for e in self.upscalers.library.scan()]
             reply["embeddings"] = [e.to_json() for e in self.embeddings.scan()]
         elif op == "status":
             reply.update(self.status_info(client))
@@ -435,6 +444,11 @@ class Daemon:
             raise ProtocolError(ErrorCode.MODEL_ERROR, f"model '{entry.name}': {entry.error}",
                                 "model")
         request.params["model"] = entry.name
+        upscaler = request.params.get("upscaler")
+        if upscaler and upscaler not in self.upscalers.names():
+            known = ", ".join(self.upscalers.names()) or "none"
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown upscaler '{upscaler}'; known: "
+                                f"{known}", "upscaler")
         active = ActiveJob(client, request, loras=self._resolve_loras(request, entry),
                            embeddings=self._embeddings_named(request, entry))
         try:

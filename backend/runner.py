@@ -23,6 +23,7 @@ from . import compose, failpoints, schedulers, seams, tiled
 from .adapters import JobLora, LoraError
 from .embeddings import EmbeddingEntry
 from .registry import LCM_DEFAULTS, LoadedModel
+from .upscalers import UpscalerError, Upscalers
 
 #: model defaults when neither the request nor the model's paintbridge.json says
 FALLBACK_STEPS = 20
@@ -120,7 +121,8 @@ class EmbeddingError(Exception):
 
 def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         progress: ProgressFn, loras: Sequence[JobLora] = (),
-        embeddings: Sequence[EmbeddingEntry] = ()) -> list[PatchResult]:
+        embeddings: Sequence[EmbeddingEntry] = (),
+        upscalers: Upscalers | None = None) -> list[PatchResult]:
     """The whole recipe; raises JobCancelled, BadInput, LoraError, EmbeddingError or
     StageFailed (from what broke)."""
     stages = _Stages()
@@ -132,15 +134,16 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
                     list(embeddings), req.params["prompt"], req.params["negative_prompt"])
             except ValueError as exc:
                 raise EmbeddingError(str(exc)) from None
-        return _run(req, model, cancel, progress, stages)
-    except (JobCancelled, BadInput, LoraError, EmbeddingError):
+        return _run(req, model, cancel, progress, stages, upscalers)
+    except (JobCancelled, BadInput, LoraError, EmbeddingError, UpscalerError):
         raise
     except Exception as exc:
         raise StageFailed(stages.now) from exc
 
 
 def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
-         progress: ProgressFn, stages: _Stages) -> list[PatchResult]:
+         progress: ProgressFn, stages: _Stages, upscalers: Upscalers | None = None
+         ) -> list[PatchResult]:
     # 1-2. inputs
     failpoints.hit("decode", req.params["prompt"])
     full_res = tiled.applies(req, model.native_size) and not req.live   # live: a draft
@@ -242,6 +245,12 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         stages.now = "refining at full resolution" if full_res else "encoding the result"
         return np.asarray(out, np.float32)
 
+    upscaler = None
+    if full_res and params.get("upscaler"):
+        if upscalers is None:
+            raise UpscalerError("this daemon has no upscalers")
+        stages.now = "loading the upscaler"
+        upscaler = upscalers.get(params["upscaler"])
     results: list[PatchResult] = []
     for index, seed in enumerate(seeds):
         if full_res:
@@ -249,7 +258,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
                 progress(done[0], total, preview)
 
             patch = tiled.run(req, model.native_size, seed, denoise, cancel.is_set,
-                              show if req.preview else None)
+                              show if req.preview else None, upscaler)
             if cancel.is_set():
                 raise JobCancelled
             stages.now = "encoding the result"

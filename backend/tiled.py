@@ -29,7 +29,7 @@ from PIL import Image
 
 from paintbridge.plugin.protocol import FORMATS, SubmitRequest
 
-from . import compose, seams
+from . import compose, seams, upscalers
 
 #: refine when the region's side (square root of its area) is at least this many times the
 #: model's: below it the model still sees more than half the region's resolution, and
@@ -226,7 +226,8 @@ def _to8(rgb: np.ndarray) -> np.ndarray:
 
 def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
         cancelled: Callable[[], bool],
-        preview: Callable[[np.ndarray], None] | None) -> compose.EncodedPatch:
+        preview: Callable[[np.ndarray], None] | None, upscaler: Any = None
+        ) -> compose.EncodedPatch:
     """One variation of a job at full resolution (see the module's docstring)."""
     params = req.params
     region = Region(req)
@@ -254,6 +255,8 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
         # the ring of context the model saw (as the scaled path does), before upscaling
         small_f = seams.match_edges(small_f, image, mask)
     small = _to8(small_f)
+    if upscaler is not None:   # an upscaler model's ×2/×4 first; Lanczos the rest of the way
+        small = upscalers.upscale(upscaler, small)
     if compose_pass:
         _upscale_into(canvas, small, grown)
     if cancelled():
@@ -277,8 +280,9 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
                       (seed + 1_000_003 * (k + 1)) % 2**32,
                       "inpaint" if kind == "inpaint" else "img2img")
         out = compose.resize(out, t.width, t.height)
-        box = (t.x * mw / width, t.y * mh / height, (t.x + t.width) * mw / width,
-               (t.y + t.height) * mh / height)
+        sh, sw = small.shape[:2]
+        box = (t.x * sw / width, t.y * sh / height, (t.x + t.width) * sw / width,
+               (t.y + t.height) * sh / height)
         colours = _pil_resize(small, t.width, t.height, box).astype(np.float32) / 255.0
         out = colours + out - _low_pass(out, scale)
         if grown is not None:   # outside what inpainting repaints, the canvas stays

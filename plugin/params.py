@@ -236,6 +236,9 @@ PARAMS: tuple[Param, ...] = (
           "Pixels each full-resolution tile shares with its neighbours, blended so no "
           "seam shows; automatic when unset (a quarter of the tile)", lo=8, hi=1024,
           unset=0, unset_text="Automatic", advanced=True),
+    Param("upscaler", str, "_Upscaler",
+          "An upscaler model (ESRGAN family; `paintbridge models` lists them) for the first "
+          "upscale of a full-resolution job; empty: Lanczos", hi=512, advanced=True),
     Param("tile_size", int, "T_ile size",
           "Side of a full-resolution tile in pixels; the model's own size when unset",
           lo=64, hi=2048, unset=0, unset_text="Model's size", advanced=True),

@@ -156,7 +156,8 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
     daemon's limits, advanced rows folded away."""
     assert ui.get("ok"), ui.get("error")
     kinds = {p.name: "QPlainTextEdit" if p.multiline else "LoraList" if p.wire == "loras"
-             else "QComboBox" if p.type is str
+             else "QComboBox" if p.type is str and (p.choices or p.from_daemon)
+             else "QLineEdit" if p.type is str
              else "QSpinBox" if p.type is int and p.widget_range()[1] <= INT32_MAX
              else "QDoubleSpinBox" for p in PARAMS}
     assert ui["param_widgets"] == kinds

@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     lo.add_argument("--steps", type=int, default=None)
     lo.add_argument("--n", type=int, default=30, help="inpaint cases per prompt when scoring")
     lo.add_argument("--eval-only", action="store_true", help="score the files in --out")
+    up = sub.add_parser("upscaler", help="train the sample upscaler (Compact x2, seeded) "
+                                          "and score it against Lanczos")
+    up.add_argument("--out", type=Path, default=None, help="default samples/upscalers")
+    up.add_argument("--steps", type=int, default=800)
     ev = sub.add_parser("eval", help="score a model folder against the procedural ground truth")
     ev.add_argument("--model", type=Path, default=DEFAULT_OUT)
     ev.add_argument("--n", type=int, default=50, help="masked regions per prompt")
@@ -55,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         report["evaluation"] = lora.evaluate(out, n=args.n)
         (out / f"{lora.WORD}.json").write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report["evaluation"]["mean"], indent=1))
+        return 0
+    if args.cmd == "upscaler":
+        import json
+
+        from . import upscaler
+
+        result = upscaler.main(args.out or upscaler.OUT, args.steps)
+        print(json.dumps({k: result[k] for k in ("seconds", "eval")}, indent=1))
         return 0
     if args.cmd == "train":
         from .train import train
