@@ -164,3 +164,18 @@ def test_text_to_image_and_variations_at_full_resolution(embedded: DaemonProc) -
     assert [(p.width, p.height) for p in job.patches] == [(160, 128)] * 2
     assert job.patches[0].data != job.patches[1].data
     assert job.step == job.total
+
+
+def test_live_jobs_are_drafts_and_stay_scaled(embedded: DaemonProc) -> None:
+    """Live painting wants a result per pause, not tiles: a live job on a region that a
+    plain job would refine runs one pass at the model's size (its progress counts its
+    steps only)."""
+    side = 256
+    picture = quality.test_picture(side)
+    with Client(embedded.endpoint) as c:
+        job = c.wait(c.submit("img2img", {"prompt": "", "seed": 1, "strength": 0.5,
+                                          "steps": 8},
+                              image=Frame(side, side, "rgba8", picture.tobytes()),
+                              live=True), 300)
+    assert job.state is JobState.DONE, job.error_message
+    assert job.total == 4    # 8 steps at strength 0.5; refined, it would count 25 tiles more
