@@ -101,6 +101,12 @@ def feather_inward(grown: np.ndarray, feather: int) -> np.ndarray:
     return t[0, 0].clamp_(0.0, 1.0).numpy()
 
 
+def cover(alpha: np.ndarray, grown: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    """The patch's alpha made opaque over the image's see-through pixels inside the grown
+    selection: what outpainting fills must not leave a see-through edge."""
+    return np.maximum(alpha, (1 - opacity) * (grown > 0))
+
+
 # --------------------------------------------------------------------------- scaling
 
 

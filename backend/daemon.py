@@ -444,11 +444,11 @@ class Daemon:
             raise ProtocolError(ErrorCode.MODEL_ERROR, f"model '{entry.name}': {entry.error}",
                                 "model")
         request.params["model"] = entry.name
-        upscaler = request.params.get("upscaler")
-        if upscaler and upscaler not in self.upscalers.names():
-            known = ", ".join(self.upscalers.names()) or "none"
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown upscaler '{upscaler}'; known: "
-                                f"{known}", "upscaler")
+        if request.params.get("upscaler"):
+            try:
+                self.upscalers.entry(request.params["upscaler"])
+            except UpscalerError as exc:
+                raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "upscaler") from None
         active = ActiveJob(client, request, loras=self._resolve_loras(request, entry),
                            embeddings=self._embeddings_named(request, entry))
         try:

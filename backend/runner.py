@@ -91,7 +91,7 @@ def prepare(req: SubmitRequest) -> Prepared:
     grown = compose.grow(selection, req.params["grow"])
     alpha = compose.feather_inward(grown, req.params["feather"])
     if opacity is not None:
-        alpha = np.maximum(alpha, (1 - opacity) * (grown > 0))
+        alpha = compose.cover(alpha, grown, opacity)
     if req.kind == "inpaint":
         model_mask = grown
     else:  # img2img reworks the whole region; txt2img generates all of it
@@ -183,7 +183,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     mw, mh = compose.model_size(width, height, model.native_size)
     # progress totals: every denoising pass of every variation, tiles included
     if full_res:
-        per_seed = _full_res_steps(req, model.native_size, steps)
+        per_seed = tiled.variation_steps(req, model.native_size, steps)
     else:
         per_seed = steps if req.kind == "txt2img" else tiled.pass_steps(steps,
                                                                        params["strength"])
@@ -281,20 +281,6 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         patch = compose.make_patch(rgb, prep.alpha, req.offset, req.result_format)
         results.append(PatchResult(patch, seed))
     return results
-
-
-def _full_res_steps(req: SubmitRequest, native: int, steps: int) -> int:
-    """Denoising steps of one full-resolution variation: composition pass plus tiles."""
-    params = req.params
-    width, height = req.size
-    tile, overlap = tiled.tile_side(req, native)
-    tiles = len(tiled.grid(width, height, tile, overlap))   # an upper bound for inpainting
-    composing = req.kind != "img2img" or params["strength"] > tiled.COMPOSE_ABOVE
-    first = 0
-    if composing:
-        first = steps if req.kind == "txt2img" else tiled.pass_steps(steps, params["strength"])
-    refine = params["refine_strength"] if composing else params["strength"]
-    return first + tiles * tiled.pass_steps(steps, refine)
 
 
 def _preview(pipe: Any, latents: torch.Tensor) -> np.ndarray:

@@ -1,15 +1,16 @@
 """Full resolution for regions larger than the model's own size.
 
-Scaling a 3000-px region down to a 512-px model and back blurs it. Instead, where the job
-changes the picture's layout (text to image, inpainting, image to image above
-:data:`COMPOSE_ABOVE`), a composition pass runs at the model's size as before and its result
-is upscaled (Lanczos) into a canvas at the region's own resolution, over the source. Then
-overlapping tiles of the model's size refine the canvas at 1:1, one after another, by image
-to image (inpainting for inpaint jobs, so what lies outside the selection stays the source).
-Each tile starts from the canvas as the tiles before it left it, so its overlap starts from
-its neighbours' result, and is laid back with a linear ramp across that overlap: no seam.
-Image to image at low strength has no composition pass: the tiles refine the source itself
-at the job's strength, so its sharp structure is kept.
+Scaling a 3000-px region down to a 512-px model and back blurs it. Instead a composition
+pass runs at the model's size as before. Where the job changes the picture's layout (text to
+image, inpainting, image to image above :data:`COMPOSE_ABOVE`) its result is upscaled (an
+upscaler model, then Lanczos) into a canvas at the region's own resolution, over the source;
+image to image at low strength keeps the source as the canvas, so its sharp structure stays.
+Then overlapping tiles of the model's size refine the canvas at 1:1, one after another, by
+image to image (inpainting for inpaint jobs, so what lies outside the selection stays the
+source). Each tile keeps only its detail finer than :data:`COLOUR_SCALE` over the
+composition's colours (every VAE pass shifts colours; tiles would drift apart), starts from
+the canvas as the tiles before it left it, and takes over across the middle half of its
+overlap: no seam.
 
 Memory: every full-size array is 8-bit (the canvas, the grown selection) or a view of the
 request's frames; float work is done one tile or one band of rows at a time, and the VAE
@@ -51,6 +52,22 @@ Denoise = Callable[[Any, Any, int, int, float, int, str], np.ndarray]
 def applies(req: SubmitRequest, native: int) -> bool:
     width, height = req.size
     return req.params["refine"] == "on" and math.sqrt(width * height) >= REFINE_FROM * native
+
+
+def composes(req: SubmitRequest) -> bool:
+    """Whether the composition pass's result becomes the canvas (else the tiles refine the
+    source itself, and the composition gives only the colours)."""
+    return req.kind != "img2img" or req.params["strength"] > COMPOSE_ABOVE
+
+
+def variation_steps(req: SubmitRequest, native: int, steps: int) -> int:
+    """Denoising steps of one variation (progress totals): the composition pass, then every
+    tile (an upper bound for inpainting, which skips the tiles outside the selection)."""
+    params = req.params
+    width, height = req.size
+    first = steps if req.kind == "txt2img" else pass_steps(steps, params["strength"])
+    refine = params["refine_strength"] if composes(req) else params["strength"]
+    return first + len(grid(width, height, *tile_side(req, native))) * pass_steps(steps, refine)
 
 
 @dataclass(frozen=True)
@@ -154,15 +171,11 @@ class Region:
         premultiplied = np.zeros((sh, sw, 3), np.float32)
         weight = np.zeros((sh, sw), np.float32)
         for y0, y1 in self.bands(f):
-            rows = -(-(y1 - y0) // f) * f
-            a = np.zeros((rows, sw * f), np.float32)
-            a[:y1 - y0, :self.width] = self.opacity(y0, y1)
-            rgb = np.zeros((rows, sw * f, 3), np.float32)
-            rgb[:y1 - y0, :self.width] = rgb8[y0:y1] / 255.0
-            n = rows // f
-            weight[y0 // f:y0 // f + n] = a.reshape(n, f, sw, f).mean(axis=(1, 3))
-            premultiplied[y0 // f:y0 // f + n] = (rgb * a[..., None]).reshape(
-                n, f, sw, f, 3).mean(axis=(1, 3))
+            a = self.opacity(y0, y1)
+            w = _reduce_blocks(a, f, sw, np.mean)
+            weight[y0 // f:y0 // f + len(w)] = w
+            premultiplied[y0 // f:y0 // f + len(w)] = _reduce_blocks(
+                rgb8[y0:y1] / 255.0 * a[..., None], f, sw, np.mean)
         colour = premultiplied / np.maximum(weight, 1e-6)[..., None]
         small = seams.fill(colour, weight)
         for y0, y1 in self.bands():
@@ -184,8 +197,8 @@ class Region:
         grown = compose.grow(selection, self.grow)
         alpha = compose.feather_inward(grown, self.feather)[y0 - top:y1 - top]
         grown = grown[y0 - top:y1 - top]
-        if self.image is not None:   # opaque over see-through pixels inside the selection
-            alpha = np.maximum(alpha, (1 - self.opacity(y0, y1)) * (grown > 0))
+        if self.image is not None:
+            alpha = compose.cover(alpha, grown, self.opacity(y0, y1))
         return grown, alpha
 
     def grown8(self) -> np.ndarray | None:
@@ -196,6 +209,16 @@ class Region:
         for y0, y1 in self.bands():
             out[y0:y1] = np.rint(self.masks(y0, y1)[0] * 255.0)
         return out
+
+
+def _reduce_blocks(band: np.ndarray, f: int, blocks: int, op: Callable[..., np.ndarray]
+                   ) -> np.ndarray:
+    """Rows of ``band`` (h, w[, c]) in ``f`` × ``f`` blocks, ``blocks`` across, reduced by
+    ``op`` (mean, max); the part past the band's edge counts as zeros."""
+    rows = -(-band.shape[0] // f) * f
+    padded = np.zeros((rows, blocks * f, *band.shape[2:]), np.float32)
+    padded[:band.shape[0], :band.shape[1]] = band
+    return op(padded.reshape(rows // f, f, blocks, f, *band.shape[2:]), axis=(1, 3))
 
 
 def _pil_resize(pixels: np.ndarray, width: int, height: int,
@@ -235,7 +258,7 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
     kind = req.kind
     tile, overlap = tile_side(req, native)
     grown = region.grown8() if kind == "inpaint" else None
-    compose_pass = kind != "img2img" or params["strength"] > COMPOSE_ABOVE
+    compose_pass = composes(req)
 
     source = region.rgb8() if region.image is not None else None
     canvas = source if source is not None else np.full((height, width, 3), 128, np.uint8)
@@ -334,10 +357,8 @@ def _encode(req: SubmitRequest, region: Region, canvas: np.ndarray,
         alpha = region.masks(y0, y1)[1]
         rows[y0:y1] = alpha.any(axis=1)
         cols |= alpha.any(axis=0)
-        padded = np.zeros((-(-(y1 - y0) // f) * f, sw * f), np.float32)
-        padded[:y1 - y0, :width] = alpha
-        small_alpha[y0 // f:y0 // f + padded.shape[0] // f] = padded.reshape(
-            -1, f, sw, f).max(axis=(1, 3))
+        reduced = _reduce_blocks(alpha, f, sw, np.max)
+        small_alpha[y0 // f:y0 // f + len(reduced)] = reduced
     if not rows.any():
         return _empty(req)
     offset = None

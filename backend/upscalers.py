@@ -166,12 +166,16 @@ class Upscalers:
     def names(self) -> list[str]:
         return [e.name for e in self.library.fresh()]
 
-    def get(self, name: str) -> Any:
+    def entry(self, name: str) -> UpscalerEntry:
+        """The file named ``name``; UpscalerError lists the names there are."""
         entries = {e.name: e for e in self.library.fresh()}
-        entry = entries.get(name)
-        if entry is None:
+        if name not in entries:
             known = ", ".join(sorted(entries)) or "none"
             raise UpscalerError(f"unknown upscaler '{name}'; known: {known}")
+        return entries[name]
+
+    def get(self, name: str) -> Any:
+        entry = self.entry(name)
         if self._loaded is None or self._loaded[0] != entry.path:
             self._loaded = (entry.path, load(entry.path, self.device))
         return self._loaded[1]

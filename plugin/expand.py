@@ -10,6 +10,7 @@ the grown canvas. Standard library only (this runs in the hosts' Pythons).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import protocol
@@ -77,7 +78,8 @@ class Expansion:
         y0, y1 = span(self.top, self.bottom, grown.height)
         return Rect(x0, y0, x1 - x0, y1 - y0)
 
-    def image(self, region: Rect, canvas: Rect, fmt: str, read: object) -> Frame:
+    def image(self, region: Rect, canvas: Rect, fmt: str,
+              read: Callable[[Rect], bytes]) -> Frame:
         """The region's pixels: the layer's where the old canvas was (``read(rect)`` in old
         coordinates), transparent (all zero) in the new area."""
         channels, depth = protocol.FORMATS[fmt]
@@ -86,7 +88,7 @@ class Expansion:
         if old.is_empty:
             return Frame(region.width, region.height, fmt,
                          bytes(region.width * region.height * px))
-        data = read(old.translated(-self.left, -self.top))   # type: ignore[operator]
+        data = read(old.translated(-self.left, -self.top))
         before = bytes((old.x - region.x) * px)
         after = bytes((region.right - old.right) * px)
         empty_row = bytes(region.width * px)

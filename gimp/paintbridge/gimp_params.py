@@ -9,6 +9,7 @@ without a default. No GimpUi here: batch runs import it too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gi
@@ -40,9 +41,9 @@ def start(p: Param, kind: str) -> Any:
     return value
 
 
-def _choice(p: Param) -> Gimp.Choice:
+def _choice(choices: Mapping[str, str]) -> Gimp.Choice:
     choice = Gimp.Choice.new()
-    for i, (nick, label) in enumerate(p.choices.items()):
+    for i, (nick, label) in enumerate(choices.items()):
         choice.add(nick, i, label, "")
     return choice
 
@@ -52,7 +53,7 @@ def add_arguments(proc: Gimp.Procedure, kind: str) -> None:
     for p in PARAMS:
         name, label, blurb, value = p.arg_name, p.label, help_text(p), start(p, kind)
         if p.type is str and p.choices and not p.from_daemon:
-            proc.add_choice_argument(name, label, blurb, _choice(p), value, RW)
+            proc.add_choice_argument(name, label, blurb, _choice(p.choices), value, RW)
         elif p.type is str:
             proc.add_string_argument(name, label, blurb, value, RW)
         elif p.type is int:
@@ -83,14 +84,11 @@ def add_expand_arguments(proc: Gimp.Procedure) -> None:
     """Expand's own two: how many pixels, and on which sides (plugin/expand.py)."""
     from plugin.expand import MAX_PIXELS, SIDE_LABELS
 
-    choice = Gimp.Choice.new()
-    for i, (nick, label) in enumerate(SIDE_LABELS.items()):
-        choice.add(nick, i, label, "")
     proc.add_int_argument("expand-pixels", "Expand _by (px)",
                           "How many pixels the canvas grows by on each chosen side", 1,
                           MAX_PIXELS, 256, RW)
     proc.add_choice_argument("expand-sides", "_Sides", "Which sides of the canvas grow",
-                             choice, "right", RW)
+                             _choice(SIDE_LABELS), "right", RW)
 
 
 def expansion_from_config(config: Gimp.ProcedureConfig):  # -> plugin.expand.Expansion
