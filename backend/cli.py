@@ -20,6 +20,7 @@ from paintbridge.plugin.params import PARAMS
 from paintbridge.plugin.protocol import (
     DEFAULT_ENDPOINT,
     KINDS,
+    UPSCALE_FACTORS,
     ErrorCode,
     Limits,
 )
@@ -432,7 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("image", help="input image (PNG, JPEG, ...)")
     e.add_argument("--mask", help="grayscale mask: white = selected, grey = partly selected")
     e.add_argument("--kind", choices=("auto", *KINDS), default="auto",
-                   help="auto: inpaint with a mask, else img2img")
+                   help="auto: inpaint with a mask, else img2img; upscale: the image (or "
+                        "the mask's bounding box) enlarged --scale times, OUT the new image")
+    e.add_argument("--scale", type=int, choices=UPSCALE_FACTORS, default=2,
+                   help="how many times an upscale enlarges (default 2)")
     for row in PARAMS:   # one option per row of the parameter table
         names = [f"--{row.arg_name}", *EDIT_ALIASES.get(row.name, ())]
         default = None if row.unset is not None else row.start

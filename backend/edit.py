@@ -173,15 +173,18 @@ def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
     kind = args.kind if args.kind != "auto" else ("inpaint" if mask is not None else "img2img")
     if kind == "inpaint" and mask is None:
         raise EditFailed("inpaint needs --mask", ExitCode.USAGE)
+    upscaling = kind == "upscale"
     try:
-        region = job_region(kind, Rect(0, 0, width, height), selection, args.padding,
-                            args.grow)
+        region = ((selection or Rect(0, 0, width, height)) if upscaling else
+                  job_region(kind, Rect(0, 0, width, height), selection, args.padding,
+                             args.grow))
     except ValueError as exc:
         raise EditFailed(str(exc), ExitCode.USAGE) from None
     ys = slice(region.y, region.bottom)
     xs = slice(region.x, region.right)
     rgba = _frame(image[ys, xs], "rgba8")
-    sel = _frame(mask[ys, xs], "gray8") if mask is not None else None
+    # an upscale enlarges the mask's bounding box: the mask itself is not sent
+    sel = _frame(mask[ys, xs], "gray8") if mask is not None and not upscaling else None
     # the table's "no value" spellings (seed -1, an empty model) mean what they do in hosts
     raw = {p.name: getattr(args, p.name) for p in PARAMS}
     raw = {k: ", ".join(v) if isinstance(v, list) else v for k, v in raw.items()}  # --lora …
@@ -196,7 +199,8 @@ def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
         client.hello(timeout=args.timeout)   # the daemon's limits, checked before sending
         job = client.submit(kind, params, image=None if kind == "txt2img" else rgba,
                             mask=sel, offset=(region.x, region.y),
-                            size=(region.width, region.height), result_format="rgba8")
+                            size=(region.width, region.height), result_format="rgba8",
+                            scale=args.scale if upscaling else None)
     except ProtocolError as exc:
         raise EditFailed(f"invalid request: {exc.message}", ExitCode.USAGE) from None
     except DaemonError as exc:
@@ -226,9 +230,13 @@ def _write(args: argparse.Namespace, image: np.ndarray, job: Job, fmt: str) -> E
     out = Path(args.output)
     summary = []
     flattened = False
+    upscaled = job.kind == "upscale"
     for i, patch in enumerate(job.patches):
         target = out if i == 0 else out.with_name(f"{out.stem}-{i}{out.suffix}")
-        result = composite(image, patch, in_place=i == len(job.patches) - 1)
+        if upscaled:   # a new, larger image: the result is the whole of it
+            result = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
+        else:
+            result = composite(image, patch, in_place=i == len(job.patches) - 1)
         try:
             if fmt == "JPEG":   # no alpha in JPEG: flatten onto white, and say so
                 flattened = flattened or bool((result[..., 3] < 255).any())

@@ -3,6 +3,7 @@
 1. decode the frames; 2. build the soft alpha and the model's mask; 3. scale the region to
 the model's native size; 4. denoise once per variation (progress + cancel every step);
 5. scale back, cut the patch to its alpha, encode it in the client's format.
+Regions well above the model's size, and upscale jobs, go through ``tiled`` instead of 3-5.
 """
 
 from __future__ import annotations
@@ -146,7 +147,10 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
          ) -> list[PatchResult]:
     # 1-2. inputs
     failpoints.hit("decode", req.params["prompt"])
-    full_res = tiled.applies(req, model.native_size) and not req.live   # live: a draft
+    upscaling = req.kind == "upscale"
+    # live jobs are drafts: always at the model's size
+    full_res = upscaling or (tiled.applies(req, model.native_size) and not req.live)
+    work_kind = "img2img" if upscaling else req.kind   # what the model's pipelines run
     prep = None
     if not full_res:
         prep = prepare(req)
@@ -175,14 +179,16 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
 
     stages.now = "encoding the prompt"
     with torch.inference_mode():
-        texts = model.prompts.embeds(pipe_for(req.kind), params["prompt"],
+        texts = model.prompts.embeds(pipe_for(work_kind), params["prompt"],
                                      params["negative_prompt"] or None, guidance,
                                      model.adapters.state)
     seeds = seeds_for(params)
     width, height = req.size
     mw, mh = compose.model_size(width, height, model.native_size)
     # progress totals: every denoising pass of every variation, tiles included
-    if full_res:
+    if upscaling:
+        per_seed = tiled.upscale_steps(req, model.native_size, steps)
+    elif full_res:
         per_seed = tiled.variation_steps(req, model.native_size, steps)
     else:
         per_seed = steps if req.kind == "txt2img" else tiled.pass_steps(steps,
@@ -257,8 +263,9 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             def show(preview: np.ndarray) -> None:
                 progress(done[0], total, preview)
 
-            patch = tiled.run(req, model.native_size, seed, denoise, cancel.is_set,
-                              show if req.preview else None, upscaler)
+            patch = (tiled.upscale if upscaling else tiled.run)(
+                req, model.native_size, seed, denoise, cancel.is_set,
+                show if req.preview else None, upscaler)
             if cancel.is_set():
                 raise JobCancelled
             stages.now = "encoding the result"

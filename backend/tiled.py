@@ -291,6 +291,21 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
     strength = params["refine_strength"] if compose_pass else params["strength"]
     tiles = [t for t in grid(width, height, tile, overlap)
              if grown is None or grown[t.y:t.y + t.height, t.x:t.x + t.width].any()]
+    if not _refine(canvas, small, scale, tiles, strength, grown, seed,
+                   "inpaint" if kind == "inpaint" else "img2img", denoise, cancelled, preview):
+        return _empty(req)
+    return _encode(req, region, canvas, small_source, match_scale)
+
+
+def _refine(canvas: np.ndarray, small: np.ndarray, scale: float, tiles: list[Tile],
+            strength: float, grown: np.ndarray | None, seed: int, kind: str, denoise: Denoise,
+            cancelled: Callable[[], bool], preview: Callable[[np.ndarray], None] | None
+            ) -> bool:
+    """Refine ``canvas`` in place, tile after tile; each keeps its detail finer than
+    ``scale`` over the colours of ``small`` (the canvas's reference at a lower resolution).
+    Returns False when cancelled."""
+    height, width = canvas.shape[:2]
+    sh, sw = small.shape[:2]
     every = max(1, math.ceil(len(tiles) / 8))
     for k, t in enumerate(tiles):
         ys, xs = slice(t.y, t.y + t.height), slice(t.x, t.x + t.width)
@@ -300,10 +315,8 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
         if grown is not None:
             mask = compose.resize(grown[ys, xs, None].astype(np.float32) / 255.0, tw, th)[..., 0]
         out = denoise(compose.resize(before, tw, th), mask, tw, th, strength,
-                      (seed + 1_000_003 * (k + 1)) % 2**32,
-                      "inpaint" if kind == "inpaint" else "img2img")
+                      (seed + 1_000_003 * (k + 1)) % 2**32, kind)
         out = compose.resize(out, t.width, t.height)
-        sh, sw = small.shape[:2]
         box = (t.x * sw / width, t.y * sh / height, (t.x + t.width) * sw / width,
                (t.y + t.height) * sh / height)
         colours = _pil_resize(small, t.width, t.height, box).astype(np.float32) / 255.0
@@ -316,8 +329,70 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
         if preview is not None and (k % every == every - 1 or k == len(tiles) - 1):
             preview(_preview(canvas))
         if cancelled():
+            return False
+    return True
+
+
+def upscale_steps(req: SubmitRequest, native: int, steps: int) -> int:
+    """Denoising steps of one upscale variation (progress totals; 1 for the plain upscale
+    when it is not refined)."""
+    if req.params["refine"] != "on":
+        return 1
+    width, height = req.result_size
+    tiles = len(grid(width, height, *tile_side(req, native)))
+    return tiles * pass_steps(steps, req.params["refine_strength"])
+
+
+def upscale(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
+            cancelled: Callable[[], bool],
+            preview: Callable[[np.ndarray], None] | None, upscaler: Any = None
+            ) -> compose.EncodedPatch:
+    """An upscale job: the region ``req.scale`` times larger (an upscaler model, then
+    Lanczos), refined tile by tile at ``refine_strength`` unless ``refine`` is off. The
+    tiles invent only detail finer than :data:`COLOUR_SCALE` (or the factor): shapes and
+    colours stay the source's. The patch covers the whole enlarged region from (0, 0),
+    its alpha the source's, enlarged."""
+    region = Region(req)
+    width, height = req.result_size
+    source = region.rgb8()
+    small = upscalers.upscale(upscaler, source) if upscaler is not None else source
+    canvas = np.empty((height, width, 3), np.uint8)
+    _upscale_into(canvas, small, None)
+    if cancelled():
+        return _empty(req)
+    if req.params["refine"] == "on":
+        tiles = grid(width, height, *tile_side(req, native))
+        if not _refine(canvas, small, max(COLOUR_SCALE, float(req.scale)), tiles,
+                       req.params["refine_strength"], None, seed, "img2img", denoise,
+                       cancelled, preview):
             return _empty(req)
-    return _encode(req, region, canvas, small_source, match_scale)
+    return _encode_upscaled(req, region, canvas)
+
+
+def _encode_upscaled(req: SubmitRequest, region: Region, canvas: np.ndarray
+                     ) -> compose.EncodedPatch:
+    """The enlarged canvas in the client's format, band by band, with the source's alpha
+    enlarged by the same Lanczos filter (an opaque source stays exactly opaque)."""
+    height, width = canvas.shape[:2]
+    alpha8 = np.empty((region.height, region.width), np.uint8)
+    for y0, y1 in region.bands():
+        alpha8[y0:y1] = np.rint(region.opacity(y0, y1) * 255.0)
+    opaque = bool((alpha8 == 255).all())
+    channels, depth = FORMATS[req.result_format]
+    row_bytes = width * channels * depth
+    out = bytearray(height * row_bytes)
+    for y0 in range(0, height, BAND):
+        y1 = min(y0 + BAND, height)
+        if opaque:
+            alpha = np.ones((y1 - y0, width), np.float32)
+        else:
+            box = (0, y0 / req.scale, region.width, y1 / req.scale)
+            alpha = _pil_resize(alpha8, width, y1 - y0, box).astype(np.float32) / 255.0
+        rgba = np.concatenate([canvas[y0:y1].astype(np.float32) / 255.0, alpha[..., None]],
+                              axis=2)
+        rgba = compose.transparent_black(rgba, req.result_format)
+        out[y0 * row_bytes:y1 * row_bytes] = compose.encode_frame(rgba, req.result_format)
+    return compose.EncodedPatch(0, 0, width, height, req.result_format, out)
 
 
 def _low_pass(rgb: np.ndarray, scale: float) -> np.ndarray:

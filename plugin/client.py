@@ -454,16 +454,17 @@ class Client:
                mask: Frame | None = None, offset: tuple[int, int] = (0, 0),
                size: tuple[int, int] | None = None, result_format: str | None = None,
                preview: bool = False, job_id: str | None = None,
-               send_timeout: float = 2.0, live: bool = False) -> Job:
+               send_timeout: float = 2.0, live: bool = False,
+               scale: int | None = None) -> Job:
         """Validate locally (same rules as the daemon), send, and track the job.
         ``send_timeout`` 0 never waits: no connected daemon raises at once. ``live``: this
         job replaces the client's previous live job (which ends 'cancelled', ``replaced_by``
-        this one)."""
+        this one). ``scale``: an upscale's factor."""
         jid = job_id or self.new_id()
         frames = [f for f in (image, mask) if f is not None]
         specs = [f.spec(role) for role, f in (("image", image), ("mask", mask)) if f is not None]
         header = protocol.submit_header(jid, kind, params, specs, offset, size, result_format,
-                                        preview, live)
+                                        preview, live, scale)
         buffers = [f.data for f in frames]
         protocol.parse_submit(header, buffers, self.limits)  # raises ProtocolError
         job = Job(jid, kind)

@@ -324,8 +324,12 @@ class Controller:
             self.results.append(Result(name, layer, patch.seed, job.id, target))
         self.last_seed = job.patches[0].seed
         secs = job.info.get("seconds")
-        self.info(f"Added {len(names)} layer{'s' if len(names) > 1 else ''} "
-                  f"(seed {self.last_seed}" + (f", {secs:.1f} s)" if secs else ")"))
+        what = f"{len(names)} layer{'s' if len(names) > 1 else ''}"
+        if job.kind == "upscale":
+            p = job.patches[0]
+            what = f"a new {p.width}×{p.height} image with {what}"
+        self.info(f"Added {what} (seed {self.last_seed}" +
+                  (f", {secs:.1f} s)" if secs else ")"))
 
     # ---------------------------------------------------------------- the user's actions
 
@@ -336,10 +340,11 @@ class Controller:
 
     def generate(self, settings: GenerationSettings,
                  open_target: Callable[[], Target | None],
-                 expansion: Expansion | None = None) -> bool:
+                 expansion: Expansion | None = None, upscale: int = 0) -> bool:
         """Save the settings and send the job; ``open_target`` makes the document adapter
         (None: no document open; ValueError: not a layer that can be read). Returns whether
-        a job was sent; otherwise the message says why. ``expansion``: an Expand job."""
+        a job was sent; otherwise the message says why. ``expansion``: an Expand job;
+        ``upscale``: an Upscale job by that factor (into a new image)."""
         self.save_settings(settings)
         if self.running:
             self.error("A job is already running: cancel it first.")
@@ -359,7 +364,8 @@ class Controller:
             if target is None:
                 self.error("Open an image first.")
                 return False
-            self.session.submit(target, settings, send_timeout=0, expansion=expansion)
+            self.session.submit(target, settings, send_timeout=0, expansion=expansion,
+                                upscale=upscale)
         except (ValueError, UnsupportedDocument, ProtocolError) as exc:
             self.error(str(exc))
             return False

@@ -37,9 +37,12 @@ class Kind(WireEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+    UPSCALE = "upscale"    # the region enlarged (header ``scale``), refined in tiles
 
 
 KINDS: tuple[str, ...] = tuple(k.value for k in Kind)
+#: the kinds that paint into the document (an upscale's result goes into a new one)
+GENERATE_KINDS: tuple[str, ...] = ("txt2img", "img2img", "inpaint")
 
 #: sampler name -> label shown by the hosts ("default" = what the model's folder says)
 SAMPLERS: dict[str, str] = {
@@ -214,12 +217,12 @@ PARAMS: tuple[Param, ...] = (
           default=1, lo=1, hi="max_count"),
     Param("padding", int, "Conte_xt padding",
           "Context around the selection in pixels; automatic when unset", lo=0, hi=8192,
-          unset=-1, unset_text="Automatic", advanced=True),
+          unset=-1, unset_text="Automatic", kinds=GENERATE_KINDS, advanced=True),
     Param("grow", int, "G_row", "Grow the selection by this many pixels", default=0, lo=0,
-          hi=512, host_default=4, advanced=True),
+          hi=512, host_default=4, kinds=GENERATE_KINDS, advanced=True),
     Param("feather", int, "Feat_her",
           "Soften the result's edge inside the grown selection by this many pixels",
-          default=0, lo=0, hi=512, host_default=4, advanced=True),
+          default=0, lo=0, hi=512, host_default=4, kinds=GENERATE_KINDS, advanced=True),
     Param("colour_match", str, "Colour _match",
           "Match the result's colours to the pixels around the selection, so its edge does "
           "not show", default="on", choices={"on": "On", "off": "Off"},

@@ -43,6 +43,8 @@ MASK_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 1)
 
 KINDS = _params.KINDS
 Kind = _params.Kind
+#: what an upscale job may enlarge by (the submit header's ``scale``)
+UPSCALE_FACTORS = (2, 3, 4)
 SAMPLERS = tuple(_params.SAMPLERS)
 
 
@@ -349,6 +351,11 @@ class SubmitRequest:
     result_format: str = "rgba8"
     preview: bool = False
     live: bool = False     # replaces this client's previous live job
+    scale: int = 1         # an upscale's factor: the result is size × scale
+
+    @property
+    def result_size(self) -> tuple[int, int]:
+        return self.size[0] * self.scale, self.size[1] * self.scale
 
 
 def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
@@ -381,12 +388,15 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
     if mask and mask[0].format not in MASK_FORMATS:
         raise ProtocolError(ErrorCode.BAD_FIELD,
                             f"the mask frame must be one of {', '.join(MASK_FORMATS)}", "format")
-    if kind in ("img2img", "inpaint") and image is None:
+    if kind in ("img2img", "inpaint", "upscale") and image is None:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind} needs an image frame")
     if kind == "inpaint" and mask is None:
         raise ProtocolError(ErrorCode.BAD_FRAME, "inpaint needs a mask frame (the selection)")
     if kind == "txt2img" and image is not None:
         raise ProtocolError(ErrorCode.BAD_FRAME, "txt2img takes no image frame, only a mask")
+    if kind == "upscale" and mask is not None:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "upscale takes no mask frame: it enlarges "
+                            "the whole image frame")
     if image and mask and (image[0].width, image[0].height) != (mask[0].width, mask[0].height):
         raise ProtocolError(ErrorCode.BAD_FRAME, "image and mask frames differ in size")
     first = image or mask
@@ -408,11 +418,36 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
         raise ProtocolError(ErrorCode.BAD_FIELD, "preview must be true or false", "preview")
     if not isinstance(live, bool):
         raise ProtocolError(ErrorCode.BAD_FIELD, "live must be true or false", "live")
+    scale = _scale(header, kind, size, limits)
+    if live and kind == "upscale":
+        raise ProtocolError(ErrorCode.BAD_FIELD, "an upscale cannot be live", "live")
     return SubmitRequest(job=job, kind=kind, params=params, offset=offset, size=size,
                          image=image[0] if image else None, mask=mask[0] if mask else None,
                          image_data=image[1] if image else None,
                          mask_data=mask[1] if mask else None,
-                         result_format=result_format, preview=preview, live=live)
+                         result_format=result_format, preview=preview, live=live,
+                         scale=scale)
+
+
+def _scale(header: Mapping[str, Any], kind: str, size: tuple[int, int], limits: Limits) -> int:
+    """An upscale's factor (2 when absent), its result checked against the frame limits
+    before anything is allocated; other kinds take none."""
+    if kind != "upscale":
+        if "scale" in header:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "'scale' is only for upscale jobs",
+                                "scale")
+        return 1
+    scale = header.get("scale", 2)
+    if type(scale) is not int or scale not in UPSCALE_FACTORS:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "scale must be one of "
+                            f"{', '.join(map(str, UPSCALE_FACTORS))}", "scale")
+    width, height = size[0] * scale, size[1] * scale
+    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+        raise ProtocolError(ErrorCode.TOO_LARGE,
+                            f"{size[0]}x{size[1]} ×{scale} is {width}x{height}, over the "
+                            f"limits ({limits.max_side} px a side, {limits.max_pixels} pixels)",
+                            "scale")
+    return scale
 
 
 def _pair(header: Mapping[str, Any], key: str, lo: int, hi: int) -> tuple[int, int]:
@@ -429,7 +464,7 @@ def _pair(header: Mapping[str, Any], key: str, lo: int, hi: int) -> tuple[int, i
 def submit_header(job: str, kind: str, params: Mapping[str, Any], frames: Sequence[FrameSpec],
                   offset: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None,
                   result_format: str | None = None, preview: bool = False,
-                  live: bool = False) -> dict[str, Any]:
+                  live: bool = False, scale: int | None = None) -> dict[str, Any]:
     """Build a submit header (the client side of parse_submit)."""
     header: dict[str, Any] = {"v": VERSION, "op": "submit", "job": job, "kind": kind,
                               "params": dict(params), "offset": list(offset),
@@ -442,4 +477,6 @@ def submit_header(job: str, kind: str, params: Mapping[str, Any], frames: Sequen
         header["preview"] = True
     if live:
         header["live"] = True
+    if scale is not None:
+        header["scale"] = scale
     return header

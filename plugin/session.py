@@ -56,6 +56,12 @@ class Document(Protocol):
         """Grow the canvas by ``expansion`` (the host's own resize, which the user can undo);
         the layers keep their pixels where they were in the picture."""
 
+    def open_image(self, width: int, height: int, patches: list[Patch], names: list[str],
+                   group: str | None, title: str) -> Any:
+        """A new image (document) of ``width`` × ``height`` in the source layer's colour
+        space, holding the patches as layers (as add_results does), shown to the user where
+        the host has a window. This document is not touched."""
+
 
 class GenerationSettings:
     """Everything the user chooses in the docker or dialog; persisted by the host.
@@ -136,6 +142,8 @@ class PreparedJob:
     params: dict[str, Any]
     image: Frame | None
     mask: Frame | None
+    scale: int | None = None    # an upscale's factor
+
 
 
 def prepare(doc: Document, settings: GenerationSettings,
@@ -172,6 +180,24 @@ def prepare_expand(doc: Document, settings: GenerationSettings,
     image = expansion.image(region, canvas, fmt, doc.read_pixels)
     return PreparedJob("inpaint", region, settings.params("inpaint"), image,
                        expansion.mask(region, canvas))
+
+
+def prepare_upscale(doc: Document, settings: GenerationSettings, scale: int) -> PreparedJob:
+    """An upscale job: the selection's bounding box, or the whole layer, to be enlarged
+    ``scale`` times into a new image (the selection's shape does not matter)."""
+    if scale not in protocol.UPSCALE_FACTORS:
+        raise ValueError(f"Upscale by {', '.join(map(str, protocol.UPSCALE_FACTORS))} only.")
+    fmt = doc.pixel_format()
+    bounds = doc.selection_bounds()
+    region = bounds if bounds is not None and not bounds.is_empty else doc.canvas()
+    image = Frame(region.width, region.height, fmt, doc.read_pixels(region))
+    return PreparedJob("upscale", region, settings.params("upscale"), image, None, scale)
+
+
+def upscaled_title(prompt: str, scale: int) -> str:
+    """The new image's title, and its layer's name before the seed."""
+    text = " ".join(prompt.split())
+    return f"Upscaled ×{scale}" + (f": {_short(text, 40)}" if text else "")
 
 
 def job_progress(job: Job) -> tuple[float | None, str]:
@@ -353,25 +379,34 @@ class Session:
         return list(self.info.get("models", [])) if self.info else []
 
     def submit(self, doc: Document, settings: GenerationSettings,
-               send_timeout: float = 2.0, expansion: Expansion | None = None) -> Job:
+               send_timeout: float = 2.0, expansion: Expansion | None = None,
+               upscale: int = 0) -> Job:
         """Read the document and send the job; raises ValueError / UnsupportedDocument /
         DaemonError (not reachable) with a message for the user. ``send_timeout`` 0 never
         waits for a connection (for UI threads). With ``expansion`` it is an Expand job:
-        the canvas grows only when its result is delivered."""
+        the canvas grows only when its result is delivered; with ``upscale`` (2, 3, 4) an
+        Upscale job, whose result opens as a new image."""
         if self.job is not None and not self.job.finished:
             raise ValueError("A job is already running; cancel it first.")
-        prepared = (prepare_expand(doc, settings, expansion) if expansion is not None
-                    else prepare(doc, settings))
+        if expansion is not None:
+            prepared = prepare_expand(doc, settings, expansion)
+        elif upscale:
+            prepared = prepare_upscale(doc, settings, upscale)
+        else:
+            prepared = prepare(doc, settings)
         region = prepared.region
         self.job = self.client.submit(prepared.kind, prepared.params, image=prepared.image,
                                       mask=prepared.mask, offset=(region.x, region.y),
                                       size=(region.width, region.height),
                                       result_format=prepared.image.format if prepared.image
                                       else doc.pixel_format(), preview=True,
-                                      send_timeout=send_timeout)
+                                      send_timeout=send_timeout, scale=prepared.scale)
         self.job.info["prompt"] = settings.prompt
         if expansion is not None:
             self.job.info["expansion"] = expansion
+        if prepared.scale is not None:
+            self.job.info["upscaled"] = (region.width * prepared.scale,
+                                         region.height * prepared.scale, prepared.scale)
         return self.job
 
     def poll(self, timeout_ms: int = 0) -> Job | None:
@@ -395,6 +430,15 @@ class Session:
         if job is None or job.state is not JobState.DONE or not job.patches:
             return []
         prompt = job.info.get("prompt", "")
+        upscaled = job.info.get("upscaled")
+        if upscaled is not None:   # a new image: its title says what it is, not the prompt
+            width, height, scale = upscaled
+            title = upscaled_title(prompt, scale)
+            names = [f"{title} [seed {p.seed}]" for p in job.patches]
+            group = f"{title} [{len(names)} variations]" if len(names) > 1 else None
+            doc.open_image(width, height, job.patches, names, group, title)
+            self.discard(job)
+            return names
         names = [layer_name(prompt, p.seed) for p in job.patches]
         group = group_name(prompt, len(names)) if len(names) > 1 else None
         expansion = job.info.get("expansion")

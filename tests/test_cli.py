@@ -68,6 +68,24 @@ def test_edit_img2img_and_count(daemon: DaemonProc, files) -> None:
     assert all(Path(r["patch"]).is_file() for r in results)
 
 
+def test_edit_upscale_writes_the_enlarged_selection(daemon: DaemonProc, files) -> None:
+    """--kind upscale: the mask's bounding box ×3 is the whole output, a new image."""
+    out = cli("edit", str(files["image"]), "--mask", str(files["mask"]), "--kind", "upscale",
+              "--scale", "3", "--prompt", "", "--steps", "3", "--seed", "2",
+              "-o", str(files["out"]), "--endpoint", daemon.endpoint)
+    assert out.returncode == 0, out.stderr
+    (res,) = json.loads(out.stdout)["results"]
+    assert (res["x"], res["y"], res["width"], res["height"]) == (0, 0, 180, 120)
+    after = np.asarray(Image.open(files["out"]))
+    assert after.shape == (120, 180, 4) and (after[..., 3] == 255).all()
+    source = np.asarray(Image.open(files["image"]))[40:80, 50:110, :3].astype(float)
+    small = np.asarray(Image.fromarray(after[..., :3]).reduce(3)).astype(float)
+    assert np.abs(small - source).mean() < 12     # the same picture, enlarged
+    bad = cli("edit", str(files["image"]), "--kind", "upscale", "--scale", "5", "--prompt",
+              "", "-o", str(files["out"]), "--endpoint", daemon.endpoint)
+    assert bad.returncode == ExitCode.USAGE and "--scale" in bad.stderr
+
+
 def test_models_lists_json(daemon: DaemonProc) -> None:
     out = cli("models", "--json", "--endpoint", daemon.endpoint)
     assert out.returncode == 0, out.stderr

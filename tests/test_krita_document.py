@@ -83,3 +83,18 @@ def test_cmyk_refused_with_message(findings: dict[str, Any]) -> None:
 def test_float_layers_are_rgba_order(findings: dict[str, Any]) -> None:
     # (1, 0, 0, 1) written as float R,G,B,A reads back as 8-bit B,G,R,A = pure red
     assert findings["float_to_u8"] == [0, 0, 255, 255, 255, 0, 0, 255]
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_upscale_opens_a_new_document(findings: dict[str, Any], depth: str) -> None:
+    """The selection's box (26×22) ×2 in a new document of the layer's colour space, with
+    the result as its only layer; the source document keeps its layers and pixels."""
+    f = findings[depth]
+    assert f["upscale_job"] == ["done", None]
+    assert f["upscale_names"] == ["Upscaled ×2 [seed 5]"]
+    d = f["upscale_doc"]
+    assert d["size"] == [52, 44] and d["documents"] == 1
+    assert d["stack"] == [["Upscaled ×2 [seed 5]", "paintlayer", True]]
+    assert d["colorspace"] == ["RGBA", depth]
+    assert d["min_alpha"] == pytest.approx(1.0)
+    assert f["upscale_source_identical"]

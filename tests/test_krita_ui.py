@@ -229,3 +229,16 @@ def test_expand_grows_the_canvas_with_a_painted_strip(ui: dict[str, Any]) -> Non
     assert ui["expand_saved"] == "24 right"
     undo = ui["expand_undo"]
     assert undo["size"] == [w, h] and undo["source_identical"], undo
+
+
+def test_upscale_opens_the_result_in_a_new_document(ui: dict[str, Any]) -> None:
+    """Upscale ×2 from the docker: a new document twice the selection's bounding box, shown
+    in the window, the result its only layer; the source document is as it was."""
+    u = ui["upscale"]
+    assert u["documents"] == 1, u["message"]
+    x, y, w, h = u["selection"]
+    assert u["size"] == [2 * w, 2 * h]
+    assert len(u["layers"]) == 1 and u["layers"][0][0].startswith("Upscaled ×2")
+    assert u["message"].startswith(f"Added a new {2 * w}×{2 * h} image with 1 layer")
+    assert u["shown"] and u["source_identical"] and u["source_layers_same"]
+    assert u["saved"] == "2"

@@ -71,7 +71,8 @@ def test_bad_headers(raw: bytes, code: str) -> None:
     ({"job": ""}, GOOD_FRAMES, ErrorCode.BAD_FIELD),
     ({"job": "a/b"}, GOOD_FRAMES, ErrorCode.BAD_FIELD),
     ({"job": 7}, GOOD_FRAMES, ErrorCode.BAD_FIELD),
-    ({"kind": "upscale"}, GOOD_FRAMES, ErrorCode.BAD_FIELD),
+    ({"kind": "outpaint"}, GOOD_FRAMES, ErrorCode.BAD_FIELD),
+    ({"kind": "upscale"}, GOOD_FRAMES, ErrorCode.BAD_FRAME),           # upscale with a mask
     ({}, GOOD_FRAMES[:1], ErrorCode.BAD_FRAME),                       # frame missing
     ({}, [*GOOD_FRAMES, b""], ErrorCode.BAD_FRAME),                   # frame extra
     ({}, [bytes(31), bytes(8)], ErrorCode.BAD_FRAME),                 # wrong length

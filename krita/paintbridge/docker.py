@@ -47,6 +47,7 @@ from .plugin import loraspec
 from .plugin.controller import MODE_LABELS, Controller, Line
 from .plugin.expand import MAX_PIXELS, SIDE_LABELS, Expansion
 from .plugin.params import BY_NAME, INT32_MAX, PARAMS, Param, plain_label
+from .plugin.protocol import UPSCALE_FACTORS
 from .plugin.session import GenerationSettings
 
 SETTINGS_GROUP = "paintbridge"
@@ -333,6 +334,7 @@ class PaintbridgeDocker(DockWidget):
         live.addWidget(self.apply_button)
         outer.addLayout(live)
         outer.addLayout(self._build_expand_row())
+        outer.addLayout(self._build_upscale_row())
 
         prow = QHBoxLayout()
         self.progress = QProgressBar()
@@ -379,6 +381,24 @@ class PaintbridgeDocker(DockWidget):
         row.addWidget(self.expand_button, 1)
         row.addWidget(self.expand_pixels)
         row.addWidget(self.expand_sides)
+        return row
+
+    def _build_upscale_row(self) -> QHBoxLayout:
+        """Upscale: the layer (or the selection's box) enlarged into a new document."""
+        row = QHBoxLayout()
+        self.upscale_button = QPushButton("Upscale")
+        self.upscale_button.setToolTip("Enlarge the layer (or the selection's bounding box) "
+                                       "into a new document, refined at full resolution "
+                                       "(Refine strength, Upscaler); this one stays as it is")
+        self.upscale_button.clicked.connect(self.upscale)
+        self.upscale_factor = QComboBox()
+        for factor in UPSCALE_FACTORS:
+            self.upscale_factor.addItem(f"×{factor}", factor)
+        saved = _read("upscale")
+        self.upscale_factor.setCurrentIndex(
+            max(0, self.upscale_factor.findData(int(saved) if saved.isdigit() else 2)))
+        row.addWidget(self.upscale_button, 1)
+        row.addWidget(self.upscale_factor)
         return row
 
     def _build_connection_row(self) -> QHBoxLayout:
@@ -522,6 +542,7 @@ class PaintbridgeDocker(DockWidget):
         self._set_line(self.message_label, c.message)
         self.generate_button.setEnabled(not c.running)
         self.expand_button.setEnabled(not c.running)
+        self.upscale_button.setEnabled(not c.running)
         self.cancel_button.setEnabled(c.running)
         if self.live_button.isChecked() != c.live.on:   # Live stopped itself
             self.live_button.blockSignals(True)
@@ -640,6 +661,12 @@ class PaintbridgeDocker(DockWidget):
         _write("expand", f"{pixels} {sides}")
         self.controller.generate(self.settings(), self._open_target,
                                  expansion=Expansion.of(pixels, sides))
+        self._show()
+
+    def upscale(self) -> None:
+        factor = int(self.upscale_factor.currentData())
+        _write("upscale", str(factor))
+        self.controller.generate(self.settings(), self._open_target, upscale=factor)
         self._show()
 
     def cancel(self) -> None:

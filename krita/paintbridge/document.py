@@ -66,6 +66,7 @@ class KritaDocument:
         self.group: GroupLayer | None = None       # ... and their group, for a batch
         self.live_layer: Node | None = None        # Live's preview layer, while it is on
         self._live_rect: tuple[int, int, int, int] | None = None   # what it holds
+        self.opened: Document | None = None        # the document open_image made
 
     # ---------------------------------------------------------------- reading
 
@@ -137,6 +138,28 @@ class KritaDocument:
                              self.doc.height() + e.top + e.bottom)
         self.doc.waitForDone()
 
+    def open_image(self, width: int, height: int, patches: list[Patch], names: list[str],
+                   group: str | None, title: str) -> list[Node]:
+        """A new document (an Upscale's result) in the source layer's colour space and the
+        source document's resolution, holding the patches as layers as add_results does;
+        shown in the active window when there is one. The results' toggles then act on it."""
+        from krita import Krita
+
+        app = Krita.instance()
+        src = self.node
+        doc = app.createDocument(width, height, title, src.colorModel(), src.colorDepth(),
+                                 src.colorProfile(), self.doc.resolution())
+        base = doc.rootNode().childNodes()[0]      # Krita's white "Background": not ours
+        target = KritaDocument(doc, base)
+        target.add_results(patches, names, group)
+        base.remove()
+        doc.refreshProjection()
+        window = app.activeWindow()
+        if window is not None:
+            window.addView(doc)
+        self.added, self.group, self.opened = target.added, target.group, doc
+        return target.added
+
     # ---------------------------------------------------------------- live mode
 
     def overview(self, side: int) -> Frame:
@@ -181,4 +204,4 @@ class KritaDocument:
 
     def toggle(self, layer: Node) -> None:
         layer.setVisible(not layer.visible())
-        self.doc.refreshProjection()
+        (self.opened or self.doc).refreshProjection()

@@ -108,6 +108,12 @@ def layer_alpha_stats(depth, layer, mask):
             "outside_zero": outside_rgb_zero}
 
 
+def min_alpha(depth, layer, doc):
+    raw = bytes(layer.pixelData(0, 0, doc.width(), doc.height()))
+    bpp = BPP[depth]
+    return min(alpha(depth, raw[i:i + bpp]) for i in range(0, len(raw), bpp))
+
+
 def finish(session, job, timeout=120):
     """Drain the session until the job is done (as the docker's notifier would)."""
     deadline = time.monotonic() + timeout
@@ -158,6 +164,25 @@ def check_depth(depth, endpoint, res):
         out["result_colorspace"] = [new.colorModel(), new.colorDepth()]
     out["stack"] = stack(doc)
     out["source_identical"] = bytes(layer.pixelData(0, 0, W, H)) == before
+
+    # Upscale ×2 of the whole layer: a new document in the layer's colour space, holding the
+    # result layer only; this one untouched
+    layers_now, docs = stack(doc), len(Krita.instance().documents())
+    job = session.submit(kdoc, GenerationSettings(prompt="", steps=2, seed=5), upscale=2)
+    finish(session, job)
+    out["upscale_job"] = [job.state.value, job.error_message]
+    out["upscale_names"] = session.deliver(kdoc)
+    new_doc = kdoc.opened
+    if new_doc is not None:
+        top = new_doc.rootNode().childNodes()
+        out["upscale_doc"] = {"size": [new_doc.width(), new_doc.height()],
+                              "documents": len(Krita.instance().documents()) - docs,
+                              "stack": stack(new_doc),
+                              "colorspace": [top[0].colorModel(), top[0].colorDepth()],
+                              "min_alpha": min_alpha(depth, top[0], new_doc)}
+        new_doc.close()
+    out["upscale_source_identical"] = (bytes(layer.pixelData(0, 0, W, H)) == before
+                                       and stack(doc) == layers_now)
 
     if depth == "U8":   # a batch: a group above the source, first result visible
         job = session.submit(kdoc, GenerationSettings(prompt="batch", steps=2, seed=3, count=2))

@@ -385,6 +385,29 @@ def script(cfg):
         undos += 1
     RES["expand_undo"] = {"undos": undos, "size": [doc.width(), doc.height()],
                           "source_identical": bytes(layer.pixelData(0, 0, W, H)) == source}
+
+    # --- 8. Upscale ×2: a new document, twice the selection's box, shown in the window with
+    # the result as its only layer; this document keeps its size, layers and pixels
+    source, layers, docs = bytes(layer.pixelData(0, 0, W, H)), _layers(doc), len(app.documents())
+    sel_now = doc.selection()
+    done = len(c.results)
+    docker.widgets["count"].setValue(1)
+    docker.upscale_factor.setCurrentIndex(docker.upscale_factor.findData(2))
+    yield "ready (upscale)", lambda: docker.upscale_button.isEnabled(), 30
+    _click(docker.upscale_button)
+    yield "upscaled", lambda: not c.running and len(c.results) > done, 180
+    new = c.results[-1].target.opened
+    active = app.activeDocument()
+    RES["upscale"] = {
+        "message": c.message.text, "documents": len(app.documents()) - docs,
+        "selection": [sel_now.x(), sel_now.y(), sel_now.width(), sel_now.height()]
+        if sel_now is not None else None,
+        "size": [new.width(), new.height()] if new is not None else None,
+        "layers": _layers(new) if new is not None else None,
+        "shown": active is not None and new is not None and active.name() == new.name(),
+        "source_identical": bytes(layer.pixelData(0, 0, W, H)) == source,
+        "source_layers_same": _layers(doc) == layers,
+        "saved": app.readSetting("paintbridge", "upscale", "")}
     docker.widgets["count"].setValue(2)
     if c.daemon_proc is not None:
         c.daemon_proc.terminate()
