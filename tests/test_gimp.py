@@ -217,11 +217,13 @@ def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
     seed), then the connection's three."""
     procs = result(cases, "arguments")
     kinds = {"paintbridge-inpaint": "inpaint", "paintbridge-img2img": "img2img",
-             "paintbridge-generate": "txt2img", "paintbridge-expand": "inpaint"}
+             "paintbridge-generate": "txt2img", "paintbridge-expand": "inpaint",
+             "paintbridge-upscale": "upscale"}
     for proc, kind in kinds.items():
         args = {a["name"]: a for a in procs[proc]}
         names = [a["name"] for a in procs[proc] if a["name"] not in GIMP_ARGS]
-        own = ["expand-pixels", "expand-sides"] if proc == "paintbridge-expand" else []
+        own = {"paintbridge-expand": ["expand-pixels", "expand-sides"],
+               "paintbridge-upscale": ["upscale-factor"]}.get(proc, [])
         assert names == [p.arg_name for p in PARAMS] + own + DAEMON_ARGS, (proc, names)
         for p in PARAMS:
             arg = args[p.arg_name]
@@ -234,7 +236,7 @@ def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
                 lo, hi = p.widget_range(int_max=INT32_MAX)
                 assert (arg["minimum"], arg["maximum"]) == (lo, hi), arg
         assert args["strength"]["default_value"] == {"inpaint": 1.0, "img2img": 0.6,
-                                                     "txt2img": 1.0}[kind]
+                                                     "txt2img": 1.0, "upscale": 0.0}[kind]
         assert args["seed"]["maximum"] == INT32_MAX and args["seed"]["default_value"] == -1
         assert args["grow"]["default_value"] == 4 and args["sampler"]["default_value"] == \
             "default"
@@ -374,6 +376,26 @@ def test_expand_grows_the_image_with_a_painted_strip(cases: dict[str, Any]) -> N
     stopped = result(cases, "expand_daemon_stopped")
     assert stopped["status"] == "execution-error"
     assert stopped["after"] == stopped["before"] and stopped["results"] == []
+
+
+def test_upscale_returns_a_new_image_and_leaves_this_one(cases: dict[str, Any]) -> None:
+    """Filters ▸ Paintbridge ▸ Upscale ×2 with a 24×20 selection on a 16-bit linear image:
+    a new 48×40 image in the same precision, returned to the caller, holding one opaque
+    result layer; the user's image keeps its layers, selection and size. With no daemon it
+    fails with a message and makes no image."""
+    res = result(cases, "upscale")
+    assert res["status"] == "success", res.get("message")
+    assert_untouched(res)
+    assert [n["name"] for n in res["tree"]] == ["top", "bottom"]
+    new = res["new"]
+    assert new["size"] == [48, 40] and new["precision"] == "u16-linear"
+    assert [n["name"] for n in new["tree"]] == ["Upscaled ×2: a red apple [seed 7]"]
+    (layer,) = new["results"]
+    assert layer["box"] == [0, 0, 48, 40] and layer["opaque"] == 48 * 40, layer
+    assert res["images"] == 1
+    stopped = result(cases, "upscale_daemon_stopped")
+    assert stopped["status"] == "execution-error" and stopped["images"] == 0
+    assert_untouched(stopped)
 
 
 def test_inpaint_without_selection_explains(cases: dict[str, Any]) -> None:

@@ -102,6 +102,8 @@ def settings_dialog(procedure, config, session, problem: str | None = None) -> b
              else p.arg_name for p in PARAMS if p.arg_name in FIELDS]
     if config.find_property("expand-pixels") is not None:   # Expand's own, first
         shown[:0] = ["expand-pixels", "expand-sides"]
+    if config.find_property("upscale-factor") is not None:  # ... and Upscale's
+        shown[:0] = ["upscale-factor"]
     models = session.models() if session is not None else []
     if models:
         default = (session.info or {}).get("default_model")

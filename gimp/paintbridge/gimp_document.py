@@ -56,6 +56,7 @@ class GimpDocument:
         _, self.ox, self.oy = self.drawable.get_offsets()
         self.layers: list[Gimp.Layer] = []  # what add_results created
         self.group: Gimp.Layer | None = None
+        self.opened: Gimp.Image | None = None    # the image open_image made
 
     def canvas(self) -> Rect:
         """The drawable's extent on the canvas, clipped to the image."""
@@ -102,10 +103,11 @@ class GimpDocument:
                           self.image.get_height() + e.top + e.bottom, e.left, e.top)
         _, self.ox, self.oy = self.drawable.get_offsets()
 
-    def _new_layer(self, patch: Patch, name: str) -> Gimp.Layer:
-        kind = (Gimp.ImageType.GRAYA_IMAGE if self.image.get_base_type() ==
+    @staticmethod
+    def _new_layer(image: Gimp.Image, patch: Patch, name: str) -> Gimp.Layer:
+        kind = (Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() ==
                 Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE)
-        layer = Gimp.Layer.new(self.image, name, patch.width, patch.height, kind, 100.0,
+        layer = Gimp.Layer.new(image, name, patch.width, patch.height, kind, 100.0,
                                Gimp.LayerMode.NORMAL)
         layer.set_offsets(patch.x, patch.y)
         return layer
@@ -120,18 +122,39 @@ class GimpDocument:
     def add_results(self, patches: list[Patch], names: list[str], group: str | None) -> None:
         """New layers directly above the drawable (in a layer group named ``group`` when
         there is one), all in one undo group so that one Ctrl+Z takes them away."""
-        parent = self.drawable.get_parent()
-        position = self.image.get_item_position(self.drawable)
         self.image.undo_group_start()
         try:
-            if group is not None:
-                self.group = Gimp.GroupLayer.new(self.image, group)
-                self.image.insert_layer(self.group, parent, position)
-                parent, position = self.group, 0
-            for i, (patch, name) in enumerate(zip(patches, names, strict=True)):
-                layer = self._new_layer(patch, name)
-                self.image.insert_layer(layer, parent, position + i)
-                self._fill(layer, patch)
-                self.layers.append(layer)
+            self._insert(self.image, self.drawable.get_parent(),
+                         self.image.get_item_position(self.drawable), patches, names, group)
         finally:
             self.image.undo_group_end()
+
+    def _insert(self, image: Gimp.Image, parent: Gimp.Layer | None, position: int,
+                patches: list[Patch], names: list[str], group: str | None) -> None:
+        if group is not None:
+            self.group = Gimp.GroupLayer.new(image, group)
+            image.insert_layer(self.group, parent, position)
+            parent, position = self.group, 0
+        for i, (patch, name) in enumerate(zip(patches, names, strict=True)):
+            layer = self._new_layer(image, patch, name)
+            image.insert_layer(layer, parent, position + i)
+            self._fill(layer, patch)
+            self.layers.append(layer)
+
+    def open_image(self, width: int, height: int, patches: list[Patch], names: list[str],
+                   group: str | None, title: str) -> Gimp.Image:
+        """A new image (an Upscale's result) of this one's mode, precision and resolution,
+        holding the patches as layers; its undo history starts with them in it. Displaying
+        it is the caller's choice (batch runs have no display). GIMP names images by their
+        file, so ``title`` only names the layers' group or layer."""
+        image = Gimp.Image.new_with_precision(width, height, self.image.get_base_type(),
+                                              self.image.get_precision())
+        _, xres, yres = self.image.get_resolution()
+        image.set_resolution(xres, yres)
+        image.undo_disable()
+        try:
+            self._insert(image, None, 0, patches, names, group)
+        finally:
+            image.undo_enable()
+        self.opened = image
+        return image

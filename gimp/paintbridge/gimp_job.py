@@ -14,7 +14,8 @@ from plugin.protocol import ErrorCode, Stage  # noqa: E402
 from plugin.session import job_progress  # noqa: E402
 
 SILENCE_CHECK_S = 5.0    # ask the daemon if it is alive after this long without news
-TITLES = {"inpaint": "Inpainting", "img2img": "Image to image", "txt2img": "Generating"}
+TITLES = {"inpaint": "Inpainting", "img2img": "Image to image", "txt2img": "Generating",
+          "upscale": "Upscaling"}
 
 
 def wait(session, job, kind: str, with_user: bool) -> None:

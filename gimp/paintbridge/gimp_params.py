@@ -96,3 +96,16 @@ def expansion_from_config(config: Gimp.ProcedureConfig):  # -> plugin.expand.Exp
 
     return Expansion.of(config.get_property("expand-pixels"),
                         config.get_property("expand-sides"))
+
+
+def add_upscale_arguments(proc: Gimp.Procedure) -> None:
+    """Upscale's own: by how much (plugin.protocol.UPSCALE_FACTORS)."""
+    from plugin.protocol import UPSCALE_FACTORS
+
+    proc.add_int_argument("upscale-factor", "_Enlarge by",
+                          "How many times wider and taller the new image is",
+                          min(UPSCALE_FACTORS), max(UPSCALE_FACTORS), 2, RW)
+
+
+def upscale_from_config(config: Gimp.ProcedureConfig) -> int:
+    return int(config.get_property("upscale-factor"))

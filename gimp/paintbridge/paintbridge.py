@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Paintbridge for GIMP 3: inpaint, image to image and generate, under Filters ▸ Paintbridge.
+"""Paintbridge for GIMP 3: inpaint, image to image, generate, expand and upscale, under
+Filters ▸ Paintbridge.
 
 This file only translates between GIMP and ``plugin/`` (installed beside it): it registers
 the procedures, reads their arguments into ``GenerationSettings``, runs one job through
@@ -22,10 +23,10 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gimp, GLib  # noqa: E402
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from gimp_connection import add_arguments as add_connection_arguments  # noqa: E402
 from gimp_params import add_arguments as add_generation_arguments  # noqa: E402
-from gimp_params import add_expand_arguments  # noqa: E402
+from gimp_params import add_expand_arguments, add_upscale_arguments  # noqa: E402
 from paintbridge_errors import PaintbridgeError  # noqa: E402
 
 #: procedure name -> (job kind, menu label, blurb); the arguments are gimp_params's (one
@@ -39,8 +40,12 @@ PROCEDURES = {
                              "Paint new content into the selection from a prompt alone"),
     "paintbridge-expand": ("inpaint", "_Expand canvas…",
                            "Grow the canvas on the chosen sides and paint the new area"),
+    "paintbridge-upscale": ("upscale", "_Upscale into a new image…",
+                            "Enlarge the layer, or the selection's bounding box, 2 to 4 times "
+                            "into a new image, refined at full resolution"),
 }
 EXPAND = "paintbridge-expand"   # an inpaint job of plugin/expand.py, with two more arguments
+UPSCALE = "paintbridge-upscale"  # its factor is one more argument; it returns the new image
 MENU = "<Image>/Filters/Paintbridge"
 START_WAIT_S = 120.0     # how long a freshly started daemon may take to answer
 
@@ -65,13 +70,20 @@ class Paintbridge(Gimp.PlugIn):
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         proc.set_menu_label(label)
         proc.add_menu_path(MENU)
-        proc.set_documentation(blurb, blurb + " through a local paintbridge daemon. The result "
-                               "is a new layer above the active one (a layer group for several "
-                               "variations); the image's own layers are never changed.", name)
+        where = ("a new image, returned and shown (a layer group in it for several "
+                 "variations); this image is not changed." if name == UPSCALE else
+                 "a new layer above the active one (a layer group for several variations); the "
+                 "image's own layers are never changed.")
+        proc.set_documentation(blurb, f"{blurb} through a local paintbridge daemon. The result "
+                               f"is {where}", name)
         proc.set_attribution("paintbridge", "paintbridge", "2026")
         add_generation_arguments(proc, kind)
         if name == EXPAND:
             add_expand_arguments(proc)
+        if name == UPSCALE:
+            add_upscale_arguments(proc)
+            proc.add_image_return_value("new-image", "New image", "The upscaled image", True,
+                                        GObject.ParamFlags.READWRITE)
         add_connection_arguments(proc)
         return proc
 
@@ -107,7 +119,7 @@ class Paintbridge(Gimp.PlugIn):
         from gimp_connection import can_offer_start, connection_from_config, open_session
         from gimp_connection import not_connected as why_not
         from gimp_document import GimpDocument
-        from gimp_params import expansion_from_config, settings_from_config
+        from gimp_params import expansion_from_config, settings_from_config, upscale_from_config
 
         # In the dialog the user can still correct the endpoint and the keys, so there a
         # connection problem is shown in it rather than ending the filter.
@@ -150,8 +162,9 @@ class Paintbridge(Gimp.PlugIn):
             settings = settings_from_config(config, kind)
             try:
                 expansion = expansion_from_config(config) if expanding else None
+                upscale = upscale_from_config(config) if kind == "upscale" else 0
                 doc = GimpDocument(image, drawables[0])
-                job = session.submit(doc, settings, expansion=expansion)
+                job = session.submit(doc, settings, expansion=expansion, upscale=upscale)
             except (ValueError, UnsupportedDocument) as exc:
                 raise PaintbridgeError(str(exc)) from exc
             except (DaemonError, ProtocolError) as exc:
@@ -166,6 +179,13 @@ class Paintbridge(Gimp.PlugIn):
                 raise PaintbridgeError(f"Paintbridge failed: {job.error_message} "
                                        f"[{job.error_code}]")
             session.deliver(doc)
+            if doc.opened is not None:   # an Upscale's new image: shown, and returned
+                if with_user:
+                    Gimp.Display.new(doc.opened)
+                Gimp.displays_flush()
+                return Gimp.ValueArray.new_from_values([
+                    GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+                    GObject.Value(Gimp.Image, doc.opened)])
             Gimp.displays_flush()
             return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
         finally:

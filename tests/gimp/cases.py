@@ -204,6 +204,37 @@ def expand_case(**args):
     return res
 
 
+def upscale_case(**args):
+    """Upscale ×2 of the selection's box on a 16-bit linear image: a new image, returned,
+    of twice the box, in the same precision, holding the result layer; this image as it
+    was."""
+    img, bottom, top = make_image(Gimp.Precision.U16_LINEAR)
+    img.select_rectangle(Gimp.ChannelOps.REPLACE, *SEL)
+    before, images = state(img, bottom, top), len(Gimp.get_images())
+    proc = PDB.lookup_procedure("paintbridge-upscale")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", img)
+    config.set_core_object_array("drawables", [bottom])
+    for key, value in {**COMMON, "upscale_factor": 2, **args}.items():
+        config.set_property(key.replace("_", "-"), value)
+    result = proc.run(config)
+    res = {"status": result.index(0).value_nick, "before": before,
+           "after": state(img, bottom, top), "tree": tree(img.get_layers()),
+           "images": len(Gimp.get_images()) - images}
+    if res["status"] != "success":
+        res["message"] = result.index(1) if result.length() > 1 else None
+    else:
+        new = result.index(1)
+        res["new"] = {"size": [new.get_width(), new.get_height()],
+                      "precision": new.get_precision().value_nick,
+                      "tree": tree(new.get_layers()),
+                      "results": [alpha_stats(layer, new) for layer in walk(new.get_layers())]}
+        new.delete()
+    img.delete()
+    return res
+
+
 def walk(items):
     for item in items:
         if item.is_group_layer():
@@ -270,7 +301,7 @@ def arguments():
     """Every Paintbridge procedure's arguments, as GIMP has them registered."""
     return {name: [spec_entry(spec) for spec in PDB.lookup_procedure(name).get_arguments()]
             for name in ("paintbridge-inpaint", "paintbridge-img2img", "paintbridge-generate",
-                         "paintbridge-expand")}
+                         "paintbridge-expand", "paintbridge-upscale")}
 
 
 def settings_read_back():
@@ -365,11 +396,14 @@ def main():
             results[name] = case(name, proc, **kw)
         except Exception:
             results[name] = {"exception": traceback.format_exc()}
-    for name, kw in (("expand", {}), ("expand_daemon_stopped", {"endpoint": DEAD_ENDPOINT})):
+    for name, fn, kw in (("expand", expand_case, {}),
+                         ("expand_daemon_stopped", expand_case, {"endpoint": DEAD_ENDPOINT}),
+                         ("upscale", upscale_case, {}),
+                         ("upscale_daemon_stopped", upscale_case, {"endpoint": DEAD_ENDPOINT})):
         if only and name not in only.split(","):
             continue
         try:
-            results[name] = expand_case(**kw)
+            results[name] = fn(**kw)
         except Exception:
             results[name] = {"exception": traceback.format_exc()}
     try:
