@@ -20,7 +20,7 @@ import torch
 
 from paintbridge.plugin.protocol import SubmitRequest
 
-from . import compose, failpoints, schedulers, seams, tiled
+from . import compose, differential, failpoints, schedulers, seams, tiled
 from .adapters import JobLora, LoraError
 from .embeddings import EmbeddingEntry
 from .registry import LCM_DEFAULTS, LoadedModel
@@ -206,6 +206,13 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         args: dict[str, Any] = {**texts, "num_inference_steps": n,
                                 "guidance_scale": guidance, "output_type": "np"}
         image_t = _to_tensor(image) if image is not None else torch.full((1, 3, h, w), 0.5)
+        freeze = None
+        if (params["soft_edges"] == "on" and image is not None and kind == "inpaint"
+                and differential.is_soft(mask) and differential.Freeze.applies(pipe)):
+            assert mask is not None
+            freeze = differential.Freeze(pipe.vae, image_t, mask, seed + 7)
+            if pipe.unet.config.in_channels == 4:   # the pipeline's blend must let them change
+                mask = (mask > differential.EPSILON).astype(np.float32)
         if task == "inpaint":  # an inpainting model runs img2img and txt2img this way too
             mask_t = (_to_tensor(mask[..., None]) if mask is not None
                       else torch.ones((1, 1, h, w)))
@@ -222,6 +229,8 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             if cancel.is_set():
                 raise JobCancelled
             failpoints.hit("denoise", req.params["prompt"])
+            if freeze is not None:
+                kw["latents"] = freeze(p, i, kw["latents"])
             n = p.num_timesteps
             preview = None
             if (req.preview and not full_res

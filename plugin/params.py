@@ -227,6 +227,10 @@ PARAMS: tuple[Param, ...] = (
           "Match the result's colours to the pixels around the selection, so its edge does "
           "not show", default="on", choices={"on": "On", "off": "Off"},
           kinds=("img2img", "inpaint"), advanced=True),
+    Param("soft_edges", str, "Soft _edges",
+          "Partly selected pixels change only partly (differential diffusion), so a soft "
+          "selection's edge is a gradual change, not two pictures blended",
+          default="on", choices={"on": "On", "off": "Off"}, kinds=("inpaint",), advanced=True),
     Param("refine", str, "_Full-resolution detail",
           "On a region larger than the model's own size: generate at the model's size, "
           "then refine at full resolution in overlapping tiles (off: scale the result up)",

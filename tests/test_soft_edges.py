@@ -1,0 +1,115 @@
+"""Soft selections (backend/differential.py): a partly selected pixel changes partly.
+
+In-process on the embedded model's own pipeline: each latent pixel takes part in exactly the
+last m of the schedule and the unselected ones end as the source; through a real daemon on
+the embedded model: across a selection that rises from 0 to 1 the change rises gradually,
+where the all-or-nothing mask jumps at one half."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from paintbridge.backend import differential
+from paintbridge.plugin.client import Client, Frame, JobState
+
+from .conftest import DaemonProc, start_daemon
+
+SIDE = 64
+MODEL = Path(__file__).resolve().parent.parent / "backend" / "default_model"
+
+
+def smooth_picture(side: int = SIDE) -> np.ndarray:
+    """Gradients and two large shapes: little that a small VAE loses on the way through."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    rgb = np.stack([0.3 + 0.4 * x, 0.5 + 0.2 * y, 0.6 - 0.3 * x * y], -1)
+    image = Image.fromarray(np.rint(rgb * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([side * 0.1, side * 0.2, side * 0.5, side * 0.7], fill=(60, 60, 140))
+    draw.rectangle([side * 0.55, side * 0.15, side * 0.9, side * 0.6], fill=(200, 120, 60))
+    return np.asarray(image.convert("RGBA"))
+
+
+@pytest.mark.fast
+def test_only_partly_selected_masks_are_soft() -> None:
+    assert not differential.is_soft(np.array([[0.0, 1.0]], np.float32))
+    assert not differential.is_soft(None)
+    assert differential.is_soft(np.array([[0.0, 0.5]], np.float32))
+
+
+def test_each_pixel_takes_part_in_the_last_m_of_the_schedule() -> None:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(MODEL), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    picture = smooth_picture()[..., :3] / 255.0
+    soft = np.repeat(np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32), SIDE // 4)[None, :]
+    soft = np.repeat(soft, SIDE, axis=0)
+    image = torch.from_numpy(picture).permute(2, 0, 1)[None].float()
+    freeze = differential.Freeze(pipe.vae, image, soft, seed=3)
+    free_steps = torch.zeros_like(freeze.m)
+    steps = 12
+
+    def on_step(p, i, t, kw):
+        before = kw["latents"].clone()
+        kw["latents"] = freeze(p, i, kw["latents"])
+        free_steps.add_((kw["latents"] == before).all(dim=1, keepdim=True).float())
+        return kw
+
+    with torch.inference_mode():
+        out = pipe(prompt="a red circle", image=image, mask_image=torch.ones(1, 1, SIDE, SIDE),
+                   height=SIDE, width=SIDE, num_inference_steps=steps, guidance_scale=3.0,
+                   generator=torch.Generator().manual_seed(1), output_type="latent",
+                   callback_on_step_end=on_step).images
+    columns = free_steps[0, 0].mean(dim=0)          # per latent column
+    quarter = columns.shape[0] // 4
+    counts = [float(columns[k * quarter:(k + 1) * quarter].mean()) for k in range(4)]
+    assert counts == [0.0, 4.0, 8.0, 12.0]          # the last m·12 steps, exactly
+    unselected = freeze.m == 0
+    assert torch.equal(out[unselected.expand_as(out)], freeze.x0[unselected.expand_as(out)])
+
+
+def change_by_selection(c: Client, soft: str, seed: int) -> list[float]:
+    """Mean change of the result against the source in column bands of a selection that
+    rises from 0 (left) to 1 (right)."""
+    picture = smooth_picture()
+    ramp = np.tile(np.linspace(0, 255, SIDE).astype(np.uint8)[None, :], (SIDE, 1))
+    job = c.wait(c.submit("inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0,
+                                      "feather": 0, "soft_edges": soft,
+                                      "colour_match": "off"},
+                          image=Frame(SIDE, SIDE, "rgba8", picture.tobytes()),
+                          mask=Frame(SIDE, SIDE, "gray8", ramp.tobytes())), 300)
+    assert job.state is JobState.DONE, job.error_message
+    p = job.patches[0]
+    out = np.zeros((SIDE, SIDE, 4), np.float32)
+    out[p.y:p.y + p.height, p.x:p.x + p.width] = np.frombuffer(
+        p.data, np.uint8).reshape(p.height, p.width, 4) / 255.0
+    change = np.abs(out[..., :3] - picture[..., :3] / 255.0).mean(axis=(0, 2))
+    return [float(change[max(1, i):i + 8].mean()) for i in range(0, SIDE, 8)]  # alpha > 0
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory):
+    d = start_daemon(tmp_path_factory.mktemp("soft"))
+    yield d
+    d.stop()
+
+
+def test_a_soft_selection_changes_gradually(embedded: DaemonProc) -> None:
+    """The result's change against the source, in eight bands across a 0→1 selection,
+    averaged over three seeds. All or nothing (off), the change jumps where the mask is
+    cut at one half; soft (on), it rises in smaller steps, and the barely selected band
+    changes no more than it does with the hard cut."""
+    with Client(embedded.endpoint) as c:
+        bands = {soft: np.mean([change_by_selection(c, soft, seed) for seed in (1, 2, 3)],
+                               axis=0) for soft in ("off", "on")}
+    jumps = {k: float(np.diff(v).max()) for k, v in bands.items()}
+    print({k: [round(float(x), 3) for x in v] for k, v in bands.items()}, jumps)
+    assert jumps["on"] < 0.6 * jumps["off"], jumps
+    assert bands["on"][0] <= bands["off"][0] + 0.02
+    assert bands["on"][-1] > bands["on"][0] + 0.05      # the selected side does change
