@@ -84,3 +84,17 @@ def tile_seam_ratio(image: np.ndarray, xs: list[int], ys: list[int]) -> float:
     if not across:
         return float("nan")
     return float(np.concatenate(across).mean() / max(float((dx.mean() + dy.mean()) / 2), 1e-6))
+
+
+def smooth_picture(side: int) -> np.ndarray:
+    """(side, side, 4) uint8: gradients and two large flat shapes, little that a small VAE
+    loses on its way through, so a change measured on it is the model's, not the VAE's."""
+    from PIL import Image, ImageDraw
+
+    y, x = np.mgrid[0:side, 0:side] / side
+    rgb = np.stack([0.3 + 0.4 * x, 0.5 + 0.2 * y, 0.6 - 0.3 * x * y], -1)
+    image = Image.fromarray(np.rint(rgb * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([side * 0.1, side * 0.2, side * 0.5, side * 0.7], fill=(60, 60, 140))
+    draw.rectangle([side * 0.55, side * 0.15, side * 0.9, side * 0.6], fill=(200, 120, 60))
+    return np.asarray(image.convert("RGBA"))

@@ -21,6 +21,13 @@ size 64), so "2x, 4x, 8x the native side" are regions of 128, 256 and 512 px.
     gradient and a photo-like picture, image to image at low strength and inpainting with a
     prompt that keeps the background. Target: matching at least halves the ratio, or brings
     it to 1.2 or below where the picture's own texture already hides the edge.
+(e) Upscale jobs (×2, refined in SD-sized 512-px tiles): peak RSS of a fresh daemon and
+    seconds per output megapixel, by output size. Target: the largest output's peak at most
+    1.3x the smallest's.
+(f) Soft selections (``soft_edges``): the result's change against the source in eight bands
+    across a selection that rises from 0 to 1, averaged over the seeds; the largest step
+    between neighbouring bands, all-or-nothing mask (off) against differential diffusion
+    (on). Target: on at most 0.6x off.
 """
 
 from __future__ import annotations
@@ -153,6 +160,60 @@ def memory_and_time(sizes: tuple[int, ...]) -> tuple[dict, list[Row]]:
     return data, rows
 
 
+def upscale_memory(outputs: tuple[int, ...]) -> tuple[dict, list[Row]]:
+    """One fresh daemon per output size: an upscale ×2 refined in 512-px tiles."""
+    data: dict = {}
+    for out in outputs:
+        side = out // 2
+        picture = common.photo_like(side, side, seed=2)
+        with common.daemon() as d, Client(d.endpoint) as client:
+            t0 = time.perf_counter()
+            job = client.wait(client.submit(
+                "upscale", {"prompt": "", "seed": 1, "steps": 4, "tile_size": 512},
+                image=Frame(side, side, "rgba8", picture.tobytes()), scale=2), 3600)
+            seconds = time.perf_counter() - t0
+            assert job.state is JobState.DONE, job.error_message
+            data[out] = {"peak_rss": _hwm(d.proc.pid), "seconds": seconds,
+                         "seconds_per_mp": seconds / (out * out / 1e6)}
+    rows = [Row(f"upscale x2 to {out}²: peak RSS, s/MP",
+                f"{r['peak_rss'] / 2**20:.0f} MiB, {r['seconds_per_mp']:.2f} s")
+            for out, r in data.items()]
+    grow = data[max(outputs)]["peak_rss"] / data[min(outputs)]["peak_rss"]
+    rows.append(Row(f"upscale: peak {max(outputs)}² / {min(outputs)}²", common.ratio(grow),
+                    "<= 1.3x", grow <= 1.3))
+    return data, rows
+
+
+def soft_selection(client: Client, seeds: tuple[int, ...]) -> tuple[dict, list[Row]]:
+    """Change by band across a 0→1 selection on a 64-px region, soft_edges off and on."""
+    side = 64
+    picture = quality.smooth_picture(side)
+    ramp = np.tile(np.linspace(0, 255, side).astype(np.uint8)[None, :], (side, 1))
+    bands: dict = {}
+    for soft in ("off", "on"):
+        runs = []
+        for seed in seeds:
+            job = client.wait(client.submit(
+                "inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0, "feather": 0,
+                            "soft_edges": soft, "colour_match": "off"},
+                image=Frame(side, side, "rgba8", picture.tobytes()),
+                mask=Frame(side, side, "gray8", ramp.tobytes())), 600)
+            assert job.state is JobState.DONE, job.error_message
+            p = job.patches[0]
+            out = np.zeros((side, side, 4), np.float32)
+            out[p.y:p.y + p.height, p.x:p.x + p.width] = np.frombuffer(
+                p.data, np.uint8).reshape(p.height, p.width, 4) / 255.0
+            change = np.abs(out[..., :3] - picture[..., :3] / 255.0).mean(axis=(0, 2))
+            runs.append([float(change[max(1, i):i + 8].mean()) for i in range(0, side, 8)])
+        bands[soft] = np.mean(runs, axis=0).tolist()
+    jumps = {k: float(np.diff(v).max()) for k, v in bands.items()}
+    rows = [Row("soft selection: largest step in change, off -> on",
+                f"{jumps['off']:.3f} -> {jumps['on']:.3f} "
+                f"({jumps['on'] / jumps['off']:.2f}x)", "<= 0.6x",
+                jumps["on"] <= 0.6 * jumps["off"])]
+    return {"bands": bands, "jumps": jumps}, rows
+
+
 def run(quick: bool) -> tuple[dict, list[Row]]:
     seeds = (1, 2) if quick else (1, 2, 3, 4, 5, 6)
     data: dict = {"quick": quick, "side": SIDE, "selection": SEL, "seeds": seeds,
@@ -160,6 +221,8 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
     rows = []
     mem, mem_rows = memory_and_time((1024, 2048) if quick else (1024, 2048, 4096))
     data["memory"] = mem
+    data["upscale"], up_rows = upscale_memory((512, 1024) if quick else (1024, 2048))
+    mem_rows += up_rows
     with common.daemon() as d, Client(d.endpoint) as client:
         data["detail"], rows = detail_kept(client, (128, 256) if quick else (128, 256, 512))
         rows += mem_rows
@@ -173,6 +236,8 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
                 rows.append(Row(f"{pname}, {label}: seam off -> on",
                                 f"{off:.1f} -> {on:.1f} ({on / off:.2f}x)",
                                 "<= 0.5x or <= 1.2", on <= 0.5 * off or on <= 1.2))
+        data["soft_selection"], soft_rows = soft_selection(client, seeds[:3])
+        rows += soft_rows
     return data, rows
 
 

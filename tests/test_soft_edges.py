@@ -12,26 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
-from paintbridge.backend import differential
+from paintbridge.backend import differential, quality
 from paintbridge.plugin.client import Client, Frame, JobState
 
 from .conftest import DaemonProc, start_daemon
 
 SIDE = 64
 MODEL = Path(__file__).resolve().parent.parent / "backend" / "default_model"
-
-
-def smooth_picture(side: int = SIDE) -> np.ndarray:
-    """Gradients and two large shapes: little that a small VAE loses on the way through."""
-    y, x = np.mgrid[0:side, 0:side] / side
-    rgb = np.stack([0.3 + 0.4 * x, 0.5 + 0.2 * y, 0.6 - 0.3 * x * y], -1)
-    image = Image.fromarray(np.rint(rgb * 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([side * 0.1, side * 0.2, side * 0.5, side * 0.7], fill=(60, 60, 140))
-    draw.rectangle([side * 0.55, side * 0.15, side * 0.9, side * 0.6], fill=(200, 120, 60))
-    return np.asarray(image.convert("RGBA"))
 
 
 @pytest.mark.fast
@@ -47,7 +35,7 @@ def test_each_pixel_takes_part_in_the_last_m_of_the_schedule() -> None:
     torch.manual_seed(0)
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(MODEL), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    picture = smooth_picture()[..., :3] / 255.0
+    picture = quality.smooth_picture(SIDE)[..., :3] / 255.0
     soft = np.repeat(np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32), SIDE // 4)[None, :]
     soft = np.repeat(soft, SIDE, axis=0)
     image = torch.from_numpy(picture).permute(2, 0, 1)[None].float()
@@ -77,7 +65,7 @@ def test_each_pixel_takes_part_in_the_last_m_of_the_schedule() -> None:
 def change_by_selection(c: Client, soft: str, seed: int) -> list[float]:
     """Mean change of the result against the source in column bands of a selection that
     rises from 0 (left) to 1 (right)."""
-    picture = smooth_picture()
+    picture = quality.smooth_picture(SIDE)
     ramp = np.tile(np.linspace(0, 255, SIDE).astype(np.uint8)[None, :], (SIDE, 1))
     job = c.wait(c.submit("inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0,
                                       "feather": 0, "soft_edges": soft,
