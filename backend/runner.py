@@ -207,12 +207,13 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
                                 "guidance_scale": guidance, "output_type": "np"}
         image_t = _to_tensor(image) if image is not None else torch.full((1, 3, h, w), 0.5)
         freeze = None
-        if (params["soft_edges"] == "on" and image is not None and kind == "inpaint"
-                and differential.is_soft(mask) and differential.Freeze.applies(pipe)):
-            assert mask is not None
-            freeze = differential.Freeze(pipe.vae, image_t, mask, seed + 7)
-            if pipe.unet.config.in_channels == 4:   # the pipeline's blend must let them change
-                mask = (mask > differential.EPSILON).astype(np.float32)
+        if (params["soft_edges"] == "on" and image is not None and mask is not None
+                and kind == "inpaint" and differential.Freeze.applies(pipe)):
+            soft = differential.latent_map(mask, pipe.vae_scale_factor)
+            if differential.is_soft(soft):   # a hard selection runs as it always did
+                freeze = differential.Freeze(pipe.vae, image_t, soft, seed + 7)
+                if pipe.unet.config.in_channels == 4:   # the pipeline's blend must let it
+                    mask = (mask > differential.EPSILON).astype(np.float32)
         if task == "inpaint":  # an inpainting model runs img2img and txt2img this way too
             mask_t = (_to_tensor(mask[..., None]) if mask is not None
                       else torch.ones((1, 1, h, w)))

@@ -27,6 +27,12 @@ def test_only_partly_selected_masks_are_soft() -> None:
     assert not differential.is_soft(np.array([[0.0, 1.0]], np.float32))
     assert not differential.is_soft(None)
     assert differential.is_soft(np.array([[0.0, 0.5]], np.float32))
+    hard = np.zeros((64, 64), np.float32)
+    hard[10:37, 5:50] = 1      # edges off the latent grid: still hard at latent size
+    hard[9, 5:50] = 0.5        # ... and with a soft pixel, as scaling leaves one
+    assert not differential.is_soft(differential.latent_map(hard, 8))
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32)[None, :], (64, 1))
+    assert differential.is_soft(differential.latent_map(ramp, 8))
 
 
 def test_each_pixel_takes_part_in_the_last_m_of_the_schedule() -> None:
@@ -39,7 +45,8 @@ def test_each_pixel_takes_part_in_the_last_m_of_the_schedule() -> None:
     soft = np.repeat(np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32), SIDE // 4)[None, :]
     soft = np.repeat(soft, SIDE, axis=0)
     image = torch.from_numpy(picture).permute(2, 0, 1)[None].float()
-    freeze = differential.Freeze(pipe.vae, image, soft, seed=3)
+    freeze = differential.Freeze(pipe.vae, image,
+                                 differential.latent_map(soft, pipe.vae_scale_factor), seed=3)
     free_steps = torch.zeros_like(freeze.m)
     steps = 12
 
