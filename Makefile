@@ -34,13 +34,18 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt --no-deps spandrel einops
 	@touch $@
 
+# Ray Serve for the cluster tests only: `make run` does not need its 500 MB
+$(VENV)/.cluster-stamp: $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[cluster]'
+	@touch $@
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/paintbridge serve
 
 # Everything, hosts included: what CI runs.
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.cluster-stamp
 	$(VENV)/bin/ruff check .
 	sh scripts/typecheck.sh $(VENV)/bin/mypy
 	sh scripts/ensure_krita.sh

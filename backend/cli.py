@@ -114,8 +114,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .upscalers import default_dirs as upscalers_beside
 
     upscaler_roots = [Path(p) for p in config.get("upscaler_dirs", []) + args.upscalers]
-    upscalers = Upscalers(upscaler_roots + [d for d in upscalers_beside(roots)
-                                            if d not in upscaler_roots])
+    upscaler_roots += [d for d in upscalers_beside(roots) if d not in upscaler_roots]
+    upscalers = Upscalers(upscaler_roots)
     threads = dev.configure_threads(args.threads or config.get("threads"))
     try:
         choice = dev.choose(args.device or config.get("device"),
@@ -148,17 +148,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         names = ", ".join(e.name for e in usable) or "none"
         return _fail(f"--default-model {wanted!r} is not a usable model here "
                      f"(usable: {names})")
+    cluster = None
+    if args.cluster:
+        from .cluster import Cluster, ClusterError, ReplicaSetup
+
+        setup = ReplicaSetup(roots, explicit, not args.no_embedded, registry.default_name,
+                             args.device or config.get("device"),
+                             args.dtype or config.get("dtype"),
+                             args.threads or config.get("threads"), upscaler_roots)
+        try:
+            cluster = Cluster.start(args.cluster, args.replicas, setup,
+                                    gpus_per_replica=1.0 if choice.device.type == "cuda"
+                                    else 0.0)
+        except ClusterError as exc:
+            return _fail(str(exc))
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
                         auth=auth, loras=loras, embeddings=embeddings,
-                        upscalers=upscalers)
+                        upscalers=upscalers, cluster=cluster)
     except ValueError as exc:
+        if cluster is not None:
+            cluster.stop()
         return _fail(str(exc))
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        if cluster is not None:
+            cluster.stop()
         return _fail(f"cannot bind {bind}: {exc}")
     print(f"paintbridge {__version__} daemon on {daemon.endpoint} "
           f"(device {choice.device}, {choice.dtype_name}, {threads} "
           f"thread{'s' if threads != 1 else ''})", flush=True)
+    if cluster is not None:
+        print(f"  cluster: {cluster.replicas} replica{'s' if cluster.replicas != 1 else ''} "
+              f"on Ray ({args.cluster})", flush=True)
     if auth is not None:
         print(f"  CurveZMQ on: server public key {auth.public.decode()}; clients admitted from "
               f"{auth.authorized}", flush=True)
@@ -401,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                   f"{Limits.max_queue}); more are refused busy")
     s.add_argument("--max-pixels", type=int,
                    help=f"largest image accepted, in pixels (default {Limits.max_pixels})")
+    s.add_argument("--cluster", metavar="ADDRESS",
+                   help="run jobs on Ray Serve replicas (pip install 'paintbridge[cluster]'): "
+                        "'auto' starts Ray on this machine, an address joins a running Ray "
+                        "cluster (docs/cluster.md)")
+    s.add_argument("--replicas", type=_at_least_one, default=1,
+                   help="with --cluster: replicas to run, each owning one device (one GPU "
+                        "each where the cluster has GPUs; default 1)")
     s.add_argument("--max-queue-per-client", type=int,
                    help=f"jobs queued per client (default {Limits.max_queue_per_client})")
     s.set_defaults(func=cmd_serve)

@@ -1,19 +1,18 @@
-"""The daemon: one ROUTER socket facing clients, one worker thread owning the device.
+"""The daemon: one ROUTER socket facing clients, one worker thread owning the device (or,
+with a cluster, one dispatcher thread per Ray Serve replica: backend/cluster.py).
 
 The main thread runs a single poll loop over two sockets: the ROUTER (client requests) and
-an inproc PULL on which the worker hands back the events it produces. Only the main thread
-touches the ROUTER; the worker never sees a client socket. Requests are validated here,
-before anything is allocated or queued; the worker gets only well-formed jobs.
+an inproc PULL on which the workers hand back the events they produce. Only the main thread
+touches the ROUTER; a worker never sees a client socket. Requests are validated here,
+before anything is allocated or queued; the workers get only well-formed jobs, in the fair
+queue's order, and run them with backend/recipe.py.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -21,16 +20,17 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from paintbridge.plugin import __version__, loraspec, protocol
 from paintbridge.plugin.hosts import is_loopback
-from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, Stage, SubmitRequest
+from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
 
-from . import compose, runner
-from .adapters import JobLora, LoraError
-from .device import DTYPES, DeviceChoice, is_out_of_memory
+from .adapters import JobLora
+from .cluster import Cluster
+from .device import DeviceChoice
 from .embeddings import EmbeddingEntry, EmbeddingLibrary
 from .fairqueue import FairQueue, QueueFull
 from .keys import ServerKeys
 from .loras import LoraLibrary
-from .registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
+from .recipe import ActiveJob, JobRecipe
+from .registry import ModelEntry, ModelRegistry
 from .retention import ResultStore
 from .upscalers import UpscalerError, Upscalers
 
@@ -40,33 +40,6 @@ _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
 #: what this daemon adds to protocol v1, announced in hello (a client checks before using it)
 FEATURES = ("live",)
 HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 intervals
-
-
-@dataclass
-class ActiveJob:
-    client: bytes
-    request: SubmitRequest
-    cancel: threading.Event = field(default_factory=threading.Event)
-    stage: Stage | None = None  # written by the worker, read by fetch
-    step: int = 0
-    total: int = 0
-    loras: list[JobLora] = field(default_factory=list)   # resolved at submit
-    embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
-    replaced_by: str | None = None   # the live job that took over from this one
-
-    def progress_event(self) -> dict[str, Any]:
-        """Where the running job stands: loading its model, or at a denoising step."""
-        if self.stage == Stage.LOADING:
-            return {"event": "progress", "stage": Stage.LOADING,
-                    "model": self.request.params["model"]}
-        return {"event": "progress", "stage": Stage.DENOISING, "step": self.step,
-                "total": self.total}
-
-
-OOM_ADVICE = ("out of memory: select a smaller region (or lower the count or the context "
-              "padding), use a smaller model, or start the daemon with --dtype float16 on a GPU")
-OOM_LOADING_ADVICE = ("out of memory loading model '{}': use a smaller model, keep fewer "
-                      "models loaded (--cache-size 1), or --dtype float16 on a GPU")
 
 
 class Worker(threading.Thread):
@@ -92,7 +65,9 @@ class Worker(threading.Thread):
                     self._run_job(job, push)
                 except Exception as exc:   # whatever went wrong, the next job still runs
                     log.exception("job %s failed outside its stages", job.request.job)
-                    self._fail(push, job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+                    self._emit(push, job, {"event": "error", "code": ErrorCode.INTERNAL,
+                                           "message": f"{type(exc).__name__}: {exc}"},
+                               end=True)
                 finally:
                     self.current = None
         finally:
@@ -107,112 +82,29 @@ class Worker(threading.Thread):
                              *(frames or [])], copy=False)
 
     def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
-        req = job.request
-        if job.cancel.is_set():
-            self._emit(push, job, self._cancelled(job), end=True)
-            return
-        started = time.monotonic()
+        self.d.recipe.run(job, lambda header, frames, end: self._emit(push, job, header,
+                                                                      frames, end))
+
+
+class ClusterWorker(Worker):
+    """One per replica: takes the next job in fair order only when its replica is free, and
+    runs it there (backend/cluster.py)."""
+
+    def __init__(self, daemon: Daemon, cluster: Cluster, index: int) -> None:
+        super().__init__(daemon)
+        self.name = f"paintbridge-dispatch-{index}"
+        self.cluster = cluster
+
+    def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
+        def emit(header: dict[str, Any], frames: list[Any], end: bool) -> None:
+            self._emit(push, job, header, frames, end)
+
         try:
-            entry = self.d.registry.resolve(req.params["model"])
+            model = self.d.registry.resolve(job.request.params["model"]).name
         except KeyError as exc:
-            self._fail(push, job, ErrorCode.UNKNOWN_MODEL, exc.args[0])
+            JobRecipe.fail(emit, ErrorCode.UNKNOWN_MODEL, exc.args[0])
             return
-        loaded = self._load(entry, job, push)
-        if loaded is None:
-            return
-
-        def progress(step: int, total: int, preview: Any) -> None:
-            job.stage, job.step, job.total = Stage.DENOISING, step, total
-            event = job.progress_event()
-            frames = []
-            if preview is not None:
-                h, w = preview.shape[:2]
-                event["preview"] = {"width": w, "height": h, "format": "rgba8"}
-                frames.append(compose.encode_frame(preview, "rgba8"))
-            self._emit(push, job, event, frames)
-
-        try:
-            job.stage = Stage.DENOISING
-            results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings,
-                                 self.d.upscalers)
-        except runner.JobCancelled:
-            self._emit(push, job, self._cancelled(job), end=True)
-            return
-        except runner.BadInput as exc:
-            self._fail(push, job, ErrorCode.BAD_FRAME, str(exc))
-            return
-        except LoraError as exc:   # nothing of the LoRA stays loaded
-            self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="loras")
-            return
-        except runner.EmbeddingError as exc:
-            self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="prompt")
-            return
-        except UpscalerError as exc:   # a file that is not an upscaler, or not a safe one
-            self._fail(push, job, ErrorCode.BAD_FIELD, str(exc), field="upscaler")
-            return
-        except runner.StageFailed as exc:  # the daemon keeps serving whatever a model does
-            cause = exc.__cause__ or exc
-            if is_out_of_memory(cause):
-                log.warning("job %s ran out of memory: %s", req.job, cause)
-                self._fail(push, job, ErrorCode.OUT_OF_MEMORY, OOM_ADVICE)
-            else:
-                log.error("job %s failed while %s", req.job, exc.stage, exc_info=cause)
-                ours = exc.stage in runner.OUR_STAGES   # not the model's doing
-                self._fail(push, job, ErrorCode.INTERNAL if ours else ErrorCode.MODEL_ERROR,
-                           f"model '{entry.name}' failed while {exc.stage}: "
-                           f"{type(cause).__name__}: {cause}")
-            results = None
-        if results is None:  # outside the except block, so its traceback's tensors are free
-            gc.collect()
-            empty_device_cache()
-            return
-        if job.cancel.is_set():
-            self._emit(push, job, self._cancelled(job), end=True)
-            return
-        patches = [{"x": r.patch.x, "y": r.patch.y, "width": r.patch.width,
-                    "height": r.patch.height, "format": r.patch.format, "seed": r.seed}
-                   for r in results]
-        self._emit(push, job, {"event": "result", "model": entry.name, "patches": patches,
-                               "seconds": round(time.monotonic() - started, 3)},
-                   [r.patch.data for r in results], end=True)
-
-    def _load(self, entry: ModelEntry, job: ActiveJob, push: zmq.Socket) -> LoadedModel | None:
-        """The job's model, loaded (cached); None after failing the job with a message that
-        names the model, whatever loading raised."""
-        failure: tuple[str, str] | None = None
-        try:
-            if not self.d.registry.is_loaded(entry.name):  # say so: loading takes a while
-                job.stage = Stage.LOADING
-                self._emit(push, job, job.progress_event())
-            return self.d.registry.load(entry, self.d.device.device, self.d.model_dtype(entry))
-        except ModelError as exc:
-            failure = (ErrorCode.MODEL_ERROR, str(exc))
-        except Exception as exc:   # e.g. a device the model's weights cannot move to
-            if is_out_of_memory(exc):
-                log.warning("loading %s ran out of memory: %s", entry.name, exc)
-                failure = (ErrorCode.OUT_OF_MEMORY, OOM_LOADING_ADVICE.format(entry.name))
-            else:
-                log.exception("loading %s failed", entry.name)
-                failure = (ErrorCode.MODEL_ERROR, f"model '{entry.name}' could not be loaded "
-                                                  f"({entry.path}): {type(exc).__name__}: {exc}")
-        self._fail(push, job, *failure)   # outside the except: its traceback's tensors go
-        gc.collect()
-        empty_device_cache()
-        return None
-
-    def _cancelled(self, job: ActiveJob) -> dict[str, Any]:
-        """The end of a cancelled job; at shutdown it says why (the client did not ask), a
-        replaced live job names its successor."""
-        if self.d.stopping:
-            return {"event": "cancelled", "message": "the daemon is shutting down"}
-        if job.replaced_by is not None:
-            return {"event": "cancelled", "replaced_by": job.replaced_by}
-        return {"event": "cancelled"}
-
-    def _fail(self, push: zmq.Socket, job: ActiveJob, code: str, message: str,
-              field: str | None = None) -> None:
-        self._emit(push, job, {"event": "error", "code": code, "message": message,
-                               **({"field": field} if field else {})}, end=True)
+        self.cluster.run(job, model, emit, self.d.recipe.cancelled)
 
 
 class Daemon:
@@ -222,7 +114,7 @@ class Daemon:
                  results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS,
                  loras: LoraLibrary | None = None,
                  embeddings: EmbeddingLibrary | None = None,
-                 upscalers: Upscalers | None = None) -> None:
+                 upscalers: Upscalers | None = None, cluster: Cluster | None = None) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
                              "on the network drive this daemon. Create keys with `paintbridge "
@@ -264,16 +156,17 @@ class Daemon:
         self.events = self.context.socket(zmq.PULL)
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(_WORKER_ENDPOINT)
-        self.worker = Worker(self)
         self._stop = threading.Event()
+        self.recipe = JobRecipe(registry, device, self.upscalers, dtype_forced,
+                                stopping=self._stop.is_set)
+        self.cluster = cluster
+        self.workers: list[Worker] = ([ClusterWorker(self, cluster, i)
+                                       for i in range(cluster.replicas)]
+                                      if cluster is not None else [Worker(self)])
 
-    def model_dtype(self, entry: Any) -> Any:
-        """The device's dtype, unless the model asks for another on CPU (e.g. tiny models
-        that gain nothing from bf16) and the user did not force one."""
-        hint = entry.defaults.get("dtype")
-        if self.dtype_forced or self.device.device.type != "cpu" or hint not in DTYPES:
-            return self.device.dtype
-        return DTYPES[hint]
+    def running(self) -> list[ActiveJob]:
+        """The jobs the workers run now (one per replica with a cluster)."""
+        return [job for w in self.workers if (job := w.current) is not None]
 
     # ------------------------------------------------------------------ main loop
 
@@ -288,7 +181,8 @@ class Daemon:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self.worker.start()
+        for worker in self.workers:
+            worker.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
@@ -308,10 +202,10 @@ class Daemon:
             self._send(job.client, {"event": "error", "job": job.request.job,
                                     "code": ErrorCode.INTERNAL,
                                     "message": "the daemon is shutting down"})
-        current = self.worker.current
-        if current is not None:
-            current.cancel.set()
-        self.worker.join(timeout=10)
+        for job in self.running():
+            job.cancel.set()
+        for worker in self.workers:
+            worker.join(timeout=10)
         while self.events.poll(200):   # the running job's "cancelled", so its client knows why
             self._forward_events()
         self.router.close(linger=2000)
@@ -319,6 +213,8 @@ class Daemon:
         if self.authenticator is not None:
             self.authenticator.stop()
         self.context.term()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     def _forward_events(self) -> None:
         while True:
@@ -339,10 +235,9 @@ class Daemon:
                                                 "position": self._ahead(position, done)})
 
     def _ahead(self, queued_before: int, done: ActiveJob | None = None) -> int:
-        """Jobs that finish before a queued one starts: those queued before it, and the one
-        running now (not ``done``, whose end the worker has sent but may still hold)."""
-        current = self.worker.current
-        return queued_before + (current is not None and current is not done)
+        """Jobs that finish before a queued one starts: those queued before it, and the ones
+        running now (not ``done``, whose end a worker has sent but may still hold)."""
+        return queued_before + sum(job is not done for job in self.running())
 
     def _read_requests(self) -> None:
         while True:
@@ -421,14 +316,16 @@ class Daemon:
                 "loaded": self.registry.loaded_names(), "samplers": list(protocol.SAMPLERS),
                 "limits": self.limits.to_json(), "features": list(FEATURES),
                 "loras": [{"name": e.name, "arch": e.arch, "triggers": e.triggers}
-                          for e in self.loras.fresh() if e.error is None]}
+                          for e in self.loras.fresh() if e.error is None],
+                **({"cluster": {"replicas": self.cluster.replicas}} if self.cluster else {})}
 
     def status_info(self, client: bytes) -> dict[str, Any]:
-        current = self.worker.current
-        mine = [{"job": key[1], "state": "running" if current and current.request.job == key[1]
-                 and current.client == client else "queued"}
+        running = self.running()
+        mine = [{"job": key[1], "state": "running" if any(
+                    r.request.job == key[1] and r.client == client for r in running)
+                 else "queued"}
                 for key in self.active if key[0] == client]
-        return {"queued": len(self.queue), "busy": current is not None, "jobs": mine,
+        return {"queued": len(self.queue), "busy": bool(running), "jobs": mine,
                 "finished": self.results.jobs(client)}
 
     def _submit(self, client: bytes, job: str, header: dict[str, Any], frames: list[Any]
@@ -542,8 +439,7 @@ class Daemon:
         'accepted', a running one 'progress', a finished one its kept last event."""
         assert job is not None
         active = self.active.get((client, job))
-        current = self.worker.current
-        if active is not None and active is current:
+        if active is not None and any(active is r for r in self.running()):
             self._send(client, {**active.progress_event(), "job": job})
         elif active is not None:
             position = self.queue.position(client, job)

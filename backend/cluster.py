@@ -1,0 +1,228 @@
+"""Many devices behind one daemon, on Ray Serve (an optional extra: ``paintbridge[cluster]``).
+
+The daemon stays the front door: clients, keys, validation, the fair queue, ``fetch`` and
+heartbeats are all its own. What changes is who runs a job: instead of its one worker
+thread, one dispatcher thread per replica takes the next job from the fair queue (so a
+job is handed on only when a replica is free, and fairness and ``accepted.position`` stay
+the daemon's) and streams it through a Serve deployment whose replicas each own a device
+and run the same job recipe (backend/recipe.py) on their own model cache.
+
+A replica that dies mid-job: the job runs again on another one, at most :data:`RETRIES`
+times; its client sees progress start over and then exactly one result or one error. A
+cancel reaches the running replica within one denoising step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paintbridge.plugin.protocol import ErrorCode, Stage
+
+from .recipe import ActiveJob, Emit, JobRecipe
+
+log = logging.getLogger(__name__)
+
+RAY_VERSION = "2.60.0"
+INSTALL = "pip install 'paintbridge[cluster]'"
+APP = "paintbridge"
+NAMESPACE = "paintbridge"
+#: how often a job whose replica died is run again before its client gets an error
+RETRIES = 2
+#: the object store's size on a machine the daemon starts Ray on (Ray's default is 30 %
+#: of RAM); frames of the largest allowed job fit several times over
+OBJECT_STORE_BYTES = 2 * 2**30
+#: environment the replicas need whatever machine they run on
+REPLICA_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+
+
+class ClusterError(Exception):
+    """The cluster cannot be used: Ray is missing, unreachable, or unsafe to join."""
+
+
+@dataclass(frozen=True)
+class ReplicaSetup:
+    """What a replica needs to build its own registry and device, sent to every replica."""
+
+    roots: list[Path]
+    explicit: list[Any]                 # registry.ModelEntry
+    include_embedded: bool
+    default: str | None
+    device: str | None
+    dtype: str | None
+    threads: int | None = None
+    upscaler_roots: list[Path] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def recipe(self, cache_size: int) -> JobRecipe:
+        from . import device as dev
+        from .registry import ModelRegistry
+        from .upscalers import Upscalers
+
+        dev.configure_threads(self.threads)
+        registry = ModelRegistry(self.roots, self.explicit, self.include_embedded,
+                                 self.default, cache_size)
+        registry.scan()
+        choice = dev.choose(self.device, self.dtype)
+        return JobRecipe(registry, choice, Upscalers(self.upscaler_roots, choice.device),
+                         dtype_forced=bool(self.dtype))
+
+
+def _is_local(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def has_token() -> bool:
+    """Whether Ray's token authentication is on for this process: RAY_AUTH_MODE=token and
+    a token (RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token)."""
+    return os.environ.get("RAY_AUTH_MODE") == "token" and bool(
+        os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+class Cluster:
+    """A connection to Ray and the deployed replicas."""
+
+    def __init__(self, handle: Any, replicas: int, own: bool = False) -> None:
+        self.handle = handle
+        self.replicas = replicas
+        self.own = own     # a Ray instance this daemon started (and stops)
+
+    @classmethod
+    def start(cls, address: str, replicas: int, setup: ReplicaSetup,
+              gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> Cluster:
+        """``address`` "auto": a Ray instance of our own on this machine; else join the
+        cluster there (a non-loopback one only with Ray's token authentication)."""
+        try:
+            import ray
+            from ray import serve
+        except ImportError:
+            raise ClusterError(f"--cluster needs Ray Serve, which is not installed: {INSTALL}"
+                               ) from None
+        if address != "auto" and not _is_local(address) and not has_token():
+            raise ClusterError(
+                f"refusing to join the Ray cluster at {address} without Ray's token "
+                "authentication: anyone who reaches Ray's ports can run code there. Set "
+                "RAY_AUTH_MODE=token and the cluster's token (docs/cluster.md), and keep Ray "
+                "on a private network.")
+        env = {k: os.environ[k] for k in REPLICA_ENV if k in os.environ}
+        setup = dataclasses.replace(setup, env={**env, **setup.env})
+        try:
+            if address == "auto":   # Ray's ports on loopback only: nobody else joins
+                ray.init(address="local", namespace=NAMESPACE, include_dashboard=False,
+                         object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.WARNING,
+                         runtime_env={"env_vars": setup.env}, _node_ip_address="127.0.0.1")
+            else:
+                ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING,
+                         runtime_env={"env_vars": setup.env})
+            serve.start(proxy_location="Disabled")
+            from .replica import Replica
+
+            app = Replica.options(num_replicas=replicas, ray_actor_options={  # type: ignore[attr-defined]
+                "num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica}).bind(setup)
+            handle = serve.run(app, name=APP, route_prefix=None)
+        except ClusterError:
+            raise
+        except Exception as exc:
+            raise ClusterError(f"cannot start the cluster at {address}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        log.info("cluster: %d replicas on Ray %s", replicas, ray.__version__)
+        return cls(handle, replicas, own=address == "auto")
+
+    def stop(self) -> None:
+        """Our own Ray instance goes with its processes (Serve's graceful shutdown can wait
+        on a replica being replaced for ever); on a joined cluster our application is
+        deleted and the cluster keeps running."""
+        try:
+            import ray
+            from ray import serve
+
+            if not self.own:
+                serve.delete(APP, _blocking=False)
+            ray.shutdown()
+        except Exception:   # noqa: BLE001 - shutting down: nothing left to tell
+            log.exception("cluster shutdown")
+
+    # ------------------------------------------------------------------ one job
+
+    def run(self, job: ActiveJob, model: str, emit: Emit,
+            cancelled_event: Callable[[ActiveJob], dict[str, Any]]) -> None:
+        """The job on a replica, its events handed to ``emit`` as the recipe made them;
+        retried where its replica died. Ends with exactly one ``end`` event."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        from ray.serve.exceptions import RequestCancelledError
+
+        payload = {"request": _portable(job), "loras": job.loras, "embeddings": job.embeddings}
+        payload["request"].params["model"] = model
+        for attempt in range(RETRIES + 1):
+            if job.cancel.is_set():
+                emit(cancelled_event(job), [], True)
+                return
+            stream = self.handle.options(stream=True, multiplexed_model_id=model).run.remote(
+                payload)
+            done = threading.Event()
+            watcher = threading.Thread(target=_cancel_when, args=(job, done, stream),
+                                       daemon=True)
+            watcher.start()
+            try:
+                for header, frames, end in stream:
+                    if header.get("event") == "progress":
+                        job.stage = Stage(header["stage"])
+                        job.step, job.total = header.get("step", 0), header.get("total", 0)
+                    emit(header, frames, end)
+                    if end:
+                        return
+                raise RuntimeError("the replica ended the job without a last event")
+            except RequestCancelledError:
+                emit(cancelled_event(job), [], True)
+                return
+            except (RayActorError, ActorUnavailableError) as exc:
+                if attempt < RETRIES:
+                    log.warning("job %s: its replica died (%s); running it again",
+                                job.request.job, type(exc).__name__)
+                    continue
+                JobRecipe.fail(emit, ErrorCode.INTERNAL,
+                               f"the job's replica died {RETRIES + 1} times: {exc}")
+                return
+            except Exception as exc:   # Ray itself gone: the daemon keeps serving
+                log.exception("job %s: the cluster failed", job.request.job)
+                JobRecipe.fail(emit, ErrorCode.INTERNAL,
+                               f"the cluster failed to run the job: {type(exc).__name__}: "
+                               f"{exc}")
+                return
+            finally:
+                done.set()
+
+
+def _cancel_when(job: ActiveJob, done: threading.Event, stream: Any) -> None:
+    """Cancel ``stream`` as soon as the job is cancelled (until it is done)."""
+    while not done.is_set():
+        if job.cancel.wait(0.05):
+            stream.cancel()
+            return
+
+
+def _portable(job: ActiveJob) -> Any:
+    """The request with its frames as arrays (ZeroMQ frames do not travel through Ray)."""
+    req = job.request
+
+    def array(data: Any) -> Any:
+        return None if data is None else np.frombuffer(memoryview(data), np.uint8).copy()
+
+    return dataclasses.replace(req, params=dict(req.params), image_data=array(req.image_data),
+                               mask_data=array(req.mask_data))

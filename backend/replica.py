@@ -1,0 +1,68 @@
+"""A Ray Serve replica: one device, its own model cache, the daemon's job recipe.
+
+Imported only where Ray is installed and a cluster is asked for (backend/cluster.py). A
+replica takes one job at a time (``max_ongoing_requests=1``: the daemon's fair queue, not
+Serve's router, decides what runs next) and streams the recipe's events back as they come.
+Serve's model multiplexing routes a job to a replica that already holds its model; the
+recipe's registry does the loading, so the client still sees "loading model …".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from .recipe import ActiveJob, JobRecipe
+
+#: models a replica keeps loaded (Serve routes by this; the registry's cache matches it)
+MODELS_PER_REPLICA = 2
+
+
+@serve.deployment(max_ongoing_requests=1)
+class Replica:
+    def __init__(self, setup: Any) -> None:   # cluster.ReplicaSetup
+        for key, value in setup.env.items():
+            os.environ.setdefault(key, value)
+        self.recipe: JobRecipe = setup.recipe(MODELS_PER_REPLICA)
+        context = serve.get_replica_context()
+        self.name = str(getattr(context.replica_id, "unique_id", context.replica_id))
+
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def hold(self, model: str) -> str:
+        """Tells Serve this replica holds ``model``; the recipe loads it on first use."""
+        return model
+
+    async def run(self, payload: dict[str, Any]) -> AsyncIterator[tuple[dict, list, bool]]:
+        """(header, frames as arrays, end) for every event of the job, as they come; a
+        cancelled call stops the job at its next step."""
+        await self.hold(serve.get_multiplexed_model_id())
+        job = ActiveJob(b"", payload["request"], loras=payload["loras"],
+                        embeddings=payload["embeddings"])
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[dict, list, bool]] = asyncio.Queue()
+
+        def emit(header: dict[str, Any], frames: list[Any], end: bool) -> None:
+            if header.get("event") == "result":
+                header = {**header, "replica": self.name}
+            arrays = [np.frombuffer(memoryview(f), np.uint8) for f in frames]
+            loop.call_soon_threadsafe(events.put_nowait, (header, arrays, end))
+
+        worker = threading.Thread(target=self.recipe.run, args=(job, emit), daemon=True,
+                                  name=f"job-{payload['request'].job}")
+        worker.start()
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if event[2]:
+                    break
+        except asyncio.CancelledError:
+            job.cancel.set()
+            await asyncio.to_thread(worker.join)
+            raise

@@ -1,0 +1,164 @@
+"""The daemon in front of Ray Serve (backend/cluster.py), with real Ray on this machine: a
+local Ray instance with 2 CPU replicas of the embedded model behind the daemon's own front
+door. The same results as the local worker for a fixed seed; two clients' jobs interleave
+fairly; cancel reaches the running replica; a replica killed mid-job loses nothing; each
+replica loads a model once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paintbridge.backend import quality
+from paintbridge.plugin.client import Client, Frame, Job, JobState
+from tools import childdaemon
+
+from .conftest import DaemonProc, free_port, start_daemon
+
+pytest.importorskip("ray.serve")
+
+SIDE = 64
+PICTURE = quality.smooth_picture(SIDE)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    log_dir = tmp_path_factory.mktemp("cluster")
+    d = start_daemon(log_dir, "--cluster", "auto", "--replicas", "2", wait=False)
+    try:
+        childdaemon.wait_ready(d.proc, d.endpoint, d.log, timeout=300)
+    except RuntimeError:
+        d.stop()
+        raise
+    yield d
+    assert d.stop(timeout=60) == 0, d.output
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    d = start_daemon(tmp_path_factory.mktemp("local"))
+    yield d
+    d.stop()
+
+
+def _submit(c: Client, seed: int, steps: int = 6, **params: object) -> Job:
+    return c.submit("img2img", {"prompt": "a red circle", "seed": seed, "steps": steps,
+                                "strength": 1.0, **params},
+                    image=Frame(SIDE, SIDE, "rgba8", PICTURE.tobytes()))
+
+
+def test_results_are_the_local_workers(cluster: DaemonProc, local: DaemonProc) -> None:
+    with Client(cluster.endpoint) as c, Client(local.endpoint) as here_client:
+        assert c.hello()["cluster"] == {"replicas": 2}
+        on_cluster = [c.wait(_submit(c, seed), 300) for seed in (1, 2, 3)]
+        here = [here_client.wait(_submit(here_client, seed), 300) for seed in (1, 2, 3)]
+    for a, b in zip(on_cluster, here, strict=True):
+        assert a.state is b.state is JobState.DONE, (a.error_message, b.error_message)
+        assert bytes(a.patches[0].data) == bytes(b.patches[0].data)
+    assert len({j.info["replica"] for j in on_cluster}) >= 1
+
+
+def test_a_light_client_is_not_stuck_behind_a_heavy_one(cluster: DaemonProc) -> None:
+    """A queues four jobs, then B one: with two replicas busy with A's first two, the fair
+    queue hands B's job on next, so it finishes before A's last two."""
+    finished: list[str] = []
+    with Client(cluster.endpoint) as a, Client(cluster.endpoint) as b:
+        heavy = [_submit(a, 10 + i, steps=20) for i in range(4)]
+        time.sleep(0.5)
+        light = _submit(b, 20, steps=20)
+        jobs = {**{j.id: "A" for j in heavy}, light.id: "B"}
+        deadline = time.monotonic() + 600
+        pending = [*heavy, light]
+        while pending and time.monotonic() < deadline:
+            a.pump(50)
+            b.pump(50)
+            for job in [j for j in pending if j.finished]:
+                assert job.state is JobState.DONE, job.error_message
+                finished.append(jobs[job.id])
+                pending.remove(job)
+    assert not pending and finished.index("B") <= 2, finished
+
+
+def test_cancel_reaches_the_running_replica(cluster: DaemonProc) -> None:
+    with Client(cluster.endpoint) as c:
+        job = _submit(c, 30, steps=200)
+        deadline = time.monotonic() + 300
+        while job.step < 2 and time.monotonic() < deadline:
+            c.pump(50)
+        assert job.state is JobState.RUNNING and job.step >= 2
+        t0 = time.monotonic()
+        c.cancel(job)
+        c.wait(job, 60)
+        assert job.state is JobState.CANCELLED and time.monotonic() - t0 < 10
+        after = c.wait(_submit(c, 31), 300)    # both replicas still serve
+        assert after.state is JobState.DONE, after.error_message
+
+
+def _replica_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "ServeReplica:paintbridge"], capture_output=True,
+                         text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def test_a_replica_killed_mid_job_loses_nothing(cluster: DaemonProc) -> None:
+    """The replica running a job dies: the job runs again on the other one; its client gets
+    exactly one result, the one the seed gives."""
+    import psutil
+
+    with Client(cluster.endpoint) as c:
+        reference = c.wait(_submit(c, 40, steps=60), 300)
+        assert reference.state is JobState.DONE
+        job = _submit(c, 40, steps=60)
+        ends: list[str] = []
+        apply = job.apply
+
+        def counting(event, frames):   # every last event the daemon sends for it
+            if event["event"] in ("result", "error", "cancelled"):
+                ends.append(event["event"])
+            apply(event, frames)
+
+        job.apply = counting   # type: ignore[method-assign]
+        deadline = time.monotonic() + 300
+        while job.step < 3 and time.monotonic() < deadline:
+            c.pump(50)
+        pids = _replica_pids()
+        assert len(pids) == 2
+        busy = max((psutil.Process(p) for p in pids), key=lambda p: p.cpu_percent(0.5))
+        busy.kill()
+        while not job.finished and time.monotonic() < deadline:
+            c.pump(100)
+        assert job.state is JobState.DONE, job.error_message
+        assert bytes(job.patches[0].data) == bytes(reference.patches[0].data)
+        for _ in range(20):      # nothing more arrives for it
+            c.pump(100)
+    assert ends == ["result"]
+
+
+def test_each_replica_loads_a_model_once(cluster: DaemonProc) -> None:
+    """Serve's model multiplexing sends a model's jobs to replicas that hold it: eight jobs
+    of one model load it at most once per replica (the other tests may have loaded it)."""
+    loads = []
+    with Client(cluster.endpoint) as c:
+        for seed in range(50, 58):
+            stages: list[str | None] = []
+            job = c.wait(_submit(c, seed), 300, on_update=lambda j, s=stages: s.append(j.stage))
+            assert job.state is JobState.DONE, job.error_message
+            loads.append("loading" in stages)
+    assert sum(loads) <= 2, loads
+
+
+@pytest.mark.fast
+def test_a_remote_ray_without_a_token_is_refused(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "paintbridge.backend", "serve", "--cluster",
+                          "10.1.2.3:6379", "--bind", f"tcp://127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+                              "HF_HUB_OFFLINE": "1"})
+    assert out.returncode != 0
+    assert "without Ray's token authentication" in out.stderr, out.stderr
