@@ -27,7 +27,7 @@ from .cluster import Cluster
 from .device import DeviceChoice
 from .embeddings import EmbeddingEntry, EmbeddingLibrary
 from .fairqueue import FairQueue, QueueFull
-from .keys import ServerKeys
+from .keys import AuthorizedKeys, ServerKeys
 from .loras import LoraLibrary
 from .recipe import ActiveJob, JobRecipe
 from .registry import ModelEntry, ModelRegistry
@@ -136,6 +136,7 @@ class Daemon:
         self.results = results or ResultStore()
         self.context = zmq.Context()
         self.authenticator: ThreadAuthenticator | None = None
+        self.authorized: AuthorizedKeys | None = None   # read again as the folder changes
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
@@ -147,7 +148,9 @@ class Daemon:
             # ZeroMQ's own ZAP handler admits only the public keys in the authorized folder
             self.authenticator = ThreadAuthenticator(self.context)
             self.authenticator.start()
-            self.authenticator.configure_curve(domain="*", location=str(auth.authorized))
+            self.authorized = AuthorizedKeys(auth.authorized)
+            self.authenticator.configure_curve_callback(domain="*",
+                                                        credentials_provider=self.authorized)
             self.router.curve_server = True
             self.router.curve_publickey = auth.public
             self.router.curve_secretkey = auth.secret
@@ -256,6 +259,11 @@ class Daemon:
                                         f"{self.limits.max_frames}")
                 header = protocol.decode_header(parts[1].bytes, self.limits)
                 job = header.get("job") if isinstance(header.get("job"), str) else None
+                if self.authorized is not None and not self.authorized.admits(
+                        str(parts[1].get("User-Id")).encode()):
+                    raise ProtocolError(ErrorCode.UNAUTHORIZED,
+                                        "this client's key is no longer authorized here "
+                                        "(it was removed from the daemon's keys/authorized)")
                 self._handle(client, header, [p.buffer for p in parts[2:]])
             except ProtocolError as exc:
                 self._send(client, exc.to_event(job))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,44 @@ class ServerKeys:
     public: bytes
     secret: bytes
     authorized: Path
+
+
+class AuthorizedKeys:
+    """The public keys in ``authorized/``, read again whenever the folder changes, so that a
+    key deleted there is refused from then on without a restart: at the next handshake (the
+    ZAP handler asks :meth:`callback`) and at the next request of a connection that is
+    already up (the daemon asks :meth:`admits` with the connection's key)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._seen: tuple = ()
+        self._keys: frozenset[bytes] = frozenset()
+        self.refresh()
+
+    def _listing(self) -> tuple:
+        try:
+            return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.folder.glob("*.key")))
+        except OSError:
+            return ()
+
+    def refresh(self) -> None:
+        listing = self._listing()
+        with self._lock:
+            if listing == self._seen:
+                return
+            try:
+                keys = frozenset(zmq.auth.load_certificates(str(self.folder)))
+            except (OSError, ValueError):
+                keys = frozenset()     # an unreadable folder admits nobody
+            self._seen, self._keys = listing, keys
+
+    def admits(self, public_z85: bytes) -> bool:
+        self.refresh()
+        return public_z85 in self._keys
+
+    def callback(self, domain: str, key: bytes) -> bool:   # pyzmq's credentials provider
+        return self.admits(key)
 
 
 def _private(path: Path) -> None:

@@ -102,6 +102,7 @@ class ErrorCode(WireEnum):
     DUPLICATE_JOB = "duplicate_job"  # this client already has an active job with this id
     NOT_FOUND = "not_found"          # cancel/status of a job that is not known
     OUT_OF_MEMORY = "out_of_memory"
+    UNAUTHORIZED = "unauthorized"    # the client's key was revoked while it was connected
     INTERNAL = "internal"
     # raised by the client only
     TIMEOUT = "timeout"

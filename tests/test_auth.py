@@ -133,3 +133,21 @@ def test_bad_keys_and_endpoints_are_clear_errors(key_dirs, tmp_path: Path) -> No
         Client("nonsense://where")
     with pytest.raises(ValueError, match="'garbage' is not an endpoint"):
         Client("garbage")
+
+
+def test_keys_are_authorized_and_revoked_without_a_restart(secure_daemon, key_dirs) -> None:
+    """A client authorized while the daemon runs gets in; its key deleted, the connection it
+    has is refused at its next request and a new one fails the handshake; others go on."""
+    d, server_key, alice = secure_daemon
+    secret, _ = keys.create_client(key_dirs["good"], "bob")
+    with Client(d.endpoint, server_key=server_key, client_key=secret) as bob:
+        assert bob.hello(timeout=10)["protocol"] == 1
+        (key_dirs["good"] / "authorized" / "bob.key").unlink()
+        with pytest.raises(DaemonError) as exc:
+            bob.hello(timeout=10)
+        assert exc.value.code == "unauthorized", exc.value.message
+    with Client(d.endpoint, server_key=server_key, client_key=secret) as again:
+        with pytest.raises(DaemonError):
+            again.hello(timeout=2)
+    with Client(d.endpoint, server_key=server_key, client_key=alice) as client:
+        assert client.hello()["protocol"] == 1
