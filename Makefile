@@ -64,7 +64,7 @@ types: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-bench: $(STAMP)
+bench: $(STAMP) $(VENV)/.cluster-stamp
 	$(PY) bench/run_all.py
 
 # Retrain the embedded default model from scratch (seeded; about 45-55 min on 2 CPU cores).

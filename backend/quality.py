@@ -10,6 +10,8 @@ line kept where it was, whatever the colours did.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -98,3 +100,25 @@ def smooth_picture(side: int) -> np.ndarray:
     draw.ellipse([side * 0.1, side * 0.2, side * 0.5, side * 0.7], fill=(60, 60, 140))
     draw.rectangle([side * 0.55, side * 0.15, side * 0.9, side * 0.6], fill=(200, 120, 60))
     return np.asarray(image.convert("RGBA"))
+
+
+def ramp_selection(side: int) -> np.ndarray:
+    """(side, side) uint8 selection rising from 0 at the left to 255 at the right."""
+    return np.tile(np.linspace(0, 255, side).astype(np.uint8)[None, :], (side, 1))
+
+
+def change_by_band(result: np.ndarray, source: np.ndarray, bands: int = 8) -> list[float]:
+    """Mean change of a result against its source, both (h, w, ≥3) in [0, 1], in ``bands``
+    bands of columns (the first column left out: a ramp selection's 0 is cut away there)."""
+    change = np.abs(result[..., :3] - source[..., :3]).mean(axis=(0, 2))
+    width = change.shape[0] // bands
+    return [float(change[max(1, i):i + width].mean()) for i in range(0, bands * width, width)]
+
+
+def placed(patch: Any, width: int, height: int) -> np.ndarray:
+    """An rgba8 result patch (x, y, width, height, data) at its place on a transparent
+    (height, width, 4) canvas, as floats in [0, 1]."""
+    out = np.zeros((height, width, 4), np.float32)
+    px = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
+    out[patch.y:patch.y + patch.height, patch.x:patch.x + patch.width] = px / 255.0
+    return out

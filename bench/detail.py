@@ -188,7 +188,7 @@ def soft_selection(client: Client, seeds: tuple[int, ...]) -> tuple[dict, list[R
     """Change by band across a 0→1 selection on a 64-px region, soft_edges off and on."""
     side = 64
     picture = quality.smooth_picture(side)
-    ramp = np.tile(np.linspace(0, 255, side).astype(np.uint8)[None, :], (side, 1))
+    ramp = quality.ramp_selection(side)
     bands: dict = {}
     for soft in ("off", "on"):
         runs = []
@@ -199,12 +199,8 @@ def soft_selection(client: Client, seeds: tuple[int, ...]) -> tuple[dict, list[R
                 image=Frame(side, side, "rgba8", picture.tobytes()),
                 mask=Frame(side, side, "gray8", ramp.tobytes())), 600)
             assert job.state is JobState.DONE, job.error_message
-            p = job.patches[0]
-            out = np.zeros((side, side, 4), np.float32)
-            out[p.y:p.y + p.height, p.x:p.x + p.width] = np.frombuffer(
-                p.data, np.uint8).reshape(p.height, p.width, 4) / 255.0
-            change = np.abs(out[..., :3] - picture[..., :3] / 255.0).mean(axis=(0, 2))
-            runs.append([float(change[max(1, i):i + 8].mean()) for i in range(0, side, 8)])
+            out = quality.placed(job.patches[0], side, side)
+            runs.append(quality.change_by_band(out, picture / 255.0))
         bands[soft] = np.mean(runs, axis=0).tolist()
     jumps = {k: float(np.diff(v).max()) for k, v in bands.items()}
     rows = [Row("soft selection: largest step in change, off -> on",

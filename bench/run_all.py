@@ -17,7 +17,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("transfer", "overhead", "canvas", "hardening", "loras", "edit_memory", "live",
-              "detail")
+              "detail", "cluster")
 
 
 def main(argv: list[str] | None = None) -> int:

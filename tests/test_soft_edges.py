@@ -73,19 +73,15 @@ def change_by_selection(c: Client, soft: str, seed: int) -> list[float]:
     """Mean change of the result against the source in column bands of a selection that
     rises from 0 (left) to 1 (right)."""
     picture = quality.smooth_picture(SIDE)
-    ramp = np.tile(np.linspace(0, 255, SIDE).astype(np.uint8)[None, :], (SIDE, 1))
+    ramp = quality.ramp_selection(SIDE)
     job = c.wait(c.submit("inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0,
                                       "feather": 0, "soft_edges": soft,
                                       "colour_match": "off"},
                           image=Frame(SIDE, SIDE, "rgba8", picture.tobytes()),
                           mask=Frame(SIDE, SIDE, "gray8", ramp.tobytes())), 300)
     assert job.state is JobState.DONE, job.error_message
-    p = job.patches[0]
-    out = np.zeros((SIDE, SIDE, 4), np.float32)
-    out[p.y:p.y + p.height, p.x:p.x + p.width] = np.frombuffer(
-        p.data, np.uint8).reshape(p.height, p.width, 4) / 255.0
-    change = np.abs(out[..., :3] - picture[..., :3] / 255.0).mean(axis=(0, 2))
-    return [float(change[max(1, i):i + 8].mean()) for i in range(0, SIDE, 8)]  # alpha > 0
+    out = quality.placed(job.patches[0], SIDE, SIDE)
+    return quality.change_by_band(out, picture / 255.0)
 
 
 @pytest.fixture(scope="module")
