@@ -325,6 +325,7 @@ class Daemon:
                 "limits": self.limits.to_json(), "features": list(FEATURES),
                 "loras": [{"name": e.name, "arch": e.arch, "triggers": e.triggers}
                           for e in self.loras.fresh() if e.error is None],
+                "upscalers": self.upscalers.names(),
                 **({"cluster": {"replicas": self.cluster.replicas}} if self.cluster else {})}
 
     def status_info(self, client: bytes) -> dict[str, Any]:

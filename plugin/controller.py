@@ -253,14 +253,23 @@ class Controller:
         except TypeError:
             return None
 
-    def model_choices(self) -> list[tuple[str, str]]:
-        """(value, label) for the model selector: the daemon's default (value ""), the
-        models it offers, and the stored choice even when this daemon does not offer it."""
-        default = (self.session.info or {}).get("default_model")
-        names = self.session.models()
-        out = [("", f"Daemon default ({default})" if default else "Daemon default")]
-        out += [(name, name) for name in names]
-        wanted = self.settings.model
+    def daemon_choices(self, name: str) -> list[tuple[str, str]]:
+        """(value, label) for a selector whose choices the daemon offers (a row with
+        ``from_daemon``): the empty choice first (the daemon's default model; no upscaler
+        model), then what its hello lists, and the stored choice even when this daemon
+        does not offer it."""
+        info = self.session.info or {}
+        if name == "model":
+            default = info.get("default_model")
+            out = [("", f"Daemon default ({default})" if default else "Daemon default")]
+            names = self.session.models()
+        else:   # "upscaler"
+            out = [("", "Lanczos (no upscaler model)")]
+            offered = info.get("upscalers")
+            names = [n for n in offered if isinstance(n, str)] if isinstance(offered, list) \
+                else []
+        out += [(n, n) for n in names]
+        wanted = self.settings.values[name]
         if wanted and wanted not in names:
             out.append((wanted, f"{wanted} (not offered)"))
         return out

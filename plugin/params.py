@@ -68,7 +68,7 @@ class Param:
     hi: float | str | None = None   # a number, or the name of a Limits field
     lo_open: bool = False           # lo itself is not allowed (strength 0 changes nothing)
     choices: Mapping[str, str] = field(default_factory=dict)   # value -> label
-    from_daemon: bool = False       # the choices come from the daemon (model names)
+    from_daemon: bool = False       # the choices come from the daemon's hello (models...)
     kinds: tuple[str, ...] = KINDS  # the job kinds that use it
     kind_defaults: Mapping[str, Any] = field(default_factory=dict)
     host_default: Any = _SAME       # what a host starts at, where it differs from default
@@ -245,7 +245,8 @@ PARAMS: tuple[Param, ...] = (
           unset=0, unset_text="Automatic", advanced=True),
     Param("upscaler", str, "_Upscaler",
           "An upscaler model (ESRGAN family; `paintbridge models` lists them) for the first "
-          "upscale of a full-resolution job; empty: Lanczos", hi=512, advanced=True),
+          "upscale of a full-resolution job; empty: Lanczos", hi=512, from_daemon=True,
+          advanced=True),
     Param("tile_size", int, "T_ile size",
           "Side of a full-resolution tile in pixels; the model's own size when unset",
           lo=64, hi=2048, unset=0, unset_text="Model's size", advanced=True),

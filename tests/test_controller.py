@@ -100,9 +100,13 @@ def test_connected_state_and_client_id(daemon: DaemonProc) -> None:
     assert not c.status.error and c.status.text.startswith(f"Connected to {daemon.endpoint} —")
     assert "default model tiny-inpainting" in c.status.text
     assert not c.can_start_daemon and not c.running and c.progress == (0.0, "")
-    choices = c.model_choices()
+    choices = c.daemon_choices("model")
     assert choices[0] == ("", "Daemon default (tiny-inpainting)")
     assert ("tiny-inpainting", "tiny-inpainting") in choices
+    assert c.daemon_choices("upscaler") == [("", "Lanczos (no upscaler model)")]
+    c.settings.upscaler = "x4-ultra"        # stored, but this daemon has none: still shown
+    assert c.daemon_choices("upscaler")[-1] == ("x4-ultra", "x4-ultra (not offered)")
+    c.settings.upscaler = None
     assert c.limits == protocol.Limits(**c.session.info["limits"])
     # the client id is made once, kept, and the daemon knows this client by it
     assert len(store["client_id"]) == 32 and c.session.client_id == store["client_id"]

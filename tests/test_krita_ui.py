@@ -168,6 +168,7 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
                                    for p in PARAMS if p.type is not str}
     assert ui["steps_range"] == [0, Limits().max_steps] and ui["advanced_folded"]
     assert ui["models"][0].startswith("Daemon default (") and len(ui["models"]) > 1
+    assert ui["upscalers"][0] == "Lanczos (no upscaler model)"
 
 
 def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:

@@ -284,7 +284,7 @@ class PaintbridgeDocker(DockWidget):
         self.widgets: dict[str, QWidget] = {}
         self.notifiers: list[QSocketNotifier] = []
         self._generation = -1           # the controller's socket the notifiers watch
-        self._models: list[tuple[str, str]] | None = None
+        self._offered: dict[str, list[tuple[str, str]]] = {}   # per from_daemon row
         self._loras: list[dict[str, Any]] | None = None
         self._limits: Any = None
         self._preview: Any = None
@@ -596,17 +596,22 @@ class PaintbridgeDocker(DockWidget):
             w.set_available(offered)
 
     def _fill_models(self) -> None:
-        choices = self.controller.model_choices()
-        if choices == self._models:
-            return
-        self._models = choices
-        combo = next(self.widgets[p.name] for p in PARAMS if p.from_daemon)
-        loading, self._loading = self._loading, True
-        combo.clear()
-        for value, label in choices:
-            combo.addItem(label, value)
-        combo.setCurrentIndex(max(0, combo.findData(self.controller.settings.model or "")))
-        self._loading = loading
+        """The selectors whose choices the daemon offers (model, upscaler)."""
+        for p in PARAMS:
+            if not p.from_daemon:
+                continue
+            choices = self.controller.daemon_choices(p.name)
+            if choices == self._offered.get(p.name):
+                continue
+            self._offered[p.name] = choices
+            combo = self.widgets[p.name]
+            loading, self._loading = self._loading, True
+            combo.clear()
+            for value, label in choices:
+                combo.addItem(label, value)
+            combo.setCurrentIndex(max(0, combo.findData(
+                self.controller.settings.values[p.name] or "")))
+            self._loading = loading
 
     def _apply_limits(self) -> None:
         """The daemon's limits (e.g. max_steps) become the spin boxes' ranges."""

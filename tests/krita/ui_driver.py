@@ -197,6 +197,8 @@ def script(cfg):
     yield "connected", lambda: c.session.connected, 120
     combo = docker.widgets["model"]
     RES["models"] = [combo.itemText(i) for i in range(combo.count())]
+    combo = docker.widgets["upscaler"]
+    RES["upscalers"] = [combo.itemText(i) for i in range(combo.count())]
     RES["status_connected"] = docker.status_label.text()
     from paintbridge.plugin.params import PARAMS
 
