@@ -10,21 +10,36 @@ and run the same job recipe (backend/recipe.py) on their own model cache.
 A replica that dies mid-job: the job runs again on another one, at most :data:`RETRIES`
 times; its client sees progress start over and then exactly one result or one error. A
 cancel reaches the running replica within one denoising step.
+
+The daemon never talks to Ray itself: a Ray driver exits when its cluster goes away, so a
+cluster agent process (backend/cluster_agent.py, driving :class:`RayCluster`) does, and
+:class:`Cluster` starts it again with the next job after it died. Jobs running then end
+with an error; the daemon keeps answering.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
+import json
 import logging
 import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 
 from paintbridge.plugin.protocol import ErrorCode, Stage
 
@@ -95,8 +110,10 @@ def has_token() -> bool:
         or (Path.home() / ".ray" / "auth_token").is_file())
 
 
-class Cluster:
-    """A connection to Ray and the deployed replicas."""
+class RayCluster:
+    """Ray and the deployed replicas, in the process that talks to Ray: the cluster agent
+    (backend/cluster_agent.py), never the daemon itself, since a Ray driver exits when it
+    loses its cluster."""
 
     def __init__(self, handle: Any, replicas: int, own: bool = False) -> None:
         self.handle = handle
@@ -105,21 +122,12 @@ class Cluster:
 
     @classmethod
     def start(cls, address: str, replicas: int, setup: ReplicaSetup,
-              gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> Cluster:
+              gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> RayCluster:
         """``address`` "auto": a Ray instance of our own on this machine; else join the
-        cluster there (a non-loopback one only with Ray's token authentication)."""
-        try:
-            import ray
-            from ray import serve
-        except ImportError:
-            raise ClusterError(f"--cluster needs Ray Serve, which is not installed: {INSTALL}"
-                               ) from None
-        if address != "auto" and not _is_local(address) and not has_token():
-            raise ClusterError(
-                f"refusing to join the Ray cluster at {address} without Ray's token "
-                "authentication: anyone who reaches Ray's ports can run code there. Set "
-                "RAY_AUTH_MODE=token and the cluster's token (docs/cluster.md), and keep Ray "
-                "on a private network.")
+        cluster there."""
+        import ray
+        from ray import serve
+
         env = {k: os.environ[k] for k in REPLICA_ENV if k in os.environ}
         setup = dataclasses.replace(setup, env={**env, **setup.env})
         try:
@@ -226,3 +234,150 @@ def _portable(job: ActiveJob) -> Any:
 
     return dataclasses.replace(req, params=dict(req.params), image_data=array(req.image_data),
                                mask_data=array(req.mask_data))
+
+
+# --------------------------------------------------------------------------- daemon side
+
+#: how long a cluster agent may take to start Ray and deploy the replicas
+READY_S = 300.0
+
+
+class Cluster:
+    """The daemon's side: a cluster agent process (backend/cluster_agent.py) that drives
+    Ray, started again when it has died (its cluster went away, or was restarted), so the
+    daemon itself never goes down with Ray. Jobs travel to it over a local ZeroMQ socket,
+    one per dispatcher thread."""
+
+    def __init__(self, address: str, replicas: int, setup: ReplicaSetup,
+                 gpus_per_replica: float = 0.0) -> None:
+        self.address = address
+        self.replicas = replicas
+        self._dir = Path(tempfile.mkdtemp(prefix="paintbridge-cluster-"))
+        self.endpoint = f"ipc://{self._dir / 'agent'}"
+        spec = {"address": address, "replicas": replicas, "setup": setup,
+                "gpus_per_replica": gpus_per_replica}
+        self._spec_file = self._dir / "spec.pickle"
+        self._spec_file.write_bytes(pickle.dumps(spec))
+        self._context: zmq.Context[Any] = zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._proc: subprocess.Popen | None = None
+        self._stopping = False
+
+    @classmethod
+    def start(cls, address: str, replicas: int, setup: ReplicaSetup,
+              gpus_per_replica: float = 0.0) -> Cluster:
+        """Checks what can be checked here, then starts the agent and waits until its
+        replicas are deployed; ClusterError says why not."""
+        if importlib.util.find_spec("ray") is None:
+            raise ClusterError(f"--cluster needs Ray Serve, which is not installed: {INSTALL}")
+        if address != "auto" and not _is_local(address) and not has_token():
+            raise ClusterError(
+                f"refusing to join the Ray cluster at {address} without Ray's token "
+                "authentication: anyone who reaches Ray's ports can run code there. Set "
+                "RAY_AUTH_MODE=token and the cluster's token (docs/cluster.md), and keep Ray "
+                "on a private network.")
+        cluster = cls(address, replicas, setup, gpus_per_replica)
+        cluster._ensure()
+        return cluster
+
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _ensure(self) -> None:
+        """The agent, running and ready (started now if it is not)."""
+        with self._lock:
+            if self._alive():
+                return
+            if self._stopping:
+                raise ClusterError("the daemon is shutting down")
+            log.info("cluster: starting the agent for %s", self.address)
+            self._proc = subprocess.Popen([sys.executable, "-m",
+                                           "paintbridge.backend.cluster_agent", self.endpoint,
+                                           str(self._spec_file)])
+            probe = self._context.socket(zmq.DEALER)
+            probe.setsockopt(zmq.LINGER, 0)
+            probe.connect(self.endpoint)
+            deadline = time.monotonic() + READY_S
+            try:
+                probe.send(b"ping")
+                while time.monotonic() < deadline:
+                    if probe.poll(200):
+                        probe.recv()
+                        return
+                    if self._proc.poll() is not None:
+                        raise ClusterError(f"the cluster at {self.address} could not be "
+                                           f"started (agent exit code {self._proc.returncode};"
+                                           " its messages are in the daemon's output)")
+                self._proc.kill()
+                raise ClusterError(f"the cluster at {self.address} was not ready within "
+                                   f"{READY_S:g} s")
+            finally:
+                probe.close()
+
+    def _socket(self) -> zmq.Socket:
+        sock = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)   # nothing queued for an agent that is gone
+            sock.connect(self.endpoint)
+            self._local.sock = sock
+        return sock
+
+    def _drop_socket(self) -> None:
+        sock = getattr(self._local, "sock", None)
+        if sock is not None:
+            sock.close(0)
+            self._local.sock = None
+
+    def run(self, job: ActiveJob, model: str, emit: Emit,
+            cancelled_event: Callable[[ActiveJob], dict[str, Any]]) -> None:
+        """The job through the agent; ends with exactly one ``end`` event, an error if the
+        cluster cannot be reached or stops meanwhile (the next job starts it again)."""
+        try:
+            self._ensure()
+        except ClusterError as exc:
+            JobRecipe.fail(emit, ErrorCode.INTERNAL, f"the cluster is not running: {exc}")
+            return
+        sock = self._socket()
+        payload = {"request": _portable(job), "loras": job.loras,
+                   "embeddings": job.embeddings, "model": model}
+        sock.send_multipart([b"run", pickle.dumps(payload, protocol=5)])
+        cancel_sent = False
+        while True:
+            if job.cancel.is_set() and not cancel_sent:
+                sock.send(b"cancel")
+                cancel_sent = True
+            if sock.poll(50):
+                parts = sock.recv_multipart(copy=False)
+                header = json.loads(parts[0].bytes)
+                end = parts[1].bytes == b"1"
+                if header.get("event") == "progress":
+                    job.stage = Stage(header["stage"])
+                    job.step, job.total = header.get("step", 0), header.get("total", 0)
+                if header.get("event") == "cancelled":
+                    emit(cancelled_event(job), [], True)   # the daemon's words for why
+                    return
+                emit(header, list(parts[2:]), end)
+                if end:
+                    return
+            elif not self._alive():
+                self._drop_socket()
+                JobRecipe.fail(emit, ErrorCode.INTERNAL,
+                               f"the cluster at {self.address} stopped while running the job "
+                               "(it is started again with the next job)")
+                return
+
+    def stop(self) -> None:
+        self._stopping = True
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
