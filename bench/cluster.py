@@ -36,6 +36,8 @@ from paintbridge.plugin.client import Client, Frame, Job, JobState  # noqa: E402
 SIDE = 64
 PICTURE = quality.smooth_picture(SIDE)
 READY_S = 300.0      # Ray and two replicas start in about 20-40 s on this machine
+#: bursts and the soak queue more than the default limits allow one client and all
+QUEUE = ("--max-queue", "400", "--max-queue-per-client", "32")
 
 
 def submit(c: Client, seed: int, steps: int) -> Job:
@@ -142,11 +144,11 @@ def soak(endpoint: str, clients: int, per_client: int) -> dict[str, Any]:
 def run(quick: bool) -> tuple[dict, list[Row]]:
     jobs, steps = (8, 6) if quick else (16, 10)
     data: dict[str, Any] = {"quick": quick, "side": SIDE, "jobs": jobs, "steps": steps}
-    with common.daemon() as local:
+    with common.daemon(*QUEUE) as local:
         warm(local.endpoint, 1)
         data["local_overhead_s"] = overhead(local.endpoint, 5 if quick else 15)
     for replicas in (1, 2):
-        with common.daemon("--cluster", "auto", "--replicas", str(replicas),
+        with common.daemon("--cluster", "auto", "--replicas", str(replicas), *QUEUE,
                            timeout=READY_S) as d:
             warm(d.endpoint, replicas)
             r: dict[str, Any] = {"jobs_per_s": throughput(d.endpoint, jobs, steps)}
