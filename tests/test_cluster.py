@@ -2,11 +2,13 @@
 local Ray instance with 2 CPU replicas of the embedded model behind the daemon's own front
 door. The same results as the local worker for a fixed seed; two clients' jobs interleave
 fairly; cancel reaches the running replica; a replica killed mid-job loses nothing; each
-replica loads a model once; the daemon outlives the process that drives Ray."""
+replica loads a model once; the real GIMP works through it unchanged; the daemon outlives
+the process that drives Ray."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from paintbridge.plugin.client import Client, Frame, Job, JobState
 from tools import childdaemon
 
 from .conftest import DaemonProc, free_port, start_daemon
+from .test_gimp import ensure_chroot, fresh_profile, run_gimp
 
 pytest.importorskip("ray.serve")
 
@@ -152,6 +155,30 @@ def test_each_replica_loads_a_model_once(cluster: DaemonProc) -> None:
             assert job.state is JobState.DONE, job.error_message
             loads.append("loading" in stages)
     assert sum(loads) <= 2, loads
+
+
+def test_gimp_works_unchanged_against_the_cluster(cluster: DaemonProc) -> None:
+    """The GIMP plug-in, as installed, inpaints and upscales through a cluster daemon in
+    the real GIMP 3 (tests/gimp/cases.py): the front door is the same."""
+    import json
+
+    chroot = ensure_chroot()
+    work, inside, _ = fresh_profile(chroot, "paintbridge-cluster-")
+    try:
+        run = run_gimp(chroot, inside, f"{inside}/cases.py",
+                       {"PB_ENDPOINT": cluster.endpoint, "PB_DEAD_ENDPOINT": "tcp://127.0.0.1:9",
+                        "PB_ONLY": "inpaint_rgb8,upscale"})
+        out = work / "results.json"
+        assert out.exists(), run.stderr[-3000:]
+        results = json.loads(out.read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    inpaint, upscale = results["inpaint_rgb8"], results["upscale"]
+    assert inpaint["status"] == "success", inpaint.get("message")
+    assert inpaint["after"] == inpaint["before"]
+    assert [r["opaque"] for r in inpaint["results"]] == [24 * 20]
+    assert upscale["status"] == "success", upscale.get("message")
+    assert upscale["new"]["size"] == [48, 40] and upscale["images"] == 1
 
 
 def test_the_daemon_outlives_its_cluster(cluster: DaemonProc) -> None:
