@@ -168,18 +168,19 @@ class RayCluster:
 
     # ------------------------------------------------------------------ one job
 
-    def run(self, job: ActiveJob, model: str, emit: Emit,
-            cancelled_event: Callable[[ActiveJob], dict[str, Any]]) -> None:
-        """The job on a replica, its events handed to ``emit`` as the recipe made them;
-        retried where its replica died. Ends with exactly one ``end`` event."""
+    def run(self, job: ActiveJob, emit: Emit) -> None:
+        """The job (its frames already arrays: :func:`_portable`) on a replica, its events
+        handed to ``emit`` as the recipe made them; retried where its replica died. Ends
+        with exactly one ``end`` event; a cancelled job's is a bare ``cancelled`` (the
+        daemon says why)."""
         from ray.exceptions import ActorUnavailableError, RayActorError
         from ray.serve.exceptions import RequestCancelledError
 
-        payload = {"request": _portable(job), "loras": job.loras, "embeddings": job.embeddings}
-        payload["request"].params["model"] = model
+        payload = {"request": job.request, "loras": job.loras, "embeddings": job.embeddings}
+        model = job.request.params["model"]   # the daemon resolved it at submit
         for attempt in range(RETRIES + 1):
             if job.cancel.is_set():
-                emit(cancelled_event(job), [], True)
+                emit({"event": "cancelled"}, [], True)
                 return
             stream = self.handle.options(stream=True, multiplexed_model_id=model).run.remote(
                 payload)
@@ -189,15 +190,12 @@ class RayCluster:
             watcher.start()
             try:
                 for header, frames, end in stream:
-                    if header.get("event") == "progress":
-                        job.stage = Stage(header["stage"])
-                        job.step, job.total = header.get("step", 0), header.get("total", 0)
                     emit(header, frames, end)
                     if end:
                         return
                 raise RuntimeError("the replica ended the job without a last event")
             except RequestCancelledError:
-                emit(cancelled_event(job), [], True)
+                emit({"event": "cancelled"}, [], True)
                 return
             except (RayActorError, ActorUnavailableError) as exc:
                 if attempt < RETRIES:
@@ -331,7 +329,7 @@ class Cluster:
             sock.close(0)
             self._local.sock = None
 
-    def run(self, job: ActiveJob, model: str, emit: Emit,
+    def run(self, job: ActiveJob, emit: Emit,
             cancelled_event: Callable[[ActiveJob], dict[str, Any]]) -> None:
         """The job through the agent; ends with exactly one ``end`` event, an error if the
         cluster cannot be reached or stops meanwhile (the next job starts it again)."""
@@ -342,7 +340,7 @@ class Cluster:
             return
         sock = self._socket()
         payload = {"request": _portable(job), "loras": job.loras,
-                   "embeddings": job.embeddings, "model": model}
+                   "embeddings": job.embeddings}
         sock.send_multipart([b"run", pickle.dumps(payload, protocol=5)])
         cancel_sent = False
         while True:

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     events.bind(_EVENTS)
     running: dict[bytes, ActiveJob] = {}
 
-    def work(ident: bytes, job: ActiveJob, model: str) -> None:
+    def work(ident: bytes, job: ActiveJob) -> None:
         push = context.socket(zmq.PUSH)
         push.connect(_EVENTS)
 
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
                                  *frames], copy=False)
 
         try:
-            ray.run(job, model, emit, lambda _: {"event": "cancelled"})
+            ray.run(job, emit)
         finally:
             push.close(linger=1000)
 
@@ -89,8 +89,7 @@ def main(argv: list[str]) -> int:
                         job = ActiveJob(ident, payload["request"], loras=payload["loras"],
                                         embeddings=payload["embeddings"])
                         running[ident] = job
-                        threading.Thread(target=work, args=(ident, job, payload["model"]),
-                                         daemon=True).start()
+                        threading.Thread(target=work, args=(ident, job), daemon=True).start()
                     elif kind == b"cancel" and ident in running:
                         running[ident].cancel.set()
     finally:

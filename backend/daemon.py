@@ -29,7 +29,7 @@ from .embeddings import EmbeddingEntry, EmbeddingLibrary
 from .fairqueue import FairQueue, QueueFull
 from .keys import AuthorizedKeys, ServerKeys
 from .loras import LoraLibrary
-from .recipe import ActiveJob, JobRecipe
+from .recipe import ActiveJob, Emit, JobRecipe
 from .registry import ModelEntry, ModelRegistry
 from .retention import ResultStore
 from .upscalers import UpscalerError, Upscalers
@@ -61,13 +61,16 @@ class Worker(threading.Thread):
                     return
                 _, _, job = taken
                 self.current = job
+
+                def emit(header: dict[str, Any], frames: list[Any], end: bool,
+                         job: ActiveJob = job) -> None:
+                    self._emit(push, job, header, frames, end)
+
                 try:
-                    self._run_job(job, push)
+                    self._run_job(job, emit)
                 except Exception as exc:   # whatever went wrong, the next job still runs
                     log.exception("job %s failed outside its stages", job.request.job)
-                    self._emit(push, job, {"event": "error", "code": ErrorCode.INTERNAL,
-                                           "message": f"{type(exc).__name__}: {exc}"},
-                               end=True)
+                    JobRecipe.fail(emit, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
                 finally:
                     self.current = None
         finally:
@@ -81,9 +84,8 @@ class Worker(threading.Thread):
         push.send_multipart([job.client, ended, protocol.encode_header(header),
                              *(frames or [])], copy=False)
 
-    def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
-        self.d.recipe.run(job, lambda header, frames, end: self._emit(push, job, header,
-                                                                      frames, end))
+    def _run_job(self, job: ActiveJob, emit: Emit) -> None:
+        self.d.recipe.run(job, emit)
 
 
 class ClusterWorker(Worker):
@@ -95,16 +97,8 @@ class ClusterWorker(Worker):
         self.name = f"paintbridge-dispatch-{index}"
         self.cluster = cluster
 
-    def _run_job(self, job: ActiveJob, push: zmq.Socket) -> None:
-        def emit(header: dict[str, Any], frames: list[Any], end: bool) -> None:
-            self._emit(push, job, header, frames, end)
-
-        try:
-            model = self.d.registry.resolve(job.request.params["model"]).name
-        except KeyError as exc:
-            JobRecipe.fail(emit, ErrorCode.UNKNOWN_MODEL, exc.args[0])
-            return
-        self.cluster.run(job, model, emit, self.d.recipe.cancelled)
+    def _run_job(self, job: ActiveJob, emit: Emit) -> None:
+        self.cluster.run(job, emit, self.d.recipe.cancelled)
 
 
 class Daemon:
@@ -127,7 +121,6 @@ class Daemon:
         self.embeddings.scan()
         self.upscalers = upscalers or Upscalers([])
         self.device = device
-        self.dtype_forced = dtype_forced
         self.limits = limits or Limits()
         self.queue: FairQueue[ActiveJob] = FairQueue(self.limits.max_queue,
                                                      self.limits.max_queue_per_client)

@@ -431,20 +431,17 @@ class Session:
             return []
         prompt = job.info.get("prompt", "")
         upscaled = job.info.get("upscaled")
-        if upscaled is not None:   # a new image: its title says what it is, not the prompt
-            width, height, scale = upscaled
-            title = upscaled_title(prompt, scale)
-            names = [f"{title} [seed {p.seed}]" for p in job.patches]
-            group = f"{title} [{len(names)} variations]" if len(names) > 1 else None
-            doc.open_image(width, height, job.patches, names, group, title)
-            self.discard(job)
-            return names
-        names = [layer_name(prompt, p.seed) for p in job.patches]
-        group = group_name(prompt, len(names)) if len(names) > 1 else None
-        expansion = job.info.get("expansion")
-        if expansion is not None:
-            doc.expand_canvas(expansion)
-        doc.add_results(job.patches, names, group)
+        # a new image's layers are named for what it is, not for the prompt alone
+        label = upscaled_title(prompt, upscaled[2]) if upscaled is not None else prompt
+        names = [layer_name(label, p.seed) for p in job.patches]
+        group = group_name(label, len(names)) if len(names) > 1 else None
+        if upscaled is not None:
+            doc.open_image(upscaled[0], upscaled[1], job.patches, names, group, label)
+        else:
+            expansion = job.info.get("expansion")
+            if expansion is not None:
+                doc.expand_canvas(expansion)
+            doc.add_results(job.patches, names, group)
         self.discard(job)
         return names
 
