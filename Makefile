@@ -12,7 +12,8 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check types demo bench lint train-default eval-default train-lora-sample clean install
+.PHONY: run test check types demo bench lint train-default eval-default train-lora-sample \
+	train-control-sample clean install
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -80,6 +81,11 @@ eval-default: $(STAMP)
 # about 10 min on 2 CPU cores) and score it (samples/loras/gray.json).
 train-lora-sample: $(STAMP)
 	nice -n 5 $(PY) -m tools.training lora
+
+# Retrain the embedded model's scribble ControlNet (backend/default_controlnets/shapes-scribble,
+# seeded, about 30 min on 2 CPU cores) and score it (tools/training/control_eval.json).
+train-control-sample: $(STAMP)
+	nice -n 5 $(PY) -m tools.training control
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from paintbridge.plugin import __version__, hosts
+from paintbridge.plugin.controls import PREPROCESSORS
+from paintbridge.plugin.controls import TYPES as CONTROL_TYPES
 from paintbridge.plugin.hosts import ENDPOINT_ENV, is_loopback
 from paintbridge.plugin.params import PARAMS
 from paintbridge.plugin.protocol import (
@@ -81,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     for option, folders in (("--models", args.models), ("--loras", args.loras),
-                            ("--embeddings", args.embeddings)):
+                            ("--embeddings", args.embeddings),
+                            ("--controlnets", args.controlnets)):
         missing = [d for d in folders if not Path(d).expanduser().is_dir()]
         if missing:
             return _fail(f"{option} {missing[0]}: no such folder")
@@ -116,6 +119,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upscaler_roots = [Path(p) for p in config.get("upscaler_dirs", []) + args.upscalers]
     upscaler_roots += [d for d in upscalers_beside(roots) if d not in upscaler_roots]
     upscalers = Upscalers(upscaler_roots)
+    from .controlnets import ControlNetLibrary
+    from .controlnets import default_dirs as controlnets_beside
+
+    control_roots = [Path(p) for p in config.get("controlnet_dirs", []) + args.controlnets]
+    control_roots += [d for d in controlnets_beside(roots) if d not in control_roots]
+    controlnets = ControlNetLibrary(control_roots)
     threads = dev.configure_threads(args.threads or config.get("threads"))
     try:
         choice = dev.choose(args.device or config.get("device"),
@@ -165,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         daemon = Daemon(bind, registry, choice, limits, dtype_forced=bool(args.dtype),
                         auth=auth, loras=loras, embeddings=embeddings,
-                        upscalers=upscalers, cluster=cluster)
+                        upscalers=upscalers, cluster=cluster, controlnets=controlnets)
     except ValueError as exc:
         if cluster is not None:
             cluster.stop()
@@ -194,6 +203,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         state = "ok" if lora.error is None else f"UNUSABLE: {lora.error}"
         print(f"  LoRA {lora.name!r} [{lora.arch or '?'}, {lora.format or '?'}] {state}",
               flush=True)
+    for net in controlnets.scan():
+        state = "ok" if net.error is None else f"UNUSABLE: {net.error}"
+        print(f"  ControlNet {net.name!r} [{net.type or '?'}, {net.arch or net.cross_dim}, "
+              f"{net.layout or '?'}] {state}", flush=True)
     if not usable:
         print("  no usable model: pass --models DIR (a folder of .safetensors checkpoints or "
               "diffusers folders); jobs will be refused until one is found", flush=True)
@@ -283,7 +296,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     models = header["models"]
     loras = header.get("loras", [])   # daemons before LoRAs send none
     if args.json:
-        print(json.dumps(models, indent=2) if not args.loras else json.dumps(loras, indent=2))
+        shown = (loras if args.loras else header.get("controlnets", []) if args.controlnets
+                 else models)
+        print(json.dumps(shown, indent=2))
     else:
         for m in models:
             mark = "*" if m["name"] == header.get("default") else " "
@@ -308,6 +323,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             state = f"  (not usable: {lo.get('error')})" if not lo["usable"] else ""
             words = f"  triggers: {', '.join(lo['triggers'])}" if lo.get("triggers") else ""
             print(f"  {lo['name']:40s} {lo['arch'] or '?':12s} {size:>10s}{words}{state}")
+        nets = header.get("controlnets", [])
+        if nets:
+            print("ControlNets (edit --control TYPE:FILE:NAME):")
+        for net in nets:
+            state = f"  (not usable: {net.get('error')})" if not net["usable"] else ""
+            arch = net["arch"] or f"width {net['cross_dim']}"
+            print(f"  {net['name']:40s} {net['type'] or '?':12s} {arch:12s} {net['layout']}"
+                  f"{state}")
     if not any(m["usable"] for m in models):
         return _fail("the daemon has no usable model: start it with --models DIR (a folder of "
                      ".safetensors checkpoints or diffusers folders)", ExitCode.FAILED)
@@ -405,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an upscaler folder to scan (repeatable: ESRGAN-family .safetensors "
                         "or .pth); A1111's models/ESRGAN and ComfyUI's models/upscale_models "
                         "beside the --models folders too")
+    s.add_argument("--controlnets", action="append", default=[], metavar="DIR",
+                   help="a ControlNet folder to scan (repeatable: .safetensors single files "
+                        "and diffusers folders); A1111's models/ControlNet (and the "
+                        "ControlNet extension's models) and ComfyUI's models/controlnet "
+                        "beside the --models folders too")
     s.add_argument("--config", help=f"config file (default {_config_path()})")
     s.add_argument("--default-model", help="model used when a request names none")
     s.add_argument("--no-embedded", action="store_true",
@@ -448,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(m)
     m.add_argument("--json", action="store_true", help="print the list as the daemon sends it")
     m.add_argument("--loras", action="store_true", help="with --json: the LoRAs instead")
+    m.add_argument("--controlnets", action="store_true",
+                   help="with --json: the ControlNets instead")
     m.set_defaults(func=cmd_models)
 
     e = sub.add_parser(
@@ -481,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         e.add_argument(*names, dest=row.name, type=row.type, default=default, choices=fixed,
                        required=row.name == "prompt", help=text)
+    e.add_argument("--control", action="append", default=[], metavar="TYPE:FILE[:MODEL[:STRENGTH]]",
+                   help="steer with a control image the size of IMAGE (repeatable, up to 4): "
+                        "TYPE is one of " + ", ".join(CONTROL_TYPES) + " (TYPE/PREPROCESS "
+                        "picks the preprocessor: " + ", ".join(PREPROCESSORS) + "); MODEL a "
+                        "ControlNet's name (default: one of the type for the model); "
+                        "STRENGTH 0-2 (default 1)")
     e.add_argument("-o", "--output", required=True,
                    help="the image with the result laid over it: .png, .webp (lossless), .tif "
                         "or .jpg (transparency flattened onto white); beside it OUT.patch.png, "

@@ -176,7 +176,8 @@ class RayCluster:
         from ray.exceptions import ActorUnavailableError, RayActorError
         from ray.serve.exceptions import RequestCancelledError
 
-        payload = {"request": job.request, "loras": job.loras, "embeddings": job.embeddings}
+        payload = {"request": job.request, "loras": job.loras, "embeddings": job.embeddings,
+                   "controls": job.controls}
         model = job.request.params["model"]   # the daemon resolved it at submit
         for attempt in range(RETRIES + 1):
             if job.cancel.is_set():
@@ -231,7 +232,8 @@ def _portable(job: ActiveJob) -> Any:
         return None if data is None else np.frombuffer(memoryview(data), np.uint8).copy()
 
     return dataclasses.replace(req, params=dict(req.params), image_data=array(req.image_data),
-                               mask_data=array(req.mask_data))
+                               mask_data=array(req.mask_data),
+                               control_data=[array(d) for d in req.control_data])
 
 
 # --------------------------------------------------------------------------- daemon side
@@ -340,7 +342,7 @@ class Cluster:
             return
         sock = self._socket()
         payload = {"request": _portable(job), "loras": job.loras,
-                   "embeddings": job.embeddings}
+                   "embeddings": job.embeddings, "controls": job.controls}
         sock.send_multipart([b"run", pickle.dumps(payload, protocol=5)])
         cancel_sent = False
         while True:

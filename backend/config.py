@@ -69,7 +69,7 @@ def _models(value: Any) -> list[dict[str, str]]:
 
 RULES: dict[str, Callable[[Any], Any]] = {
     "bind": _string, "model_dirs": _strings, "lora_dirs": _strings, "embedding_dirs": _strings,
-    "upscaler_dirs": _strings,
+    "upscaler_dirs": _strings, "controlnet_dirs": _strings,
     "models": _models,
     "default_model": _optional(_string), "cache_size": _positive, "device": _string,
     "dtype": _dtype, "threads": _optional(_positive), "keys": _string,

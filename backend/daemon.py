@@ -18,12 +18,13 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from paintbridge.plugin import __version__, loraspec, protocol
+from paintbridge.plugin import __version__, controls, loraspec, protocol
 from paintbridge.plugin.hosts import is_loopback
 from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
 
 from .adapters import JobLora
 from .cluster import Cluster
+from .controlnets import AskedControl, ControlNetLibrary
 from .device import DeviceChoice
 from .embeddings import EmbeddingEntry, EmbeddingLibrary
 from .fairqueue import FairQueue, QueueFull
@@ -38,8 +39,13 @@ log = logging.getLogger(__name__)
 
 _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
 #: what this daemon adds to protocol v1, announced in hello (a client checks before using it)
-FEATURES = ("live",)
+FEATURES = ("live", "controls")
 HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 intervals
+
+
+def _width(arch: Any, cross_dim: int | None) -> str:
+    """An architecture in words, with the width ControlNets must match."""
+    return f"{arch or 'unknown'}, cross-attention width {cross_dim}"
 
 
 class Worker(threading.Thread):
@@ -108,7 +114,8 @@ class Daemon:
                  results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS,
                  loras: LoraLibrary | None = None,
                  embeddings: EmbeddingLibrary | None = None,
-                 upscalers: Upscalers | None = None, cluster: Cluster | None = None) -> None:
+                 upscalers: Upscalers | None = None, cluster: Cluster | None = None,
+                 controlnets: ControlNetLibrary | None = None) -> None:
         if auth is None and not is_loopback(bind):
             raise ValueError(f"refusing to bind {bind}: a non-loopback address would let anyone "
                              "on the network drive this daemon. Create keys with `paintbridge "
@@ -120,6 +127,7 @@ class Daemon:
         self.embeddings = embeddings or EmbeddingLibrary([])
         self.embeddings.scan()
         self.upscalers = upscalers or Upscalers([])
+        self.controlnets = controlnets or ControlNetLibrary([])
         self.device = device
         self.limits = limits or Limits()
         self.queue: FairQueue[ActiveJob] = FairQueue(self.limits.max_queue,
@@ -289,6 +297,7 @@ class Daemon:
             reply["upscalers"] = [{"name": e.name, "path": str(e.path)}
                                   for e in self.upscalers.library.scan()]
             reply["embeddings"] = [e.to_json() for e in self.embeddings.scan()]
+            reply["controlnets"] = [e.to_json() for e in self.controlnets.scan()]
         elif op == "status":
             reply.update(self.status_info(client))
         elif op == "echo":
@@ -296,6 +305,9 @@ class Daemon:
             protocol.check_frame_buffers(specs, frames)
             reply["frames"] = [s.to_json() for s in specs]
             self._send(client, reply, frames)
+            return
+        elif op == "preprocess":
+            self._preprocess(client, header, frames, reply)
             return
         elif op == "cancel":
             self._cancel(client, job)
@@ -319,6 +331,10 @@ class Daemon:
                 "loras": [{"name": e.name, "arch": e.arch, "triggers": e.triggers}
                           for e in self.loras.fresh() if e.error is None],
                 "upscalers": self.upscalers.names(),
+                "controlnets": [{"name": e.name, "type": e.type, "arch": e.arch}
+                                for e in self.controlnets.fresh() if e.error is None],
+                "control_types": list(controls.TYPES),
+                "preprocessors": list(controls.PREPROCESSORS),
                 **({"cluster": {"replicas": self.cluster.replicas}} if self.cluster else {})}
 
     def status_info(self, client: bytes) -> dict[str, Any]:
@@ -349,7 +365,8 @@ class Daemon:
             except UpscalerError as exc:
                 raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "upscaler") from None
         active = ActiveJob(client, request, loras=self._resolve_loras(request, entry),
-                           embeddings=self._embeddings_named(request, entry))
+                           embeddings=self._embeddings_named(request, entry),
+                           controls=self._resolve_controls(request, entry))
         try:
             position = (self._replace_live(client, job, active) if request.live
                         else self.queue.put(client, job, active))
@@ -421,6 +438,64 @@ class Daemon:
             out.append(JobLora(entry, item["weight"], item.get("text_encoder_weight")))
         request.params["loras"] = [{"name": lo.entry.name, "weight": lo.weight} for lo in out]
         return out
+
+    def _resolve_controls(self, request: SubmitRequest, model: ModelEntry
+                          ) -> list[AskedControl]:
+        """Each control's ControlNet: the one named, or one of its type made for the model's
+        architecture (the cross-attention width tells it); ProtocolError naming the field."""
+        items = request.params["controls"] or []
+        if not items:
+            return []
+        width = model.cross_dim
+        out = []
+        for i, item in enumerate(items):
+            where = f"controls[{i}]"
+            if item["model"] is None:
+                entry = self.controlnets.pick(item["type"], width)
+                if entry is None:
+                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}: no {item['type']} "
+                                        f"ControlNet for model '{model.name}' "
+                                        f"({_width(model.arch, width)}): put one in a "
+                                        "ControlNet folder (paintbridge serve --controlnets "
+                                        "DIR) or name one in 'model'", "controls")
+            else:
+                try:
+                    entry = self.controlnets.resolve(item["model"])
+                except KeyError as exc:
+                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.model: {exc.args[0]}",
+                                        "controls") from None
+                if entry.error:
+                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.model: ControlNet "
+                                        f"'{entry.name}' is not usable: {entry.error}",
+                                        "controls")
+                if entry.cross_dim != width:
+                    made_for = _width(entry.arch, entry.cross_dim)
+                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.model: ControlNet "
+                                        f"'{entry.name}' is for {made_for}; model "
+                                        f"'{model.name}' is {_width(model.arch, width)}",
+                                        "controls")
+            item["model"] = entry.name
+            out.append(AskedControl(item, entry))
+        return out
+
+    def _preprocess(self, client: bytes, header: dict[str, Any], frames: list[Any],
+                    reply: dict[str, Any]) -> None:
+        """A control frame through its preprocessor, sent back as an image frame (the
+        map a control would use, for a host to show as a layer)."""
+        import numpy as np
+
+        from . import compose, preprocess
+
+        req = protocol.parse_preprocess(header, frames, self.limits)
+        pixels = compose.decode_frame(req.data, req.frame)
+        if pixels.shape[2] == 1:
+            pixels = np.concatenate([np.repeat(pixels, 3, axis=2), np.ones_like(pixels)], 2)
+        rgb = preprocess.run(req.preprocess, pixels)
+        out = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
+        spec = protocol.FrameSpec("control", req.frame.width, req.frame.height,
+                                  req.result_format)
+        reply.update(preprocess=req.preprocess, frames=[spec.to_json()])
+        self._send(client, reply, [compose.encode_frame(out, req.result_format)])
 
     def _embeddings_named(self, request: SubmitRequest, model: ModelEntry
                           ) -> list[EmbeddingEntry]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from paintbridge.plugin import controls
 from paintbridge.plugin.client import DaemonError, Frame, Job, JobState, Patch
 from paintbridge.plugin.params import PARAMS
 from paintbridge.plugin.protocol import ErrorCode, ProtocolError, Stage
@@ -95,6 +96,28 @@ def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
     return image, mask
 
 
+def _controls(args: argparse.Namespace, shape: tuple[int, ...]
+              ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """``--control TYPE:FILE[:MODEL[:STRENGTH]]``: the wire items and the images, each the
+    size of the input image."""
+    items, images = [], []
+    for text in args.control:
+        try:
+            item, path = controls.parse_spec(text)
+            with Image.open(path) as im:
+                pixels = _rgba8(im)
+        except ValueError as exc:
+            raise EditFailed(str(exc), ExitCode.USAGE) from None
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise EditFailed(f"--control {text}: cannot read it: {exc}", ExitCode.USAGE) from None
+        if pixels.shape[:2] != shape[:2]:
+            raise EditFailed(f"--control {text}: it is {pixels.shape[1]}x{pixels.shape[0]}; "
+                             f"the image is {shape[1]}x{shape[0]}", ExitCode.USAGE)
+        items.append(item)
+        images.append(pixels)
+    return items, images
+
+
 def _bounds(mask: np.ndarray) -> Rect | None:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
@@ -160,12 +183,14 @@ def run_edit(args: argparse.Namespace) -> ExitCode:
     fmt = check_output(args.output)
     with open_client(args) as client:   # a bad endpoint or key file: before any reading
         image, mask = _load(args)
-        job = _submit_and_wait(args, client, image, mask)
+        items, maps = _controls(args, image.shape)
+        job = _submit_and_wait(args, client, image, mask, items, maps)
     return _write(args, image, job, fmt)
 
 
 def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
-                     mask: np.ndarray | None) -> Job:
+                     mask: np.ndarray | None, items: list[dict[str, Any]] | None = None,
+                     maps: list[np.ndarray] | None = None) -> Job:
     height, width = image.shape[:2]
     selection = _bounds(mask) if mask is not None else None
     if mask is not None and selection is None:
@@ -194,13 +219,20 @@ def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
     except ValueError as exc:   # a LoRA entry that is not NAME:WEIGHT
         raise EditFailed(str(exc), ExitCode.USAGE) from None
     params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if items:
+        if upscaling:
+            raise EditFailed("--control steers txt2img, img2img and inpaint, not upscale",
+                             ExitCode.USAGE)
+        params["controls"] = items
+    control_frames = [_frame(m[ys, xs], "rgba8") for m in maps or []]
     bar = _Bar()
     try:
         client.hello(timeout=args.timeout)   # the daemon's limits, checked before sending
         job = client.submit(kind, params, image=None if kind == "txt2img" else rgba,
                             mask=sel, offset=(region.x, region.y),
                             size=(region.width, region.height), result_format="rgba8",
-                            scale=args.scale if upscaling else None)
+                            scale=args.scale if upscaling else None,
+                            controls=control_frames)
     except ProtocolError as exc:
         raise EditFailed(f"invalid request: {exc.message}", ExitCode.USAGE) from None
     except DaemonError as exc:

@@ -20,6 +20,7 @@ from paintbridge.plugin.protocol import ErrorCode, Stage, SubmitRequest
 
 from . import compose, runner
 from .adapters import JobLora, LoraError
+from .controlnets import AskedControl, ControlNetCache, ControlNetError
 from .device import DTYPES, DeviceChoice, is_out_of_memory
 from .embeddings import EmbeddingEntry
 from .registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
@@ -46,6 +47,7 @@ class ActiveJob:
     total: int = 0
     loras: list[JobLora] = field(default_factory=list)   # resolved at submit
     embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
+    controls: list[AskedControl] = field(default_factory=list)   # resolved at submit
     replaced_by: str | None = None   # the live job that took over from this one
 
     def progress_event(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class JobRecipe:
         self.upscalers = upscalers
         self.dtype_forced = dtype_forced
         self.stopping = stopping
+        self.controlnets = ControlNetCache()
 
     def model_dtype(self, entry: Any) -> Any:
         """The device's dtype, unless the model asks for another on CPU (e.g. tiny models
@@ -111,9 +114,16 @@ class JobRecipe:
             emit(event, frames, False)
 
         try:
+            nets = [runner.JobControl(c.item, self.controlnets.get(
+                        c.entry, self.device.device, self.model_dtype(entry)))
+                    for c in job.controls]
+        except ControlNetError as exc:
+            self.fail(emit, ErrorCode.BAD_FIELD, str(exc), field="controls")
+            return
+        try:
             job.stage = Stage.DENOISING
             results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings,
-                                 self.upscalers)
+                                 self.upscalers, nets)
         except runner.JobCancelled:
             emit(self.cancelled(job), [], True)
             return

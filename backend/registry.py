@@ -54,6 +54,10 @@ class Arch(WireEnum):
         return self in (Arch.XL_BASE, Arch.XL_INPAINT)
 
 
+#: the cross-attention width of each architecture's published UNet
+ARCH_CROSS_DIM = {Arch.V1: 768, Arch.INPAINTING: 768, Arch.XL_BASE: 2048, Arch.XL_INPAINT: 2048}
+
+
 class Source(WireEnum):
     """Where an entry came from; config-file entries are a folder or a single file too."""
 
@@ -75,6 +79,7 @@ class ModelEntry:
     config: Path | None = None       # explicit config folder for a single file
     error: str | None = None         # why it cannot be used
     defaults: dict[str, Any] = field(default_factory=dict)  # from paintbridge.json
+    cross_dim: int | None = None     # the width its cross-attention reads (ControlNets match it)
 
     @property
     def inpainting(self) -> bool:
@@ -182,6 +187,10 @@ def _inspect(entry: ModelEntry) -> ModelEntry:
         except ValueError:
             raise ModelError(f"architecture '{arch}' is not supported "
                              f"(supported: {', '.join(Arch)})") from None
+        entry.cross_dim = ARCH_CROSS_DIM[entry.arch]
+        if entry.source is not Source.SINGLE_FILE:   # a folder says its own (the embedded 64)
+            unet_cfg = json.loads((entry.path / "unet" / "config.json").read_text())
+            entry.cross_dim = int(unet_cfg.get("cross_attention_dim") or entry.cross_dim)
     except ModelError as exc:
         entry.error = str(exc)
     except Exception as exc:  # a corrupt file must not break the listing
@@ -281,11 +290,18 @@ class LoadedModel:
         """
         return "inpaint" if self.entry.inpainting else kind
 
-    def pipeline(self, kind: str) -> Any:
-        """The pipeline that runs job ``kind`` on this model, sharing its components."""
+    def pipeline(self, kind: str, controlnet: Any = None) -> Any:
+        """The pipeline that runs job ``kind`` on this model, sharing its components; with
+        a ControlNet (or a MultiControlNetModel), AutoPipeline's ControlNet variant of it,
+        made for the job (from_pipe copies no weights)."""
         import diffusers
 
         task = self.task(kind)
+        if controlnet is not None:
+            auto = getattr(diffusers, _AUTO_PIPELINES[task])
+            pipe = auto.from_pipe(self.base, controlnet=controlnet)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         if task not in self._pipes:
             auto = getattr(diffusers, _AUTO_PIPELINES[task])
             self._pipes[task] = auto.from_pipe(self.base)

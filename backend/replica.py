@@ -43,7 +43,7 @@ class Replica:
         cancelled call stops the job at its next step."""
         await self.hold(serve.get_multiplexed_model_id())
         job = ActiveJob(b"", payload["request"], loras=payload["loras"],
-                        embeddings=payload["embeddings"])
+                        embeddings=payload["embeddings"], controls=payload.get("controls", []))
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[dict, list, bool]] = asyncio.Queue()
 

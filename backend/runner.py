@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from paintbridge.plugin import controls as controls_module
 from paintbridge.plugin.protocol import SubmitRequest
 
-from . import compose, differential, failpoints, schedulers, seams, tiled
+from . import compose, differential, failpoints, preprocess, schedulers, seams, tiled
 from .adapters import JobLora, LoraError
 from .embeddings import EmbeddingEntry
 from .registry import LCM_DEFAULTS, LoadedModel
@@ -56,6 +57,27 @@ class PatchResult:
 
 
 ProgressFn = Callable[[int, int, "np.ndarray | None"], None]
+
+
+@dataclass
+class JobControl:
+    """One ``params.controls`` item with its ControlNet loaded."""
+
+    item: dict[str, Any]
+    net: Any
+
+
+def control_maps(req: SubmitRequest) -> list[np.ndarray]:
+    """Each control frame through its preprocessor, at the region's size: (h, w, 3)."""
+    maps = []
+    for item, spec, data in zip(req.params["controls"] or [], req.controls, req.control_data,
+                                strict=True):
+        pixels = compose.decode_frame(data, spec)
+        if pixels.shape[2] == 1:   # a grey frame: opaque grey
+            pixels = np.concatenate([np.repeat(pixels, 3, axis=2),
+                                     np.ones_like(pixels)], axis=2)
+        maps.append(preprocess.run(controls_module.preprocessor(item), pixels))
+    return maps
 
 
 @dataclass
@@ -106,7 +128,7 @@ def seeds_for(params: dict[str, Any]) -> list[int]:
 
 
 #: stages that run our code, not the model's: a failure there is an internal error
-OUR_STAGES = ("reading the frames", "encoding the result")
+OUR_STAGES = ("reading the frames", "preprocessing the controls", "encoding the result")
 
 
 class _Stages:
@@ -123,7 +145,8 @@ class EmbeddingError(Exception):
 def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         progress: ProgressFn, loras: Sequence[JobLora] = (),
         embeddings: Sequence[EmbeddingEntry] = (),
-        upscalers: Upscalers | None = None) -> list[PatchResult]:
+        upscalers: Upscalers | None = None,
+        controls: Sequence[JobControl] = ()) -> list[PatchResult]:
     """The whole recipe; raises JobCancelled, BadInput, LoraError, EmbeddingError or
     StageFailed (from what broke)."""
     stages = _Stages()
@@ -135,7 +158,7 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
                     list(embeddings), req.params["prompt"], req.params["negative_prompt"])
             except ValueError as exc:
                 raise EmbeddingError(str(exc)) from None
-        return _run(req, model, cancel, progress, stages, upscalers)
+        return _run(req, model, cancel, progress, stages, upscalers, list(controls))
     except (JobCancelled, BadInput, LoraError, EmbeddingError, UpscalerError):
         raise
     except Exception as exc:
@@ -143,8 +166,8 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
 
 
 def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
-         progress: ProgressFn, stages: _Stages, upscalers: Upscalers | None = None
-         ) -> list[PatchResult]:
+         progress: ProgressFn, stages: _Stages, upscalers: Upscalers | None = None,
+         controls: list[JobControl] | None = None) -> list[PatchResult]:
     # 1-2. inputs
     failpoints.hit("decode", req.params["prompt"])
     upscaling = req.kind == "upscale"
@@ -156,6 +179,17 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         prep = prepare(req)
     elif req.mask is not None and not (compose.frame_array(req.mask_data, req.mask) > 0).any():
         raise BadInput("the mask selects nothing")
+    controls = controls or []
+    stages.now = "preprocessing the controls"
+    maps = control_maps(req) if controls else []
+    lines = [preprocess.keeps_lines(c.item["type"], controls_module.preprocessor(c.item))
+             for c in controls]
+    controlnet = None
+    if controls:
+        from diffusers import MultiControlNetModel
+
+        nets = [c.net for c in controls]
+        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
     stages.now = "preparing the model's inputs"
     params = req.params
     defaults = model.entry.defaults
@@ -173,7 +207,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
 
     def pipe_for(kind: str) -> Any:
         if kind not in pipes:
-            pipes[kind] = model.pipeline(kind)
+            pipes[kind] = model.pipeline(kind, controlnet)
             pipes[kind].scheduler = schedulers.make(sampler, model.scheduler)
         return pipes[kind]
 
@@ -197,8 +231,10 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     total = per_seed * len(seeds)
 
     def denoise(image: np.ndarray | None, mask: np.ndarray | None, w: int, h: int,
-                strength: float, seed: int, kind: str) -> np.ndarray:
-        """One pipeline call at model size w × h: (h, w, 3) float32 pixels."""
+                strength: float, seed: int, kind: str,
+                box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """One pipeline call at model size w × h for ``box`` of the region (None: all of
+        it): (h, w, 3) float32 pixels."""
         pipe = pipe_for(kind)
         task = model.task(kind)
         # at least one step: a few-step job's refinement (2 steps × 0.35) must still run
@@ -223,6 +259,20 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             args.update(image=image_t, strength=strength)
         else:
             args.update(height=h, width=w)
+        if controls:
+            x, y, bw, bh = box or (0, 0, width, height)
+            hints = [_to_tensor(preprocess.fit(m[y:y + bh, x:x + bw], w, h, keep))
+                     for m, keep in zip(maps, lines, strict=True)]
+            items = [c.item for c in controls]
+            one = len(items) == 1
+            # the text-to-image ControlNet pipeline calls its control image "image"
+            args["image" if task == "txt2img" else "control_image"] = \
+                hints[0] if one else hints
+            for arg, key in (("controlnet_conditioning_scale", "strength"),
+                             ("control_guidance_start", "start"),
+                             ("control_guidance_end", "end")):
+                values = [float(i[key]) for i in items]
+                args[arg] = values[0] if one else values
         expected = steps if kind == "txt2img" else tiled.pass_steps(steps, strength)
         before = done[0]
 
@@ -289,7 +339,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         image = compose.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
         mask = compose.resize(prep.model_mask[..., None], mw, mh)[..., 0]
         strength = params["strength"] if req.kind != "txt2img" else 1.0
-        out = denoise(image, mask, mw, mh, strength, seed, req.kind)
+        out = denoise(image, mask, mw, mh, strength, seed, req.kind, None)
         stages.now = "encoding the result"
         failpoints.hit("encode", req.params["prompt"])
         rgb = compose.resize(out, width, height)

@@ -45,8 +45,9 @@ BAND = 256            # rows per band of band-wise work
 MATCH_SIDE = 1024     # longest side of the reduced copy colours are matched on
 
 #: (image (h, w, 3) at model size or None, mask (h, w) or None, width, height, strength,
-#: seed, task "txt2img" / "img2img" / "inpaint") -> (h, w, 3) float32
-Denoise = Callable[[Any, Any, int, int, float, int, str], np.ndarray]
+#: seed, task "txt2img" / "img2img" / "inpaint", box) -> (h, w, 3) float32; box is the part
+#: of the region the call paints (x, y, width, height), None for all of it
+Denoise = Callable[[Any, Any, int, int, float, int, str, Any], np.ndarray]
 
 
 def applies(req: SubmitRequest, native: int) -> bool:
@@ -272,7 +273,7 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
              if source is not None else None)
     mask = _pil_resize(grown, mw, mh).astype(np.float32) / 255.0 if grown is not None else None
     strength = 1.0 if kind == "txt2img" else params["strength"]
-    small_f = denoise(image, mask, mw, mh, strength, seed, kind)
+    small_f = denoise(image, mask, mw, mh, strength, seed, kind, None)
     if mask is not None and image is not None and params["colour_match"] == "on":
         # inpainting pastes only the selection over the source: its colours are matched to
         # the ring of context the model saw (as the scaled path does), before upscaling
@@ -315,7 +316,8 @@ def _refine(canvas: np.ndarray, small: np.ndarray, scale: float, tiles: list[Til
         if grown is not None:
             mask = compose.resize(grown[ys, xs, None].astype(np.float32) / 255.0, tw, th)[..., 0]
         out = denoise(compose.resize(before, tw, th), mask, tw, th, strength,
-                      (seed + 1_000_003 * (k + 1)) % 2**32, kind)
+                      (seed + 1_000_003 * (k + 1)) % 2**32, kind,
+                      (t.x, t.y, t.width, t.height))
         out = compose.resize(out, t.width, t.height)
         box = (t.x * sw / width, t.y * sh / height, (t.x + t.width) * sw / width,
                (t.y + t.height) * sh / height)

@@ -153,7 +153,7 @@ class DaemonError(Exception):
         self.message = message
 
 
-_REPLIES = ("hello", "models", "status", "echo")
+_REPLIES = ("hello", "models", "status", "echo", "preprocess")
 #: where a plain client takes its keys, for the words of a refused handshake
 KEYS_WHERE = "the server key and the client key file"
 
@@ -450,19 +450,36 @@ class Client:
         specs = [f.spec("echo").to_json() for f in frames]
         return self.request("echo", timeout, [f.data for f in frames], frames=specs)[1]
 
+    def preprocess(self, frame: Frame, preprocess: str | None = None,
+                   control_type: str | None = None, result_format: str = "rgba8",
+                   timeout: float = 60.0) -> Frame:
+        """The map a control would use: ``frame`` through the named preprocessor (or the
+        type's usual one), as an image frame of the same size."""
+        fields_: dict[str, Any] = {"frames": [frame.spec("control").to_json()],
+                                   "result_format": result_format}
+        if preprocess is not None:
+            fields_["preprocess"] = preprocess
+        if control_type is not None:
+            fields_["type"] = control_type
+        header, buffers = self.request("preprocess", timeout, [frame.data], **fields_)
+        spec = header["frames"][0]
+        return Frame(spec["width"], spec["height"], spec["format"], buffers[0])
+
     def submit(self, kind: str, params: Mapping[str, Any], image: Frame | None = None,
                mask: Frame | None = None, offset: tuple[int, int] = (0, 0),
                size: tuple[int, int] | None = None, result_format: str | None = None,
                preview: bool = False, job_id: str | None = None,
                send_timeout: float = 2.0, live: bool = False,
-               scale: int | None = None) -> Job:
+               scale: int | None = None, controls: Sequence[Frame] = ()) -> Job:
         """Validate locally (same rules as the daemon), send, and track the job.
         ``send_timeout`` 0 never waits: no connected daemon raises at once. ``live``: this
         job replaces the client's previous live job (which ends 'cancelled', ``replaced_by``
-        this one). ``scale``: an upscale's factor."""
+        this one). ``scale``: an upscale's factor. ``controls``: one frame per item of
+        ``params["controls"]``, in order, each the size of the region."""
         jid = job_id or self.new_id()
-        frames = [f for f in (image, mask) if f is not None]
+        frames = [f for f in (image, mask) if f is not None] + list(controls)
         specs = [f.spec(role) for role, f in (("image", image), ("mask", mask)) if f is not None]
+        specs += [f.spec("control") for f in controls]
         header = protocol.submit_header(jid, kind, params, specs, offset, size, result_format,
                                         preview, live, scale)
         buffers = [f.data for f in frames]

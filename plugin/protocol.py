@@ -14,9 +14,10 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import controls as _controls
 from . import loraspec
 from . import params as _params
 from .params import WireEnum
@@ -58,6 +59,7 @@ class Op(WireEnum):
     FETCH = "fetch"
     STATUS = "status"
     ECHO = "echo"
+    PREPROCESS = "preprocess"   # a control frame through its preprocessor, sent back
 
 
 class Event(WireEnum):
@@ -67,6 +69,7 @@ class Event(WireEnum):
     MODELS = "models"
     STATUS = "status"
     ECHO = "echo"
+    PREPROCESS = "preprocess"
     ACCEPTED = "accepted"
     PROGRESS = "progress"
     RESULT = "result"
@@ -135,12 +138,13 @@ class Limits:
 
     max_pixels: int = 8192 * 8192          # per frame
     max_side: int = 16384
-    max_frames: int = 4
+    max_frames: int = 6                    # image, mask and max_controls control frames
     max_header_bytes: int = 64 * 1024
     max_prompt_chars: int = 4000
     max_steps: int = 200
     max_count: int = 8
     max_loras: int = 8
+    max_controls: int = 4
     max_queue: int = 32
     max_queue_per_client: int = 8
 
@@ -283,7 +287,7 @@ def validate_params(kind: str, params: Any, limits: Limits) -> dict[str, Any]:
     range); fill in the defaults for the kind."""
     if not isinstance(params, dict):
         raise ProtocolError(ErrorCode.BAD_FIELD, "'params' must be an object", "params")
-    unknown = sorted(set(params) - set(_params.BY_NAME))
+    unknown = sorted(set(params) - set(_params.BY_NAME) - {"controls"})
     if unknown:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown parameter(s): {', '.join(unknown)}",
                             unknown[0])
@@ -297,6 +301,10 @@ def validate_params(kind: str, params: Any, limits: Limits) -> dict[str, Any]:
             out[spec.name] = spec.default_for(kind)
         else:
             out[spec.name] = _check_param(spec, value, limits)
+    try:   # a list of objects, not a host widget: its own schema (controls.FIELDS)
+        out["controls"] = _controls.check(params.get("controls"), limits.max_controls)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "controls") from None
     return out
 
 
@@ -353,6 +361,8 @@ class SubmitRequest:
     preview: bool = False
     live: bool = False     # replaces this client's previous live job
     scale: int = 1         # an upscale's factor: the result is size × scale
+    controls: list[FrameSpec] = field(default_factory=list)   # one per params.controls
+    control_data: list[Any] = field(default_factory=list)
 
     @property
     def result_size(self) -> tuple[int, int]:
@@ -373,10 +383,14 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
     specs = parse_frame_specs(header, limits)
     check_frame_buffers(specs, buffers)
     by_role: dict[str, tuple[FrameSpec, Any]] = {}
+    controls: list[tuple[FrameSpec, Any]] = []
     for spec, buf in zip(specs, buffers, strict=True):
+        if spec.role == "control":
+            controls.append((spec, buf))
+            continue
         if spec.role not in ("image", "mask"):
-            raise ProtocolError(ErrorCode.BAD_FIELD,
-                                f"frame role {spec.role!r} is not 'image' or 'mask'", "role")
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"frame role {spec.role!r} is not "
+                                "'image', 'mask' or 'control'", "role")
         if spec.role in by_role:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"two '{spec.role}' frames", "role")
         by_role[spec.role] = (spec, buf)
@@ -407,6 +421,7 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
         size = _pair(header, "size", 1, limits.max_side)
         if size[0] * size[1] > limits.max_pixels:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"size {size} exceeds max_pixels", "size")
+    _check_controls(params["controls"] or [], [c[0] for c in controls], size, kind)
     offset = _pair(header, "offset", -(2**31), 2**31 - 1) if "offset" in header else (0, 0)
     default_format = image[0].format if image else "rgba8"
     result_format = header.get("result_format", default_format)
@@ -427,7 +442,24 @@ def parse_submit(header: Mapping[str, Any], buffers: Sequence[Any],
                          image_data=image[1] if image else None,
                          mask_data=mask[1] if mask else None,
                          result_format=result_format, preview=preview, live=live,
-                         scale=scale)
+                         scale=scale, controls=[c[0] for c in controls],
+                         control_data=[c[1] for c in controls])
+
+
+def _check_controls(items: list[dict[str, Any]], frames: list[FrameSpec],
+                    size: tuple[int, int], kind: str) -> None:
+    """One control frame per ``params.controls`` item, each the size of the region."""
+    if items and kind == "upscale":
+        raise ProtocolError(ErrorCode.BAD_FIELD, "controls steer txt2img, img2img and "
+                            "inpaint jobs, not upscales", "controls")
+    if len(frames) != len(items):
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{len(items)} control(s) in params.controls "
+                            f"but {len(frames)} 'control' frame(s)", "controls")
+    for i, spec in enumerate(frames):
+        if (spec.width, spec.height) != size:
+            raise ProtocolError(ErrorCode.BAD_FRAME,
+                                f"control frame {i + 1} is {spec.width}x{spec.height}; the "
+                                f"region is {size[0]}x{size[1]}", "controls")
 
 
 def _scale(header: Mapping[str, Any], kind: str, size: tuple[int, int], limits: Limits) -> int:
@@ -481,3 +513,44 @@ def submit_header(job: str, kind: str, params: Mapping[str, Any], frames: Sequen
     if scale is not None:
         header["scale"] = scale
     return header
+
+
+@dataclass
+class PreprocessRequest:
+    """A validated ``preprocess``: one control frame and what to do to it."""
+
+    preprocess: str
+    frame: FrameSpec
+    data: Any
+    result_format: str = "rgba8"
+
+
+def parse_preprocess(header: Mapping[str, Any], buffers: Sequence[Any],
+                     limits: Limits) -> PreprocessRequest:
+    """``{"op": "preprocess", "preprocess": NAME | "type": TYPE, "frames": [control]}``:
+    the map a control would use, for a host to show as a layer."""
+    specs = parse_frame_specs(header, limits)
+    check_frame_buffers(specs, buffers)
+    if len(specs) != 1 or specs[0].role != "control":
+        raise ProtocolError(ErrorCode.BAD_FRAME, "preprocess takes exactly one 'control' frame",
+                            "frames")
+    kind = header.get("type")
+    if kind is not None and kind not in _controls.TYPES:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"type must be one of "
+                            f"{', '.join(_controls.TYPES)}", "type")
+    name = header.get("preprocess")
+    if name is None:
+        if kind is None:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "say 'preprocess' (or a control 'type')",
+                                "preprocess")
+        name = _controls.preprocessor({"type": kind})
+    try:
+        name = _controls.check_preprocess(name)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "preprocess") from None
+    result_format = header.get("result_format", "rgba8")
+    if result_format not in IMAGE_FORMATS:
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"result_format must be one of {', '.join(IMAGE_FORMATS)}",
+                            "result_format")
+    return PreprocessRequest(name, specs[0], buffers[0], result_format)

@@ -345,3 +345,40 @@ def save_single_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt"})
     return path
+
+
+CONTROL_PREFIX = "control_model."
+
+
+def controlnet_to_ldm(net: Any, prefix: str = CONTROL_PREFIX) -> dict[str, torch.Tensor]:
+    """A diffusers ``ControlNetModel`` in lllyasviel's original layout (``control_model.*``:
+    the UNet encoder as ``input_blocks``/``middle_block``, ``input_hint_block``,
+    ``zero_convs``, ``middle_block_out``), the inverse of diffusers'
+    ``convert_controlnet_checkpoint``. That loader puts the hint block's last conv at index
+    14, so only the published 4-level conditioning embedding has an original layout."""
+    sd = _state_dict(net)
+    levels = len(_cfg(net, "conditioning_embedding_out_channels"))
+    if levels != 4:
+        raise ValueError(f"a {levels}-level conditioning embedding has no original layout")
+    encoder = {k: v for k, v in sd.items() if k.split(".")[0] in
+               ("conv_in", "time_embedding", "down_blocks", "mid_block", "add_embedding",
+                "class_embedding")}
+    out = unet_to_ldm(encoder, config=net, prefix=prefix)
+    for key, tensor in sd.items():
+        if key in encoder:
+            continue
+        module, param = _split_param(key)
+        if module == "controlnet_cond_embedding.conv_in":
+            new = "input_hint_block.0"
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)", module):
+            new = f"input_hint_block.{2 * (int(m[1]) + 1)}"
+        elif module == "controlnet_cond_embedding.conv_out":
+            new = "input_hint_block.14"
+        elif m := re.fullmatch(r"controlnet_down_blocks\.(\d+)", module):
+            new = f"zero_convs.{m[1]}.0"
+        elif module == "controlnet_mid_block":
+            new = "middle_block_out.0"
+        else:
+            raise ValueError(f"ControlNet parameter {key!r} has no original equivalent")
+        _put(out, f"{prefix}{new}.{param}", tensor)
+    return out

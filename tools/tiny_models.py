@@ -288,3 +288,39 @@ def save_tiny_model(kind: str, root: Path, seed: int = 0) -> dict[str, Path]:
     single = save_single_file(pipe, root / f"{name}.safetensors")
     config = write_config_only(folder, root / f"{name}-config")
     return {"diffusers": folder, "single_file": single, "config": config}
+
+
+def save_tiny_controlnet(kind: str, path: Path, seed: int = 0, layout: str = "original"
+                         ) -> Path:
+    """A random ControlNet for the tiny ``kind`` model (``ControlNetModel.from_unet`` on its
+    UNet, the published 4-level conditioning embedding, its zero convolutions made random
+    so that it steers), written as ``path``:
+
+    - ``layout="original"``: a ``.safetensors`` in lllyasviel's ``control_model.*`` layout
+      plus its diffusers config beside it as ``NAME.config.json`` (the tiny widths have no
+      shipped config);
+    - ``layout="folder"``: a diffusers folder.
+    """
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from .ldm_convert import controlnet_to_ldm
+
+    unet = build_tiny_pipeline(kind, seed).unet
+    _seeded(seed, 7)
+    net = ControlNetModel.from_unet(unet)
+    with torch.no_grad():   # zero convolutions would make a random ControlNet do nothing
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.05)
+    path = Path(path)
+    if layout == "folder":
+        net.save_pretrained(str(path), safe_serialization=True)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in controlnet_to_ldm(net).items()}
+    save_file(tensors, str(path))
+    config = {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
+    config["_class_name"] = "ControlNetModel"
+    path.with_name(path.name.rsplit(".", 1)[0] + ".config.json").write_text(
+        json.dumps(config, indent=2) + "\n")
+    return path

@@ -1,5 +1,5 @@
-"""CLI: ``python -m tools.training train|eval|lora`` (reproduce / score the default model,
-train its test LoRA)."""
+"""CLI: ``python -m tools.training train|eval|lora|upscaler|control`` (reproduce / score the
+default model, train its test LoRA, upscaler and ControlNet)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
                                           "and score it against Lanczos")
     up.add_argument("--out", type=Path, default=None, help="default samples/upscalers")
     up.add_argument("--steps", type=int, default=800)
+    co = sub.add_parser("control", help="train the embedded model's scribble ControlNet "
+                                         "(seeded) and score it")
+    co.add_argument("--out", type=Path, default=None,
+                    help="default backend/default_controlnets/shapes-scribble")
+    co.add_argument("--steps", type=int, default=None)
+    co.add_argument("--n", type=int, default=30, help="text-to-image cases when scoring")
+    co.add_argument("--eval-only", action="store_true", help="score the ControlNet in --out")
     ev = sub.add_parser("eval", help="score a model folder against the procedural ground truth")
     ev.add_argument("--model", type=Path, default=DEFAULT_OUT)
     ev.add_argument("--n", type=int, default=50, help="masked regions per prompt")
@@ -59,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         report["evaluation"] = lora.evaluate(out, n=args.n)
         (out / f"{lora.WORD}.json").write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report["evaluation"]["mean"], indent=1))
+        return 0
+    if args.cmd == "control":
+        import json
+
+        from . import control
+
+        out = args.out or control.DEFAULT_OUT
+        report = {}
+        if not args.eval_only:
+            cfg = control.ControlConfig(**({"steps": args.steps} if args.steps else {}))
+            report["training"] = control.train(out, cfg)
+        report["evaluation"] = control.evaluate(out, n=args.n)
+        control.REPORT.write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps({k: report["evaluation"][k] for k in ("with", "without")}, indent=1))
         return 0
     if args.cmd == "upscaler":
         import json

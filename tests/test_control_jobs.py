@@ -1,0 +1,249 @@
+"""Control layers in jobs, through a real daemon, proven on the ControlNet trained here.
+
+``backend/default_controlnets/shapes-scribble`` (``make train-control-sample``) was trained for the
+embedded model on the outlines of the procedural shapes. So a test can check what a control
+*does*: with a prompt that names a colour and no shape, the outline decides which shape is
+painted and where (its IoU with the outlined shape), while the same seeds without the
+control paint something that overlaps the outline only by chance. The tiny random models
+check the rest: an original-layout single file (``control_model.*``) loads offline and
+steers regular and inpainting checkpoints in every job kind, and bad control input is
+refused with the field named while the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paintbridge.plugin.client import Client, DaemonError, Frame, Job, JobState
+from paintbridge.plugin.protocol import ErrorCode
+from tools.training import data
+from tools.training.control import control_map, shape_iou
+
+from .conftest import DaemonProc, TinyModels, start_daemon
+
+SIDE = 64
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[DaemonProc]:
+    """The embedded model and its shipped ControlNet; the tiny models with a random
+    original-layout ControlNet, and a broken file."""
+    from tools.tiny_models import save_tiny_controlnet
+
+    root = tmp_path_factory.mktemp("control-jobs")
+    nets = root / "ControlNet"
+    save_tiny_controlnet("v1", nets / "tiny_sd15_canny.safetensors")
+    good = (nets / "tiny_sd15_canny.safetensors").read_bytes()
+    (nets / "broken_scribble.safetensors").write_bytes(good[: len(good) // 3])
+    d = start_daemon(root, "--models", str(tiny_models.models_dir), "--controlnets", str(nets),
+                     "--default-model", "default")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def client(daemon: DaemonProc) -> Iterator[Client]:
+    with Client(daemon.endpoint) as c:
+        c.hello()
+        yield c
+
+
+def _rgba(rgb: np.ndarray) -> Frame:
+    px = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
+    return Frame(px.shape[1], px.shape[0], "rgba8", np.ascontiguousarray(px).tobytes())
+
+
+def outline_layer(kind: str, box: tuple[int, int, int, int]) -> Frame:
+    """What an artist draws on a control layer: dark strokes on a transparent layer."""
+    lines = control_map([data.Shape(kind, "black", box)])[..., 0] > 0
+    px = np.zeros((SIDE, SIDE, 4), np.uint8)
+    px[lines] = (20, 20, 20, 255)
+    return Frame(SIDE, SIDE, "rgba8", px.tobytes())
+
+
+def run(client: Client, kind: str, params: dict, controls: list[Frame] = (),
+        image: Frame | None = None, mask: Frame | None = None, timeout: float = 240) -> Job:
+    job = client.submit(kind, params, image=image, mask=mask,
+                        size=(SIDE, SIDE) if image is None and mask is None else None,
+                        controls=list(controls))
+    client.wait(job, timeout=timeout)
+    return job
+
+
+def pixels(job: Job, under: np.ndarray | None = None) -> np.ndarray:
+    """The result laid over ``under`` (a new layer over the page), RGB."""
+    assert job.state is JobState.DONE, (job.error_code, job.error_message)
+    p = job.patches[0]
+    patch = np.frombuffer(p.data, np.uint8).reshape(p.height, p.width, 4).astype(np.float32)
+    out = (np.zeros((SIDE, SIDE, 3), np.float32) if under is None
+           else under.astype(np.float32).copy())
+    a = patch[..., 3:] / 255
+    ys, xs = slice(p.y, p.y + p.height), slice(p.x, p.x + p.width)
+    out[ys, xs] = patch[..., :3] * a + out[ys, xs] * (1 - a)
+    return np.rint(out).astype(np.uint8)
+
+
+#: (shape, colour, box, background): one case per shape and place
+CASES = [("triangle", "red", (8, 6, 40, 38), "white"),
+         ("square", "blue", (26, 24, 54, 52), "white"),
+         ("circle", "yellow", (12, 28, 42, 58), "purple"),
+         ("triangle", "blue", (30, 10, 58, 38), "white"),
+         ("square", "red", (6, 8, 32, 34), "black"),
+         ("circle", "red", (28, 6, 58, 36), "white")]
+
+
+def test_the_outline_decides_the_shape_and_where_it_goes(client: Client) -> None:
+    """Text to image with 'a red shape on a white background': the outline's shape is
+    painted where the outline is; without it, the same seeds overlap it by chance."""
+    rows = []
+    for i, (kind, colour, box, bg) in enumerate(CASES):
+        prompt = f"{data.article(colour)} {colour} shape on {data.article(bg)} {bg} background"
+        params = {"prompt": prompt, "seed": 100 + i}
+        steered = pixels(run(client, "txt2img", {**params, "controls": [{"type": "scribble"}]},
+                             [outline_layer(kind, box)]))
+        free = pixels(run(client, "txt2img", params))
+        rows.append((kind, *shape_iou(steered, colour, kind, box),
+                     shape_iou(free, colour, kind, box)[0]))
+    with_iou = [r[1] for r in rows]
+    without_iou = [r[3] for r in rows]
+    shapes_hit = [r[0] == r[2] for r in rows]
+    assert np.mean(with_iou) >= 0.6, rows
+    assert min(with_iou) >= 0.35, rows
+    assert sum(shapes_hit) >= 4, rows
+    assert np.mean(without_iou) <= 0.35, rows
+    assert np.mean(with_iou) - np.mean(without_iou) >= 0.3, rows
+
+
+def test_inpaint_and_img2img_follow_the_outline(client: Client) -> None:
+    white = np.full((SIDE, SIDE, 3), data.COLOURS["white"], np.uint8)
+    mask = np.zeros((SIDE, SIDE), np.uint8)
+    mask[4:44, 4:44] = 255
+    box = (8, 8, 40, 40)
+    control = [{"type": "scribble"}]
+    inpainted = pixels(run(client, "inpaint", {"prompt": "a green shape", "seed": 5,
+                                               "controls": control},
+                           [outline_layer("triangle", box)], image=_rgba(white),
+                           mask=Frame(SIDE, SIDE, "gray8", mask.tobytes())), white)
+    iou, shape = shape_iou(inpainted, "green", "triangle", box)
+    assert iou >= 0.5 and shape == "triangle", (iou, shape)
+    assert (inpainted[50:, 50:] > 200).all()   # outside the selection: the white page
+
+
+def test_an_original_layout_single_file_steers_regular_and_inpainting_models(
+        client: Client, daemon: DaemonProc) -> None:
+    """The tiny SD1 ControlNet, in lllyasviel's control_model.* layout, found in a
+    ControlNet folder and loaded offline: every job kind on the regular tiny model, inpaint
+    on the inpainting one; strength 0 gives another picture than strength 1."""
+    listed = {n["name"]: n for n in client.request("models")[0]["controlnets"]}
+    assert listed["tiny_sd15_canny"]["layout"] == "original"
+    assert listed["tiny_sd15_canny"]["type"] == "canny" and listed["tiny_sd15_canny"]["usable"]
+    assert "broken_scribble" in listed and not listed["broken_scribble"]["usable"]
+    square = np.zeros((SIDE, SIDE, 3), np.uint8)
+    square[16:48, 16:48] = 255
+    hint = _rgba(square)
+    image = _rgba(np.full((SIDE, SIDE, 3), 128, np.uint8))
+    mask = np.zeros((SIDE, SIDE), np.uint8)
+    mask[8:56, 8:56] = 255
+    sel = Frame(SIDE, SIDE, "gray8", mask.tobytes())
+    outs = {}
+    for model, kind in (("tiny-v1", "txt2img"), ("tiny-v1", "img2img"), ("tiny-v1", "inpaint"),
+                        ("tiny-inpainting", "inpaint")):
+        for strength in (1.0, 0.0):
+            params = {"prompt": "a square", "model": model, "seed": 3, "steps": 4,
+                      "controls": [{"type": "canny", "strength": strength}]}
+            job = run(client, kind, params, [hint],
+                      image=None if kind == "txt2img" else image,
+                      mask=sel if kind == "inpaint" else None)
+            outs[model, kind, strength] = pixels(job)
+        assert not np.array_equal(outs[model, kind, 1.0], outs[model, kind, 0.0]), (model, kind)
+    assert "tiny_sd15_canny" in daemon.output()
+
+
+def test_two_controls_at_once(client: Client) -> None:
+    box = (10, 10, 50, 50)
+    one = [{"type": "scribble"}]
+    two = one + [{"type": "scribble", "strength": 0.6, "start": 0.2, "end": 0.8}]
+    params = {"prompt": "a red shape", "seed": 9}
+    single = pixels(run(client, "txt2img", {**params, "controls": one},
+                        [outline_layer("square", box)]))
+    double = pixels(run(client, "txt2img", {**params, "controls": two},
+                        [outline_layer("square", box), outline_layer("circle", box)]))
+    assert not np.array_equal(single, double)
+
+
+@pytest.mark.parametrize("controls, frames, field, words", [
+    ([{"type": "scribble", "model": "tiny_sd15_canny"}], 1, "controls",
+     "is for unknown, cross-attention width 32; model 'default' is inpainting, "
+     "cross-attention width 64"),
+    ([{"type": "scribble", "model": "nope"}], 1, "controls", "unknown ControlNet 'nope'"),
+    ([{"type": "scribble", "model": "broken_scribble"}], 1, "controls", "is not usable"),
+    ([{"type": "depth"}], 1, "controls", "no depth ControlNet for model 'default'"),
+    ([{"type": "wiggle"}], 1, "controls", "type 'wiggle' is unknown"),
+    ([{"type": "depth", "preprocess": "depth_midas"}], 1, "controls", "annotator weights"),
+    ([{"type": "scribble"}], 0, "controls", "but 0 'control' frame"),
+])
+def test_bad_control_input_is_refused_with_the_field_named(
+        client: Client, controls: list, frames: int, field: str, words: str) -> None:
+    header = {"v": 1, "op": "submit", "job": f"bad-{abs(hash(words))}", "kind": "txt2img",
+              "params": {"prompt": "x", "controls": controls}, "size": [SIDE, SIDE],
+              "frames": [{"role": "control", "width": SIDE, "height": SIDE,
+                          "format": "rgba8"}] * frames}
+    with pytest.raises(DaemonError) as err:
+        client.request("submit", payload=[bytes(SIDE * SIDE * 4)] * frames,
+                       **{k: v for k, v in header.items() if k not in ("v", "op", "job")})
+    assert err.value.code in (ErrorCode.BAD_FIELD, ErrorCode.BAD_FRAME)
+    assert words in err.value.message, err.value.message
+    assert client.request("hello")[0]["default_model"] == "default"   # still serving
+
+
+def test_a_control_frame_of_another_size_is_refused(client: Client) -> None:
+    small = Frame(32, 32, "rgba8", bytes(32 * 32 * 4))
+    with pytest.raises(DaemonError) as err:
+        client.request("submit", payload=[small.data], kind="txt2img",
+                       params={"prompt": "x", "controls": [{"type": "scribble"}]},
+                       size=[SIDE, SIDE], frames=[small.spec("control").to_json()])
+    assert err.value.code == ErrorCode.BAD_FRAME and "32x32" in err.value.message
+
+
+def test_preprocess_returns_the_map_a_host_shows_as_a_layer(client: Client) -> None:
+    square = np.zeros((SIDE, SIDE, 3), np.uint8)
+    square[16:48, 16:48] = 255
+    edges = client.preprocess(_rgba(square), control_type="canny")
+    px = np.frombuffer(edges.data, np.uint8).reshape(SIDE, SIDE, 4)
+    assert (edges.width, edges.height, edges.format) == (SIDE, SIDE, "rgba8")
+    assert px[..., 3].min() == 255 and px[14:18, 20:40, 0].max(axis=0).min() == 255
+    assert px[24:40, 24:40, 0].max() == 0
+    scribble = client.preprocess(outline_layer("triangle", (8, 8, 40, 40)), "scribble")
+    lines = np.frombuffer(scribble.data, np.uint8).reshape(SIDE, SIDE, 4)[..., 0] > 0
+    assert 60 < lines.sum() < 400
+    with pytest.raises(DaemonError, match="annotator weights"):
+        client.preprocess(_rgba(square), "openpose")
+
+
+def test_hello_offers_controls(client: Client) -> None:
+    hello = client.request("hello")[0]
+    assert "controls" in hello["features"]
+    assert {"name": "shapes-scribble", "type": "scribble", "arch": None} in hello["controlnets"]
+    assert "scribble" in hello["control_types"] and "canny" in hello["preprocessors"]
+
+
+def test_the_original_layout_round_trips(tmp_path: Path) -> None:
+    """Our converter is the exact inverse of diffusers' loader: every tensor comes back."""
+    import torch
+    from diffusers import ControlNetModel
+
+    from paintbridge.backend import controlnets
+    from tools.tiny_models import save_tiny_controlnet
+
+    path = save_tiny_controlnet("v1", tmp_path / "x_canny.safetensors")
+    folder = save_tiny_controlnet("v1", tmp_path / "folder", layout="folder")
+    entry = controlnets.inspect(controlnets.ControlNetEntry("x_canny", path))
+    loaded = controlnets.load(entry, "cpu", torch.float32).state_dict()
+    want = ControlNetModel.from_pretrained(str(folder)).state_dict()
+    assert loaded.keys() == want.keys()
+    assert all(torch.equal(loaded[k], want[k]) for k in want)
