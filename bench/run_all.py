@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ("transfer", "overhead", "canvas", "hardening", "loras", "edit_memory", "live",
-              "detail", "cluster")
+BENCHMARKS = ("transfer", "overhead", "canvas", "hardening", "loras", "controls",
+              "edit_memory", "live", "detail", "cluster")
 
 
 def main(argv: list[str] | None = None) -> int:

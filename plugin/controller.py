@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from .client import DaemonError, Job, JobState
 from .expand import Expansion
 from .live import Live, LiveTarget
 from .protocol import ProtocolError
-from .session import Document, GenerationSettings, Session, UnsupportedDocument
+from .session import ControlLayer, Document, GenerationSettings, Session, UnsupportedDocument
 from .session import job_progress as _session_progress
 
 #: the mode selector (not a parameter row): value -> label
@@ -349,11 +349,13 @@ class Controller:
 
     def generate(self, settings: GenerationSettings,
                  open_target: Callable[[], Target | None],
-                 expansion: Expansion | None = None, upscale: int = 0) -> bool:
+                 expansion: Expansion | None = None, upscale: int = 0,
+                 control_layers: Sequence[ControlLayer] = ()) -> bool:
         """Save the settings and send the job; ``open_target`` makes the document adapter
         (None: no document open; ValueError: not a layer that can be read). Returns whether
         a job was sent; otherwise the message says why. ``expansion``: an Expand job;
-        ``upscale``: an Upscale job by that factor (into a new image)."""
+        ``upscale``: an Upscale job by that factor (into a new image); ``control_layers``
+        steer a generation."""
         self.save_settings(settings)
         if self.running:
             self.error("A job is already running: cancel it first.")
@@ -374,7 +376,7 @@ class Controller:
                 self.error("Open an image first.")
                 return False
             self.session.submit(target, settings, send_timeout=0, expansion=expansion,
-                                upscale=upscale)
+                                upscale=upscale, control_layers=control_layers)
         except (ValueError, UnsupportedDocument, ProtocolError) as exc:
             self.error(str(exc))
             return False
@@ -383,6 +385,27 @@ class Controller:
             return False
         self.target = target
         self.info("")
+        return True
+
+    def preprocess(self, control: ControlLayer,
+                   open_target: Callable[[], Target | None]) -> bool:
+        """"Preprocess to layer" for one control; the message says what happened."""
+        if not self.session.connected:
+            self.error(f"No paintbridge daemon answers at {self.session.endpoint}.")
+            return False
+        try:
+            target = open_target()
+            if target is None:
+                self.error("Open an image first.")
+                return False
+            name = self.session.preprocess(target, control)
+        except (ValueError, UnsupportedDocument, ProtocolError) as exc:
+            self.error(str(exc))
+            return False
+        except DaemonError as exc:
+            self.error(exc.message)
+            return False
+        self.info(f"Added the layer '{name}'.")
         return True
 
     def cancel(self) -> None:

@@ -8,11 +8,11 @@ naming the result layers — lives here, where it is tested without a host.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import hosts, protocol
+from . import controls, hosts, protocol
 from .client import Client, DaemonError, Frame, Job, JobState, Patch
 from .expand import Expansion
 from .hosts import default_endpoint
@@ -61,6 +61,35 @@ class Document(Protocol):
         """A new image (document) of ``width`` × ``height`` in the source layer's colour
         space, holding the patches as layers (as add_results does), shown to the user where
         the host has a window. This document is not touched."""
+
+    def layer_key(self) -> str:
+        """The identity of the layer jobs read from (as ``read_layer`` takes it)."""
+
+    def read_layer(self, key: str, rect: Rect) -> Frame:
+        """Another layer's pixels in ``rect`` (a control layer's drawing), in its own wire
+        format; ValueError when the layer is gone or cannot be read."""
+
+
+@dataclass
+class ControlLayer:
+    """One control the artist set up: the layer its drawing is on, and how it steers.
+    The layer is never the one edited; its pixels go as a ``control`` frame."""
+
+    layer: str                      # the host's key of the layer (Document.read_layer)
+    type: str = "scribble"
+    model: str | None = None        # None: the daemon picks one for the type and model
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocess: str | None = None   # None: the type's usual one
+    name: str = ""                  # the layer's name, for messages
+
+    def item(self) -> dict[str, Any]:
+        """The wire item, checked (ValueError naming what is wrong)."""
+        return controls.check_item({"type": self.type, "model": self.model or None,
+                                    "strength": self.strength, "start": self.start,
+                                    "end": self.end, "preprocess": self.preprocess or None},
+                                   f"control '{self.name or self.layer}'")
 
 
 class GenerationSettings:
@@ -143,14 +172,23 @@ class PreparedJob:
     image: Frame | None
     mask: Frame | None
     scale: int | None = None    # an upscale's factor
+    controls: list[Frame] = field(default_factory=list)   # one per params["controls"]
 
 
 
 def prepare(doc: Document, settings: GenerationSettings,
-            area: Callable[[], Rect] | None = None) -> PreparedJob:
+            area: Callable[[], Rect] | None = None,
+            control_layers: Sequence[ControlLayer] = ()) -> PreparedJob:
     """Read exactly the region the job needs from the document; raise ValueError or
     UnsupportedDocument with a message for the user when nothing can be sent. ``area``
-    gives the region when nothing is selected (default: the whole layer)."""
+    gives the region when nothing is selected (default: the whole layer). Each control
+    layer's pixels in the same region go along as a control frame."""
+    items = [c.item() for c in control_layers]
+    active = doc.layer_key() if control_layers else None
+    for c in control_layers:
+        if c.layer == active:
+            raise ValueError(f"'{c.name or 'This layer'}' is a control layer: its drawing "
+                             "steers the job. Select the layer to paint on.")
     fmt = doc.pixel_format()
     canvas = doc.canvas()
     bounds = doc.selection_bounds()
@@ -167,7 +205,16 @@ def prepare(doc: Document, settings: GenerationSettings,
     if kind != "txt2img":
         image = Frame(region.width, region.height, fmt, doc.read_pixels(region))
     mask = doc.read_selection(region) if bounds is not None else None
-    return PreparedJob(kind, region, settings.params(kind), image, mask)
+    params = settings.params(kind)
+    if items:
+        params["controls"] = items
+    frames = [doc.read_layer(c.layer, region) for c in control_layers]
+    return PreparedJob(kind, region, params, image, mask, controls=frames)
+
+
+def control_map_name(control: ControlLayer) -> str:
+    """The layer "Preprocess to layer" makes."""
+    return f"Control map: {control.name or 'layer'} ({control.preprocess or control.type})"
 
 
 def prepare_expand(doc: Document, settings: GenerationSettings,
@@ -380,12 +427,13 @@ class Session:
 
     def submit(self, doc: Document, settings: GenerationSettings,
                send_timeout: float = 2.0, expansion: Expansion | None = None,
-               upscale: int = 0) -> Job:
+               upscale: int = 0, control_layers: Sequence[ControlLayer] = ()) -> Job:
         """Read the document and send the job; raises ValueError / UnsupportedDocument /
         DaemonError (not reachable) with a message for the user. ``send_timeout`` 0 never
         waits for a connection (for UI threads). With ``expansion`` it is an Expand job:
         the canvas grows only when its result is delivered; with ``upscale`` (2, 3, 4) an
-        Upscale job, whose result opens as a new image."""
+        Upscale job, whose result opens as a new image. ``control_layers`` steer a
+        generation (Expand and Upscale take none)."""
         if self.job is not None and not self.job.finished:
             raise ValueError("A job is already running; cancel it first.")
         if expansion is not None:
@@ -393,14 +441,15 @@ class Session:
         elif upscale:
             prepared = prepare_upscale(doc, settings, upscale)
         else:
-            prepared = prepare(doc, settings)
+            prepared = prepare(doc, settings, control_layers=control_layers)
         region = prepared.region
         self.job = self.client.submit(prepared.kind, prepared.params, image=prepared.image,
                                       mask=prepared.mask, offset=(region.x, region.y),
                                       size=(region.width, region.height),
                                       result_format=prepared.image.format if prepared.image
                                       else doc.pixel_format(), preview=True,
-                                      send_timeout=send_timeout, scale=prepared.scale)
+                                      send_timeout=send_timeout, scale=prepared.scale,
+                                      controls=prepared.controls)
         self.job.info["prompt"] = settings.prompt
         if expansion is not None:
             self.job.info["expansion"] = expansion
@@ -408,6 +457,22 @@ class Session:
             self.job.info["upscaled"] = (region.width * prepared.scale,
                                          region.height * prepared.scale, prepared.scale)
         return self.job
+
+    def preprocess(self, doc: Document, control: ControlLayer, timeout: float = 60.0
+                   ) -> str:
+        """"Preprocess to layer": the control layer's map (what the daemon would steer
+        with) as a new layer above the active one; the control layer is not touched.
+        Returns the new layer's name; DaemonError / ValueError with a message."""
+        item = control.item()
+        rect = doc.canvas()
+        frame = doc.read_layer(control.layer, rect)
+        fmt = doc.pixel_format()
+        out = self.client.preprocess(frame, controls.preprocessor(item), item["type"],
+                                     result_format=fmt, timeout=timeout)
+        name = control_map_name(control)
+        doc.add_results([Patch(rect.x, rect.y, out.width, out.height, out.format, 0,
+                               out.data)], [name], None)
+        return name
 
     def poll(self, timeout_ms: int = 0) -> Job | None:
         """Read what arrived; returns the current job if it changed."""

@@ -247,3 +247,84 @@ def test_the_original_layout_round_trips(tmp_path: Path) -> None:
     want = ControlNetModel.from_pretrained(str(folder)).state_dict()
     assert loaded.keys() == want.keys()
     assert all(torch.equal(loaded[k], want[k]) for k in want)
+
+
+# --------------------------------------------------------------------------- the hosts' path
+
+
+class LayeredDocument:
+    """plugin.session.Document over numpy layers: 'paper' (edited) and 'lines' (the control
+    layer the artist drew on); records the layers added."""
+
+    def __init__(self, lines: np.ndarray) -> None:
+        paper = np.zeros((SIDE, SIDE, 4), np.uint8)
+        paper[...] = (*data.COLOURS["white"], 255)
+        self.layers = {"paper": paper, "lines": lines}
+        self.active = "paper"
+        self.added: list[tuple[str, object]] = []
+
+    def canvas(self):
+        from paintbridge.plugin.region import Rect
+
+        return Rect(0, 0, SIDE, SIDE)
+
+    def selection_bounds(self):
+        return None
+
+    def pixel_format(self) -> str:
+        return "rgba8"
+
+    def read_pixels(self, rect) -> bytes:
+        return self.read_layer(self.active, rect).data
+
+    def read_selection(self, rect):
+        raise AssertionError("nothing is selected")
+
+    def layer_key(self) -> str:
+        return self.active
+
+    def read_layer(self, key: str, rect) -> Frame:
+        px = self.layers[key][rect.y:rect.bottom, rect.x:rect.right]
+        return Frame(rect.width, rect.height, "rgba8", np.ascontiguousarray(px).tobytes())
+
+    def add_results(self, patches, names, group) -> None:
+        self.added.extend(zip(names, patches, strict=True))
+
+
+def test_a_host_document_sends_its_control_layer(daemon: DaemonProc) -> None:
+    """What both host plugins do (plugin.session): the control layer's drawing steers a
+    text-to-image job over the whole layer, the layer edited is never the control layer,
+    and "Preprocess to layer" adds the map as a new layer."""
+    import time
+
+    from paintbridge.plugin.session import ControlLayer, GenerationSettings, Session, prepare
+
+    box = (12, 10, 48, 46)
+    lines = np.frombuffer(outline_layer("triangle", box).data, np.uint8).reshape(SIDE, SIDE, 4)
+    doc = LayeredDocument(lines.copy())
+    control = ControlLayer("lines", "scribble", name="lines")
+    settings = GenerationSettings(prompt="a red shape", seed=21, mode="txt2img")
+    session = Session(daemon.endpoint)
+    assert session.check()
+    session.submit(doc, settings, control_layers=[control])
+    deadline = time.monotonic() + 240
+    while not session.job.finished:
+        session.poll(100)
+        assert time.monotonic() < deadline
+    assert session.deliver(doc) == ["a red shape [seed 21]"]
+    patch = doc.added[0][1]
+    out = np.frombuffer(patch.data, np.uint8).reshape(SIDE, SIDE, 4)[..., :3]
+    iou, shape = shape_iou(out, "red", "triangle", box)
+    assert iou >= 0.5 and shape == "triangle", (iou, shape)
+    assert np.array_equal(doc.layers["lines"], lines)   # the control layer as drawn
+
+    doc.active = "lines"
+    with pytest.raises(ValueError, match="'lines' is a control layer"):
+        prepare(doc, settings, control_layers=[control])
+    doc.active = "paper"
+    assert session.preprocess(doc, control) == "Control map: lines (scribble)"
+    name, mapped = doc.added[-1]
+    px = np.frombuffer(mapped.data, np.uint8).reshape(SIDE, SIDE, 4)
+    drawn = lines[..., 3] > 0
+    assert np.array_equal(px[..., 0] > 127, drawn) and px[..., 3].min() == 255
+    session.close()

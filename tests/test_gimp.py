@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pytest
 
 from paintbridge.plugin.hosts import stage_text
@@ -47,6 +48,27 @@ def ensure_chroot() -> Path:
     chroot = Path(out.stdout.strip().splitlines()[-1])
     assert (chroot / "usr" / "bin" / "gimp-console-3.0").exists(), out.stdout
     return chroot
+
+
+CONTROL_ARGS = ["control-drawable", "control-type", "control-model", "control-strength"]
+CONTROL_SIDE, CONTROL_BOX = 64, (10, 8, 50, 48)
+
+
+def _control_outline() -> tuple[Any, Any]:
+    """(the filled triangle, its 3 px outline) on the control case's 64x64 page."""
+    from tools.training.data import shape_mask
+
+    filled = shape_mask("triangle", CONTROL_BOX)
+    inner = filled.copy()
+    for _ in range(3):
+        p = np.pad(inner, 1)
+        inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return filled, filled & ~inner
+
+
+def _control_case() -> dict[str, Any]:
+    outline = _control_outline()[1]
+    return {"side": CONTROL_SIDE, "outline": "".join("1" if v else "0" for v in outline.ravel())}
 
 
 def daemon_args(request: pytest.FixtureRequest) -> list[str]:
@@ -116,6 +138,8 @@ def gimp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         daemon = start_daemon(log_dir, *daemon_args(request))
         env = {"PB_ENDPOINT": daemon.endpoint,
                "PB_DEAD_ENDPOINT": f"tcp://127.0.0.1:{free_port()}"}
+        if not daemon_args(request):   # the embedded model and its scribble ControlNet
+            env["PB_CONTROL"] = json.dumps(_control_case())
         yield {"chroot": chroot, "work": work, "inside": inside, "plug_ins": plug_ins,
                "log_dir": log_dir, "env": env}
     finally:
@@ -223,7 +247,7 @@ def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
         args = {a["name"]: a for a in procs[proc]}
         names = [a["name"] for a in procs[proc] if a["name"] not in GIMP_ARGS]
         own = {"paintbridge-expand": ["expand-pixels", "expand-sides"],
-               "paintbridge-upscale": ["upscale-factor"]}.get(proc, [])
+               "paintbridge-upscale": ["upscale-factor"]}.get(proc, CONTROL_ARGS)
         assert names == [p.arg_name for p in PARAMS] + own + DAEMON_ARGS, (proc, names)
         for p in PARAMS:
             arg = args[p.arg_name]
@@ -419,6 +443,8 @@ def test_settings_dialog_shows_every_row(ui: dict[str, Any]) -> None:
         assert row["shown"], (p.name, row)
         assert row["folded"] == (["Advanced", False] if p.advanced else None), (p.name, row)
         assert (row["widget"] == "TextView") == p.multiline, (p.name, row)
+    assert list(res["controls"]) == CONTROL_ARGS
+    assert all(c["shown"] for c in res["controls"].values()), res["controls"]
 
 
 def test_dialog_shows_why_no_daemon_answers(ui: dict[str, Any]) -> None:
@@ -483,3 +509,24 @@ def test_uninstall_removes_what_gimp_ran(cases: dict[str, Any], ui: Any) -> None
     out = paintbridge("install", "gimp", "--plug-ins", str(plug_ins), "--uninstall")
     assert out.returncode == 0, out.stderr
     assert list(plug_ins.iterdir()) == []
+
+
+def test_a_control_layer_steers_generate(cases: dict[str, Any]) -> None:
+    """paintbridge-generate with a triangle outline on another layer as its scribble
+    control and "a red shape on a white background": a red triangle where the outline is,
+    in a new layer; the page and the lines layer as they were."""
+    if "control" not in cases["results"]:
+        pytest.skip("the sample ControlNet is for the embedded model")
+    from tools.training.data import COLOURS
+    from tools.training.evaluate import classify_pixels, classify_shape, largest_component
+
+    res = result(cases, "control")
+    assert res["status"] == "success", res.get("message")
+    assert res["lines_as_drawn"] and res["page_as_it_was"]
+    assert res["offset"] == [0, 0] and res["size"] == [CONTROL_SIDE, CONTROL_SIDE]
+    rgba = np.frombuffer(bytes.fromhex(res["rgba"]), np.uint8).reshape(CONTROL_SIDE,
+                                                                       CONTROL_SIDE, 4)
+    red = largest_component(classify_pixels(rgba[..., :3]) == list(COLOURS).index("red"))
+    filled = _control_outline()[0]
+    iou = (red & filled).sum() / (red | filled).sum()
+    assert iou >= 0.5 and classify_shape(red) == "triangle", (iou, classify_shape(red))

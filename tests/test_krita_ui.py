@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from paintbridge.plugin.params import INT32_MAX, PARAMS
@@ -20,7 +21,26 @@ from tests.krita.harness import HERE, REPO, KritaHome, require_krita, run_krita_
 
 EMBEDDED = REPO / "backend" / "default_model" / "model_index.json"
 SAMPLE_LORAS = REPO / "samples" / "loras"
-UI_LIMIT = 330
+UI_LIMIT = 400
+W, H = 128, 96
+CONTROL_BOX = (40, 20, 88, 68)    # a 48 px triangle's outline on the "lines" layer
+
+
+def _control_mask() -> tuple[np.ndarray, np.ndarray]:
+    """(the filled triangle, its 4 px outline) on the test's 128x96 canvas."""
+    from tools.training.data import shape_mask
+
+    filled = shape_mask("triangle", CONTROL_BOX, W)[:H]
+    inner = filled.copy()
+    for _ in range(4):
+        p = np.pad(inner, 1)
+        inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return filled, filled & ~inner
+
+
+def _control_case() -> dict[str, Any]:
+    outline = _control_mask()[1]
+    return {"box": CONTROL_BOX, "outline": "".join("1" if v else "0" for v in outline.ravel())}
 
 
 def _model_setup(tiny_models: TinyModels) -> tuple[list[str], dict[str, Any]]:
@@ -51,7 +71,9 @@ def ui(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dic
     out.mkdir()
     test_cfg = home.root / "test.json"
     test_cfg.write_text(json.dumps({"out": str(out), "daemon_pid": daemon.proc.pid,
-                                    "limit": UI_LIMIT - 20}))
+                                    "limit": UI_LIMIT - 20,
+                                    **({"control": _control_case()} if EMBEDDED.is_file()
+                                       else {})}))
     env = home.env(PAINTBRIDGE_ENDPOINT=daemon.endpoint,
                    PAINTBRIDGE_KRITA_TEST_DRIVER=str(HERE / "ui_driver.py"),
                    PAINTBRIDGE_KRITA_TEST_CONFIG=str(test_cfg))
@@ -243,3 +265,32 @@ def test_upscale_opens_the_result_in_a_new_document(ui: dict[str, Any]) -> None:
     assert u["message"].startswith(f"Added a new {2 * w}×{2 * h} image with 1 layer")
     assert u["shown"] and u["source_identical"] and u["source_layers_same"]
     assert u["saved"] == "2"
+
+
+def test_a_control_layer_steers_generate(ui: dict[str, Any]) -> None:
+    """An artist's triangle outline on its own layer, picked as a scribble control, and
+    "a red shape" on Generate: a new layer with a red triangle where the outline is. "Map"
+    puts the scribble map into a layer; the lines layer and the source stay as they were;
+    with the lines layer active, Generate refuses (it is never the layer edited)."""
+    assert ui.get("ok"), ui.get("error")
+    if not EMBEDDED.is_file():
+        pytest.skip("the sample ControlNet is for the embedded model")
+    from tools.training.data import COLOURS
+    from tools.training.evaluate import classify_pixels, classify_shape, largest_component
+
+    res = ui["control"]
+    assert res["layer_offered"] and res["type"] == "scribble"
+    assert "shapes-scribble" in res["models_offered"]
+    assert "Control map: lines (scribble)" in res["map_message"], res["map_message"]
+    assert res["layers_map_removed"]
+    filled, outline = _control_mask()
+    mapped = np.fromfile(Path(ui["_out"], "control-map.bgra"), np.uint8).reshape(H, W, 4)
+    assert np.array_equal(mapped[..., 2] > 127, outline) and mapped[..., 3].min() == 255
+    assert res["result_name"] == "a red shape [seed 7]", res["message"]
+    bgra = np.fromfile(Path(ui["_out"], "control-result.bgra"), np.uint8).reshape(H, W, 4)
+    rgb = bgra[..., [2, 1, 0]]
+    red = largest_component(classify_pixels(rgb) == list(COLOURS).index("red"))
+    iou = (red & filled).sum() / (red | filled).sum()
+    assert iou >= 0.5 and classify_shape(red) == "triangle", (iou, classify_shape(red))
+    assert res["lines_as_drawn"] and res["source_identical"]
+    assert "is a control layer" in res["refused_message"] and not res["refused_running"]

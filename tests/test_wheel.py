@@ -77,6 +77,9 @@ def test_the_wheel_holds_one_import_name(wheel: Path) -> None:
     assert not any("training" in n or "tiny_models" in n or "ldm_convert" in n
                    or "childdaemon" in n or "__pycache__" in n for n in names)
     assert any(n.startswith("paintbridge/backend/default_model/unet/") for n in names)
+    sample = "paintbridge/backend/default_controlnets/shapes-scribble/"   # its ControlNet
+    assert {sample + "config.json", sample + "diffusion_pytorch_model.safetensors"} <= set(names)
+    assert "paintbridge/backend/configs/controlnet_v1/config.json" in names
 
 
 def test_installed_wheel_serves_and_edits(fresh: Path, tmp_path: Path) -> None:

@@ -104,6 +104,13 @@ def settings_dialog(procedure, config, session, problem: str | None = None) -> b
         shown[:0] = ["expand-pixels", "expand-sides"]
     if config.find_property("upscale-factor") is not None:  # ... and Upscale's
         shown[:0] = ["upscale-factor"]
+    if config.find_property("control-drawable") is not None:   # a control layer, after
+        from gimp_params import CONTROL_FIELDS
+
+        dialog.get_label("control-title", "Control layer (ControlNet)", False, False)
+        dialog.fill_box("control-box", CONTROL_FIELDS)
+        dialog.fill_frame("control-frame", "control-title", False, "control-box")
+        shown.append("control-frame")
     models = session.models() if session is not None else []
     if models:
         default = (session.info or {}).get("default_model")

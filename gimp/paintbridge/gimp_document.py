@@ -92,6 +92,22 @@ class GimpDocument:
         data = bytes(buffer.get(box, 1.0, babl, Gegl.AbyssPolicy.NONE))
         return Frame(rect.width, rect.height, wire, data)
 
+    def layer_key(self) -> str:
+        return str(self.drawable.get_id())
+
+    def read_layer(self, key: str, rect: Rect) -> Frame:
+        """A control layer's pixels in ``rect`` (canvas coordinates), in the image's format;
+        transparent where the layer does not reach."""
+        item = Gimp.Item.get_by_id(int(key))
+        if item is None or not isinstance(item, Gimp.Drawable):
+            raise ValueError("The control layer is gone: pick it again.")
+        layer = source_layer(item)
+        _, ox, oy = layer.get_offsets()
+        fmt = self.pixel_format()
+        box = Gegl.Rectangle.new(rect.x - ox, rect.y - oy, rect.width, rect.height)
+        data = bytes(layer.get_buffer().get(box, 1.0, BABL[fmt][0], Gegl.AbyssPolicy.NONE))
+        return Frame(rect.width, rect.height, fmt, data)
+
     def image_rect(self) -> Rect:
         return Rect(0, 0, self.image.get_width(), self.image.get_height())
 

@@ -109,3 +109,41 @@ def add_upscale_arguments(proc: Gimp.Procedure) -> None:
 
 def upscale_from_config(config: Gimp.ProcedureConfig) -> int:
     return int(config.get_property("upscale-factor"))
+
+
+#: the control arguments of the generating procedures (one control layer; plugin/controls.py)
+CONTROL_FIELDS = ["control-drawable", "control-type", "control-model", "control-strength"]
+
+
+def add_control_arguments(proc: Gimp.Procedure) -> None:
+    """A layer whose drawing steers the job (ControlNet), what it holds, which ControlNet
+    (empty: one the daemon has for the type and the model) and how strongly."""
+    from plugin.controls import MAX_STRENGTH, TYPES
+
+    proc.add_drawable_argument("control-drawable", "_Control layer",
+                               "A layer with your drawing (scribble, line art, depth…) that "
+                               "steers the result; it is never changed. None: no control",
+                               True, RW)
+    proc.add_choice_argument("control-type", "Control _type",
+                             "What the control layer holds", _choice(TYPES), "scribble", RW)
+    proc.add_string_argument("control-model", "Control_Net",
+                             "A ControlNet's name (`paintbridge models` lists them); empty: "
+                             "one the daemon has for the type and the model", "", RW)
+    proc.add_double_argument("control-strength", "Control st_rength",
+                             "How strongly the control layer steers (0-2)", 0.0,
+                             MAX_STRENGTH, 1.0, RW)
+
+
+def controls_from_config(config: Gimp.ProcedureConfig) -> list:  # -> [ControlLayer]
+    """The control layer the arguments name, as plugin/'s ControlLayer (none when unset)."""
+    from plugin.session import ControlLayer
+
+    if config.find_property("control-drawable") is None:
+        return []
+    drawable = config.get_property("control-drawable")
+    if drawable is None:
+        return []
+    return [ControlLayer(str(drawable.get_id()), config.get_property("control-type"),
+                         config.get_property("control-model") or None,
+                         float(config.get_property("control-strength")),
+                         name=drawable.get_name())]

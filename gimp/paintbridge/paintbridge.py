@@ -26,7 +26,11 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from gimp_connection import add_arguments as add_connection_arguments  # noqa: E402
 from gimp_params import add_arguments as add_generation_arguments  # noqa: E402
-from gimp_params import add_expand_arguments, add_upscale_arguments  # noqa: E402
+from gimp_params import (  # noqa: E402
+    add_control_arguments,
+    add_expand_arguments,
+    add_upscale_arguments,
+)
 from paintbridge_errors import PaintbridgeError  # noqa: E402
 
 #: procedure name -> (job kind, menu label, blurb); the arguments are gimp_params's (one
@@ -80,6 +84,8 @@ class Paintbridge(Gimp.PlugIn):
         add_generation_arguments(proc, kind)
         if name == EXPAND:
             add_expand_arguments(proc)
+        if name not in (EXPAND, UPSCALE):
+            add_control_arguments(proc)
         if name == UPSCALE:
             add_upscale_arguments(proc)
             proc.add_image_return_value("new-image", "New image", "The upscaled image", True,
@@ -119,7 +125,12 @@ class Paintbridge(Gimp.PlugIn):
         from gimp_connection import can_offer_start, connection_from_config, open_session
         from gimp_connection import not_connected as why_not
         from gimp_document import GimpDocument
-        from gimp_params import expansion_from_config, settings_from_config, upscale_from_config
+        from gimp_params import (
+            controls_from_config,
+            expansion_from_config,
+            settings_from_config,
+            upscale_from_config,
+        )
 
         # In the dialog the user can still correct the endpoint and the keys, so there a
         # connection problem is shown in it rather than ending the filter.
@@ -164,7 +175,8 @@ class Paintbridge(Gimp.PlugIn):
                 expansion = expansion_from_config(config) if expanding else None
                 upscale = upscale_from_config(config) if kind == "upscale" else 0
                 doc = GimpDocument(image, drawables[0])
-                job = session.submit(doc, settings, expansion=expansion, upscale=upscale)
+                job = session.submit(doc, settings, expansion=expansion, upscale=upscale,
+                                     control_layers=controls_from_config(config))
             except (ValueError, UnsupportedDocument) as exc:
                 raise PaintbridgeError(str(exc)) from exc
             except (DaemonError, ProtocolError) as exc:

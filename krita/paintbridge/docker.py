@@ -43,12 +43,12 @@ from PyQt5.QtWidgets import (
 from krita import DockWidget, Krita
 
 from .document import KritaDocument
-from .plugin import loraspec
+from .plugin import controls, loraspec
 from .plugin.controller import MODE_LABELS, Controller, Line
 from .plugin.expand import MAX_PIXELS, SIDE_LABELS, Expansion
 from .plugin.params import BY_NAME, INT32_MAX, PARAMS, Param, plain_label
 from .plugin.protocol import UPSCALE_FACTORS
-from .plugin.session import GenerationSettings
+from .plugin.session import ControlLayer, GenerationSettings
 
 SETTINGS_GROUP = "paintbridge"
 IDLE_TICK_MS = 250   # the docker's timer: probes, progress ...
@@ -185,6 +185,104 @@ class LoraList(QWidget):
             self._add_row(dict(item))
 
 
+class LayerCombo(QComboBox):
+    """The document's paint layers, listed afresh each time it opens (layers come and go);
+    the data of an item is the layer's key."""
+
+    def __init__(self, layers: Any) -> None:
+        super().__init__()
+        self._layers = layers   # () -> [(name, key)]
+        self.refill()
+
+    def refill(self) -> None:
+        key = self.currentData()
+        self.blockSignals(True)
+        self.clear()
+        for name, k in self._layers():
+            self.addItem(name, k)
+        self.setCurrentIndex(max(0, self.findData(key)) if key else -1)
+        self.blockSignals(False)
+
+    def showPopup(self) -> None:
+        self.refill()
+        super().showPopup()
+
+    def pick(self, name: str) -> bool:
+        """Choose the layer called ``name``; whether there is one."""
+        self.refill()
+        index = self.findText(name)
+        self.setCurrentIndex(index)
+        return index >= 0
+
+
+class ControlRow(QWidget):
+    """One control: the layer whose drawing steers, its type, ControlNet, strength, range
+    and preprocessor; "Map" puts the preprocessed map into a new layer."""
+
+    def __init__(self, docker: PaintbridgeDocker) -> None:
+        super().__init__()
+        self.docker = docker
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        top, bottom = QHBoxLayout(), QHBoxLayout()
+        self.layer = LayerCombo(docker.paint_layers)
+        self.layer.setToolTip("The layer the control is drawn on (it is never edited)")
+        self.type = QComboBox()
+        for value, label in controls.TYPES.items():
+            self.type.addItem(label, value)
+        self.type.setToolTip("What the layer holds")
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.0, controls.MAX_STRENGTH)
+        self.strength.setSingleStep(0.1)
+        self.strength.setValue(1.0)
+        self.strength.setToolTip("How strongly it steers (0-2)")
+        self.map_button = QPushButton("Map")
+        self.map_button.setToolTip("Preprocess to layer: the map this control steers with, "
+                                   "as a new layer")
+        self.map_button.clicked.connect(lambda: docker.preprocess_control(self))
+        remove = QToolButton()
+        remove.setText("✕")
+        remove.setToolTip("Remove this control")
+        remove.clicked.connect(lambda: docker.remove_control(self))
+        for w, stretch in ((self.layer, 2), (self.type, 1), (self.strength, 0),
+                           (self.map_button, 0), (remove, 0)):
+            top.addWidget(w, stretch)
+        self.model = QComboBox()
+        self.model.setToolTip("The ControlNet; Auto: one the daemon has for the type and "
+                              "the model")
+        self.preprocess = QComboBox()
+        self.preprocess.addItem("Usual for the type", "")
+        for value, label in controls.PREPROCESSORS.items():
+            self.preprocess.addItem(label, value)
+        self.start, self.end = QDoubleSpinBox(), QDoubleSpinBox()
+        for spin, value, tip in ((self.start, 0.0, "Starts at this fraction of the steps"),
+                                 (self.end, 1.0, "Stops at this fraction of the steps")):
+            spin.setRange(0.0, 1.0)
+            spin.setSingleStep(0.05)
+            spin.setValue(value)
+            spin.setToolTip(tip)
+        for w, stretch in ((self.model, 2), (self.preprocess, 1), (self.start, 0),
+                           (self.end, 0)):
+            bottom.addWidget(w, stretch)
+        box.addLayout(top)
+        box.addLayout(bottom)
+        self.set_models([])
+
+    def set_models(self, names: list[str]) -> None:
+        current = self.model.currentData() or ""
+        self.model.clear()
+        self.model.addItem("Auto", "")
+        for name in names:
+            self.model.addItem(name, name)
+        self.model.setCurrentIndex(max(0, self.model.findData(current)))
+
+    def control(self) -> ControlLayer:
+        return ControlLayer(self.layer.currentData() or "", self.type.currentData(),
+                            self.model.currentData() or None, self.strength.value(),
+                            self.start.value(), self.end.value(),
+                            self.preprocess.currentData() or None, self.layer.currentText())
+
+
 def param_widget(p: Param) -> QWidget:
     """The widget for a row: text box, choice list or spin box (its unset value shown as
     words at the minimum). Integers beyond 32 bits (seeds) get a double spin box, which
@@ -286,6 +384,7 @@ class PaintbridgeDocker(DockWidget):
         self._generation = -1           # the controller's socket the notifiers watch
         self._offered: dict[str, list[tuple[str, str]]] = {}   # per from_daemon row
         self._loras: list[dict[str, Any]] | None = None
+        self._controlnets: list[str] = []
         self._limits: Any = None
         self._preview: Any = None
         self._lines: dict[int, Line] = {}
@@ -311,6 +410,7 @@ class PaintbridgeDocker(DockWidget):
         outer.addLayout(self._build_connection_row())
         outer.addWidget(self._build_connection_box())
         outer.addLayout(self._build_params())
+        outer.addWidget(self._build_controls())
 
         buttons = QHBoxLayout()
         self.generate_button = QPushButton("Generate")
@@ -359,6 +459,54 @@ class PaintbridgeDocker(DockWidget):
         self.results_list.itemClicked.connect(self._result_clicked)
         outer.addWidget(self.results_list, 1)
         self.setWidget(panel)
+
+    def _build_controls(self) -> QWidget:
+        """Control layers: each steers the job with a drawing on another layer."""
+        box = QWidget()
+        column = QVBoxLayout(box)
+        column.setContentsMargins(0, 0, 0, 0)
+        self.add_control_button = QPushButton("Add control layer")
+        self.add_control_button.setToolTip("Steer with your own drawing (scribble, line art, "
+                                           "depth…) on another layer (ControlNet)")
+        self.add_control_button.clicked.connect(self.add_control)
+        column.addWidget(self.add_control_button)
+        self.control_rows: list[ControlRow] = []
+        self._controls_column = column
+        return box
+
+    def add_control(self) -> ControlRow:
+        row = ControlRow(self)
+        row.set_models(self._controlnet_names())
+        self.control_rows.append(row)
+        self._controls_column.insertWidget(len(self.control_rows), row)
+        self.add_control_button.setEnabled(len(self.control_rows) < 4)
+        return row
+
+    def remove_control(self, row: ControlRow) -> None:
+        self.control_rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+        self.add_control_button.setEnabled(True)
+
+    def control_layers(self) -> list[ControlLayer]:
+        """The controls that have a layer picked."""
+        return [r.control() for r in self.control_rows if r.layer.currentData()]
+
+    def paint_layers(self) -> list[tuple[str, str]]:
+        doc = Krita.instance().activeDocument()
+        return KritaDocument.paint_layers_of(doc) if doc is not None else []
+
+    def _controlnet_names(self) -> list[str]:
+        offered = (self.controller.session.info or {}).get("controlnets")
+        return [n["name"] for n in offered if isinstance(n, dict) and "name" in n] \
+            if isinstance(offered, list) else []
+
+    def preprocess_control(self, row: ControlRow) -> None:
+        if not row.layer.currentData():
+            self.controller.error("Pick the control's layer first.")
+        else:
+            self.controller.preprocess(row.control(), self._open_target)
+        self._show()
 
     def _build_expand_row(self) -> QHBoxLayout:
         """Expand: grow the canvas by N px on the chosen sides and paint the new area."""
@@ -563,6 +711,11 @@ class PaintbridgeDocker(DockWidget):
             c.reveal_keys = False
         self._fill_models()
         self._fill_loras()
+        names = self._controlnet_names()
+        if names != self._controlnets:
+            self._controlnets = names
+            for row in self.control_rows:
+                row.set_models(names)
         self._apply_limits()
         for result in c.results[self.results_list.count():]:
             self._add_result(result.layer, result.name)
@@ -658,7 +811,8 @@ class PaintbridgeDocker(DockWidget):
         return KritaDocument(doc, node)
 
     def generate(self) -> None:
-        self.controller.generate(self.settings(), self._open_target)
+        self.controller.generate(self.settings(), self._open_target,
+                                 control_layers=self.control_layers())
         self._show()
 
     def expand(self) -> None:

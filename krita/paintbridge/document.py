@@ -92,6 +92,41 @@ class KritaDocument:
         data = bytes(sel.pixelData(rect.x, rect.y, rect.width, rect.height))
         return Frame(rect.width, rect.height, "gray8", data)
 
+    def layer_key(self) -> str:
+        return self.key(self.node)
+
+    def find_layer(self, key: str) -> Node | None:
+        """The layer with this key anywhere in the document (groups included)."""
+        stack = list(self.doc.rootNode().childNodes())
+        while stack:
+            node = stack.pop()
+            if self.key(node) == key:
+                return node
+            stack.extend(node.childNodes())
+        return None
+
+    def read_layer(self, key: str, rect: Rect) -> Frame:
+        node = self.find_layer(key)
+        if node is None:
+            raise ValueError("A control layer was deleted: pick its layer again.")
+        fmt = wire_format(node.colorModel(), node.colorDepth())
+        return Frame(rect.width, rect.height, fmt,
+                     bytes(node.pixelData(rect.x, rect.y, rect.width, rect.height)))
+
+    @classmethod
+    def paint_layers_of(cls, doc: Document) -> list[tuple[str, str]]:
+        """(name, key) of every paint layer, top first, for the control layer pickers."""
+        out: list[tuple[str, str]] = []
+
+        def walk(nodes: list[Node]) -> None:
+            for node in reversed(nodes):
+                if node.type() == "paintlayer":
+                    out.append((node.name(), cls.key(node)))
+                walk(node.childNodes())
+
+        walk(doc.rootNode().childNodes())
+        return out
+
     # ---------------------------------------------------------------- writing
 
     def _new_layer(self, name: str, patch: Patch) -> Node:

@@ -21,6 +21,8 @@ PLUG_IN_DIR = os.environ["PB_PLUG_IN_DIR"]
 PDB = Gimp.get_pdb()
 W, H = 96, 72
 SEL = (32, 24, 24, 20)  # x, y, w, h
+#: the control case's outline, drawn by tests/test_gimp.py (PB_CONTROL)
+CONTROL = json.loads(os.environ.get("PB_CONTROL", "{}"))
 
 
 def plug_in_modules():
@@ -235,6 +237,48 @@ def upscale_case(**args):
     return res
 
 
+def control_case():
+    """Generate "a red shape on a white background" on a white 64x64 page with a triangle
+    outline drawn on a second layer as its scribble control: the result layer's pixels for
+    the test to score, and the page and the lines layer as they were."""
+    side, outline = CONTROL["side"], CONTROL["outline"]
+    img = Gimp.Image.new_with_precision(side, side, Gimp.ImageBaseType.RGB,
+                                        Gimp.Precision.U8_NON_LINEAR)
+    page = Gimp.Layer.new(img, "page", side, side, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                          Gimp.LayerMode.NORMAL)
+    img.insert_layer(page, None, 0)
+    page.get_buffer().set(Gegl.Rectangle.new(0, 0, side, side), "R'G'B'A u8",
+                          bytes((245, 245, 245, 255)) * (side * side))
+    lines = Gimp.Layer.new(img, "lines", side, side, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    img.insert_layer(lines, None, 0)
+    px = b"".join(bytes((20, 20, 20, 255)) if v == "1" else bytes(4) for v in outline)
+    lines.get_buffer().set(Gegl.Rectangle.new(0, 0, side, side), "R'G'B'A u8", px)
+    drawn = digest(raw(lines))
+    page_before = digest(raw(page))
+    status, message = run_procedure("paintbridge-generate", img, page,
+                                    **{**COMMON, "prompt": "a red shape on a white background",
+                                       "steps": 0,
+                                       "padding": -1, "control_drawable": lines,
+                                       "control_type": "scribble"})
+    res = {"status": status, "message": message, "tree": tree(img.get_layers()),
+           "lines_as_drawn": digest(raw(lines)) == drawn,
+           "page_as_it_was": digest(raw(page)) == page_before}
+    made = [layer for layer in walk(img.get_layers())
+            if layer.get_name() not in ("page", "lines")]
+    if made:
+        buf = made[0].get_buffer()
+        _, ox, oy = made[0].get_offsets()
+        res["offset"] = [ox, oy]
+        res["size"] = [made[0].get_width(), made[0].get_height()]
+        data = bytes(buf.get(Gegl.Rectangle.new(0, 0, made[0].get_width(),
+                                                made[0].get_height()), 1.0, "R'G'B'A u8",
+                             Gegl.AbyssPolicy.NONE))
+        res["rgba"] = data.hex()
+    img.delete()
+    return res
+
+
 def walk(items):
     for item in items:
         if item.is_group_layer():
@@ -399,7 +443,8 @@ def main():
     for name, fn, kw in (("expand", expand_case, {}),
                          ("expand_daemon_stopped", expand_case, {"endpoint": DEAD_ENDPOINT}),
                          ("upscale", upscale_case, {}),
-                         ("upscale_daemon_stopped", upscale_case, {"endpoint": DEAD_ENDPOINT})):
+                         ("upscale_daemon_stopped", upscale_case, {"endpoint": DEAD_ENDPOINT}),
+                         *((("control", control_case, {}),) if CONTROL else ())):
         if only and name not in only.split(","):
             continue
         try:

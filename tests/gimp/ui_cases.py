@@ -70,9 +70,18 @@ def settings_dialog():
                     break
                 parent = parent.get_parent()
 
+        from gimp_params import CONTROL_FIELDS
+
+        for name in CONTROL_FIELDS:   # the control layer's frame, after the rows
+            widget = dialog.get_widget(name, GObject.TYPE_NONE)
+            controls[name] = {"widget": type(widget).__name__,
+                              "shown": widget.get_toplevel() is dialog}
+
+    controls = {}
     press(Gtk.ResponseType.OK, seen, after_ms=1000, look=look)
     ok = gimp_dialogs.settings_dialog(proc, config, FakeSession())
-    return {"ok": ok, "seen": seen, "prompt": config.get_property("prompt"), "rows": rows}
+    return {"ok": ok, "seen": seen, "prompt": config.get_property("prompt"), "rows": rows,
+            "controls": controls}
 
 
 def widgets(widget, out):

@@ -410,9 +410,85 @@ def script(cfg):
         "source_identical": bytes(layer.pixelData(0, 0, W, H)) == source,
         "source_layers_same": _layers(doc) == layers,
         "saved": app.readSetting("paintbridge", "upscale", "")}
+    # --- 9. a control layer: an outline drawn on its own layer steers "a red shape"; its
+    # map can be put into a layer; it is never the layer edited, and stays as drawn
+    if cfg.get("control"):
+        yield from _control_step(app, doc, layer, docker, c, cfg)
     docker.widgets["count"].setValue(2)
     if c.daemon_proc is not None:
         c.daemon_proc.terminate()
+
+
+def _control_step(app, doc, layer, docker, c, cfg):
+    for other in app.documents():               # Upscale left its new document in front
+        if other.name() != doc.name():
+            other.setModified(False)
+            other.close()
+    yield "the document in front again", lambda: (app.activeDocument() is not None and
+                                                   app.activeDocument().name() == doc.name()), 20
+    lines = doc.createNode("lines", "paintlayer")
+    doc.rootNode().addChildNode(lines, None)
+    x0, y0, x1, y1 = cfg["control"]["box"]
+    px = bytearray(W * H * 4)
+    for y in range(H):
+        for x in range(W):
+            if cfg["control"]["outline"][y * W + x] == "1":
+                px[(y * W + x) * 4:(y * W + x) * 4 + 4] = bytes((20, 20, 20, 255))
+    lines.setPixelData(QByteArray(bytes(px)), 0, 0, W, H)
+    drawn = bytes(lines.pixelData(0, 0, W, H))
+    app.action("deselect").trigger()
+    doc.waitForDone()
+
+    def source_active():   # Krita activates an added layer later on; ask until it holds
+        doc.setActiveNode(layer)
+        return doc.activeNode() is not None and doc.activeNode().name() == layer.name()
+
+    yield "the source layer active", source_active, 20
+    source, res = bytes(layer.pixelData(0, 0, W, H)), {}
+    docker.mode_combo.setCurrentIndex(docker.mode_combo.findData("txt2img"))
+    docker.widgets["prompt"].setPlainText("a red shape")
+    docker.widgets["seed"].setValue(7)
+    docker.widgets["count"].setValue(1)
+    row = docker.add_control()
+    res["layer_offered"] = row.layer.pick("lines")
+    res["type"] = row.type.currentData()
+    yield "ControlNets offered", lambda: row.model.count() > 1, 30
+    res["models_offered"] = [row.model.itemData(i) for i in range(row.model.count())]
+    n_layers = len(_layers(doc))
+    _click(row.map_button)
+    res["map_message"] = c.message.text
+    res["layers_after_map"] = _layers(doc)
+    top = doc.rootNode().childNodes()
+    mapped = next((n for n in top if n.name().startswith("Control map")), None)
+    if mapped is not None:
+        with open(os.path.join(cfg["out"], "control-map.bgra"), "wb") as f:
+            f.write(bytes(mapped.pixelData(0, 0, W, H)))
+        mapped.remove()
+    res["layers_map_removed"] = len(_layers(doc)) == n_layers
+    done = len(c.results)
+    yield "ready (control)", lambda: docker.generate_button.isEnabled(), 30
+    _click(docker.generate_button)
+    yield "controlled result", lambda: not c.running and len(c.results) > done, 180
+    res["message"] = c.message.text
+    result = c.results[-1].layer
+    res["result_name"] = result.name()
+    with open(os.path.join(cfg["out"], "control-result.bgra"), "wb") as f:
+        f.write(bytes(result.pixelData(0, 0, W, H)))
+    res["lines_as_drawn"] = bytes(lines.pixelData(0, 0, W, H)) == drawn
+    res["source_identical"] = bytes(layer.pixelData(0, 0, W, H)) == source
+    # the control layer is never the one edited: with it as the layer to read, Generate
+    # refuses (Krita makes setActiveNode take effect later, so the target is given here)
+    from paintbridge.document import KritaDocument
+
+    c.generate(docker.settings(), lambda: KritaDocument(doc, lines),
+               control_layers=docker.control_layers())
+    res["refused_message"] = c.message.text
+    res["refused_running"] = c.running
+    docker.remove_control(row)
+    doc.setActiveNode(layer)
+    docker.mode_combo.setCurrentIndex(docker.mode_combo.findData("auto"))
+    docker.widgets["prompt"].setPlainText("a red apple")
+    RES["control"] = res
 
 
 class _Runner:

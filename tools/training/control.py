@@ -54,6 +54,13 @@ class ControlConfig:
     caption_dropout: float = 0.15
     threads: int = 1
     log_every: int = 25
+    # stage 2: from stage 1's weights, a fresh optimizer, the outline band weighted up so
+    # corners come out crisp (squares read as circles after stage 1 alone), larger shapes
+    refine_steps: int = 600          # per refinement stage
+    refine_stages: int = 1
+    refine_lr: float = 5e-4
+    edge_weight: float = 4.0
+    big_side: int = 50             # ... and shapes up to this side
 
 
 def outline(kind: str, box: tuple[int, int, int, int], thickness: int) -> np.ndarray:
@@ -85,10 +92,21 @@ def shape_word_free(shape: data.Shape) -> str:
     return f"{data.article(shape.colour)} {shape.colour} shape"
 
 
-def training_sample(rng: np.random.Generator, cfg: ControlConfig) -> tuple:
-    """(image, mask, caption, control, the shapes' pixels)."""
+def training_sample(rng: np.random.Generator, cfg: ControlConfig, big: int = 0) -> tuple:
+    """(image, mask, caption, control, the shapes' pixels, their outline band). With
+    ``big``, half the single shapes are drawn up to ``big`` px a side (the base dataset's
+    stop at 30, but an artist outlines any size)."""
     while True:
-        scene = data.render_scene(rng, n_shapes=int(rng.choice([1, 2], p=[0.7, 0.3])))
+        n = int(rng.choice([1, 2], p=[0.7, 0.3]))
+        if big and n == 1 and rng.random() < 0.5:
+            names = list(data.COLOURS)
+            bg = str(rng.choice(names))
+            colour = str(rng.choice([c for c in names if c != bg]))
+            side = int(rng.integers(30, big + 1))
+            scene = data.render_scene(rng, bg_colour=bg, shapes=[
+                (str(rng.choice(data.SHAPES)), colour, side)])
+        else:
+            scene = data.render_scene(rng, n_shapes=n)
         if scene.shapes:
             break
     nameless = rng.random() < cfg.no_shape_word
@@ -108,18 +126,20 @@ def training_sample(rng: np.random.Generator, cfg: ControlConfig) -> tuple:
     painted = np.zeros(mask.shape, bool)
     for s in scene.shapes:
         painted |= data.shape_mask(s.kind, s.box)
-    return scene.image, mask, caption, control_map(scene.shapes, rng), painted
+    return (scene.image, mask, caption, control_map(scene.shapes, rng), painted,
+            data.edge_map(scene))
 
 
-def _batch(rng: np.random.Generator, cfg: ControlConfig) -> tuple:
-    samples = [training_sample(rng, cfg) for _ in range(cfg.batch)]
-    images, masks, caps, controls, painted = zip(*samples, strict=True)
+def _batch(rng: np.random.Generator, cfg: ControlConfig, big: int = 0) -> tuple:
+    samples = [training_sample(rng, cfg, big) for _ in range(cfg.batch)]
+    images, masks, caps, controls, painted, edges = zip(*samples, strict=True)
     x = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     m = np.stack(masks).astype(np.float32)[:, None]
     c = np.stack(controls).astype(np.float32).transpose(0, 3, 1, 2) / 255.0
     p = np.stack(painted).astype(np.float32)[:, None]
+    e = np.stack(edges).astype(np.float32)[:, None]
     return (torch.from_numpy(x), torch.from_numpy(m), list(caps), torch.from_numpy(c),
-            torch.from_numpy(p))
+            torch.from_numpy(p), torch.from_numpy(e))
 
 
 def controlnet_for(unet: Any) -> Any:
@@ -140,29 +160,48 @@ def controlnet_for(unet: Any) -> Any:
 
 
 def train(out: Path = DEFAULT_OUT, cfg: ControlConfig | None = None) -> dict:
-    from diffusers import StableDiffusionInpaintPipeline
-
+    """Stage 1 from the embedded UNet, then the refinement stages, each from the weights
+    the one before saved."""
     cfg = cfg or ControlConfig()
+    report: dict[str, Any] = {"config": asdict(cfg), "stage_1": train_stage(out, cfg, 1)}
+    for stage in range(2, 2 + cfg.refine_stages):
+        report[f"stage_{stage}"] = train_stage(out, cfg, stage)
+    return report
+
+
+def train_stage(out: Path, cfg: ControlConfig, stage: int) -> dict:
+    """Stage 1 (``cfg.steps`` at ``cfg.lr``, a ControlNet made from the embedded UNet) or a
+    refinement stage (``cfg.refine_steps`` at ``cfg.refine_lr`` from the weights in ``out``,
+    a fresh optimizer, the outline band weighted by ``cfg.edge_weight``, larger shapes);
+    each seeded on its own."""
+    from diffusers import ControlNetModel, StableDiffusionInpaintPipeline
+
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    seed = cfg.seed + 100 * (stage - 1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
     pipe = StableDiffusionInpaintPipeline.from_pretrained(str(EMBEDDED), local_files_only=True)
     vae, te, tok, unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
     for module in (vae, te, unet):
         module.requires_grad_(False)
-    net = controlnet_for(unet)
+    if stage == 1:
+        net = controlnet_for(unet)
+        steps, lr, edge_weight = cfg.steps, cfg.lr, 0.0
+    else:
+        net = ControlNetModel.from_pretrained(str(out), local_files_only=True)
+        steps, lr, edge_weight = cfg.refine_steps, cfg.refine_lr, cfg.edge_weight
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     abar = pipe.scheduler.alphas_cumprod.float()
     latent = data.SIZE // (2 ** (len(vae.config.block_out_channels) - 1))
     scale = vae.config.scaling_factor
     started, curve = time.time(), []
-    for step in range(cfg.steps):
+    for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        x, m, caps, c, painted = _batch(rng, cfg)
+            g["lr"] = lr * min(1.0, (step + 1) / cfg.warmup)
+        x, m, caps, c, painted, edges = _batch(rng, cfg, cfg.big_side if stage > 1 else 0)
         ids = tok(caps, padding="max_length", max_length=tok.model_max_length,
                   truncation=True, return_tensors="pt").input_ids
         with torch.no_grad():
@@ -179,7 +218,9 @@ def train(out: Path = DEFAULT_OUT, cfg: ControlConfig | None = None) -> dict:
                     down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
         focus = F.max_pool2d(painted, data.SIZE // latent)
-        w = ml * (1 + cfg.shape_weight * focus) + cfg.outside_mask_weight * (1 - ml)
+        band = F.max_pool2d(edges, data.SIZE // latent)
+        w = ml * (1 + cfg.shape_weight * focus + edge_weight * band) \
+            + cfg.outside_mask_weight * (1 - ml)
         loss = ((pred - z0) ** 2 * w).sum() / (w.sum() * z0.shape[1])   # x0 prediction
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,11 +228,12 @@ def train(out: Path = DEFAULT_OUT, cfg: ControlConfig | None = None) -> dict:
         opt.step()
         curve.append(round(loss.item(), 5))
         if (step + 1) % cfg.log_every == 0:
-            print(f"control {step + 1}/{cfg.steps} loss {np.mean(curve[-cfg.log_every:]):.4f} "
+            print(f"control stage {stage} {step + 1}/{steps} loss "
+                  f"{np.mean(curve[-cfg.log_every:]):.4f} "
                   f"({(time.time() - started) / (step + 1):.2f} s/step)", flush=True)
-        if (step + 1) % 250 == 0 or step + 1 == cfg.steps:
+        if (step + 1) % 250 == 0 or step + 1 == steps:
             net.save_pretrained(str(out), safe_serialization=True)
-    return {"config": asdict(cfg), "seconds": round(time.time() - started, 1),
+    return {"seconds": round(time.time() - started, 1),
             "loss_first_50": float(np.mean(curve[:50])),
             "loss_last_50": float(np.mean(curve[-50:])),
             "curve_every_25": [float(np.mean(curve[i:i + 25]))
