@@ -370,22 +370,30 @@ class Controller:
             self.error(f"No paintbridge daemon answers at {self.session.endpoint}. "
                        f"{hint} `paintbridge serve`.")
             return False
+        done = self._on_target(open_target, lambda target: self.session.submit(
+            target, settings, send_timeout=0, expansion=expansion, upscale=upscale,
+            control_layers=control_layers))
+        if done is None:
+            return False
+        self.target = done[0]
+        self.info("")
+        return True
+
+    def _on_target(self, open_target: Callable[[], Target | None],
+                   act: Callable[[Target], Any]) -> tuple[Target, Any] | None:
+        """(the document ``open_target`` makes, what ``act`` returns on it); None with the
+        message set when no document is open or ``act`` fails in a way the user can fix."""
         try:
             target = open_target()
             if target is None:
                 self.error("Open an image first.")
-                return False
-            self.session.submit(target, settings, send_timeout=0, expansion=expansion,
-                                upscale=upscale, control_layers=control_layers)
+                return None
+            return target, act(target)
         except (ValueError, UnsupportedDocument, ProtocolError) as exc:
             self.error(str(exc))
-            return False
         except DaemonError as exc:
             self.error(exc.message)
-            return False
-        self.target = target
-        self.info("")
-        return True
+        return None
 
     def preprocess(self, control: ControlLayer,
                    open_target: Callable[[], Target | None]) -> bool:
@@ -393,19 +401,11 @@ class Controller:
         if not self.session.connected:
             self.error(f"No paintbridge daemon answers at {self.session.endpoint}.")
             return False
-        try:
-            target = open_target()
-            if target is None:
-                self.error("Open an image first.")
-                return False
-            name = self.session.preprocess(target, control)
-        except (ValueError, UnsupportedDocument, ProtocolError) as exc:
-            self.error(str(exc))
+        done = self._on_target(open_target,
+                               lambda target: self.session.preprocess(target, control))
+        if done is None:
             return False
-        except DaemonError as exc:
-            self.error(exc.message)
-            return False
-        self.info(f"Added the layer '{name}'.")
+        self.info(f"Added the layer '{done[1]}'.")
         return True
 
     def cancel(self) -> None:

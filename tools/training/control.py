@@ -43,7 +43,7 @@ CONDITIONING_CHANNELS = (16, 32, 64)    # two stride-2 convs: 64 px -> 16 latent
 @dataclass
 class ControlConfig:
     seed: int = 31
-    steps: int = 1000
+    steps: int = 700
     batch: int = 24
     lr: float = 1e-3
     warmup: int = 50
@@ -52,7 +52,7 @@ class ControlConfig:
     full_mask_share: float = 0.6    # text-to-image / img2img; the rest inpaint a box
     no_shape_word: float = 0.4      # captions that say "shape" instead of its name
     caption_dropout: float = 0.15
-    threads: int = 1
+    threads: int = 2
     log_every: int = 25
     # stage 2: from stage 1's weights, a fresh optimizer, the outline band weighted up so
     # corners come out crisp (squares read as circles after stage 1 alone), larger shapes
