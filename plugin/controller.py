@@ -453,7 +453,8 @@ class Controller:
                 pass
             self.info("Live is off.")
 
-    def live_tick(self, settings: GenerationSettings, now: float | None = None) -> None:
+    def live_tick(self, settings: GenerationSettings, now: float | None = None,
+                  control_layers: Sequence[ControlLayer] = ()) -> None:
         """From the host's timer while Live is on: never raises, stops Live on trouble
         that a new stroke cannot fix (a closed document, an unsupported layer)."""
         if not self.live.on:
@@ -462,7 +463,7 @@ class Controller:
         if not self.session.connected:
             return   # the keepalive reports it; Live resumes when the daemon is back
         try:
-            self.live.tick(settings, now)
+            self.live.tick(settings, now, control_layers)
         except (ValueError, UnsupportedDocument, ProtocolError) as exc:
             self.error(str(exc))
         except DaemonError as exc:

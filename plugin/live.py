@@ -19,12 +19,22 @@ looking costs Krita).
 
 from __future__ import annotations
 
+import json
 import zlib
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .client import DaemonError, Frame, Job, JobState, Patch
 from .region import Rect
-from .session import Document, GenerationSettings, PreparedJob, Session, layer_name, prepare
+from .session import (
+    ControlLayer,
+    Document,
+    GenerationSettings,
+    PreparedJob,
+    Session,
+    layer_name,
+    prepare,
+)
 
 #: without a selection: canvases up to this many pixels are live as a whole ...
 WHOLE_CANVAS_PIXELS = 1024 * 1024
@@ -153,13 +163,15 @@ class Live:
 
     # ------------------------------------------------------------------ each tick
 
-    def tick(self, settings: GenerationSettings, now: float) -> None:
-        """Show a result that arrived, then send the canvas's state if it changed and
-        settled. Raises ValueError / UnsupportedDocument with words for the user."""
+    def tick(self, settings: GenerationSettings, now: float,
+             control_layers: Sequence[ControlLayer] = ()) -> None:
+        """Show a result that arrived, then send the canvas's state (the control layers'
+        drawings included) if it changed and settled. Raises ValueError /
+        UnsupportedDocument with words for the user."""
         if self.target is None:
             return
         self._follow()
-        key, job = self._read(self.target, settings)
+        key, job = self._read(self.target, settings, control_layers)
         if key == self._sent_key:
             self._pending = None
             return
@@ -216,16 +228,19 @@ class Live:
                                       canvas)
         return self._region
 
-    def _read(self, target: LiveTarget, settings: GenerationSettings
+    def _read(self, target: LiveTarget, settings: GenerationSettings,
+              control_layers: Sequence[ControlLayer] = ()
               ) -> tuple[tuple[Any, ...], PreparedJob]:
         """What the next job would send, and a key that changes when any of it does."""
         if settings.mode == "txt2img":   # live follows the layer: inpaint or image to image
             settings = GenerationSettings("auto", **settings.values)
-        job = prepare(target, settings, area=lambda: self._region_for(target))
+        job = prepare(target, settings, area=lambda: self._region_for(target),
+                      control_layers=control_layers)
         assert job.image is not None
         key = (job.region, job.image.format, job.kind, zlib.crc32(job.image.data),
                zlib.crc32(bytes(job.mask.data)) if job.mask is not None else None,
-               settings.to_json())
+               settings.to_json(), json.dumps(job.params.get("controls")),
+               tuple(zlib.crc32(bytes(f.data)) for f in job.controls))
         return key, job
 
     def _send(self, job: PreparedJob, prompt: str) -> None:
@@ -234,7 +249,7 @@ class Live:
             job.kind, job.params, image=job.image, mask=job.mask, offset=(region.x, region.y),
             size=(region.width, region.height),
             result_format=job.image.format if job.image is not None else None,
-            send_timeout=0, live=True)
+            send_timeout=0, live=True, controls=job.controls)
         sent.info["prompt"] = prompt
         if self.job is not None:   # replaced at the daemon: its end is of no interest
             self._drop(self.job)

@@ -328,3 +328,51 @@ def test_a_host_document_sends_its_control_layer(daemon: DaemonProc) -> None:
     drawn = lines[..., 3] > 0
     assert np.array_equal(px[..., 0] > 127, drawn) and px[..., 3].min() == 255
     session.close()
+
+
+def test_live_follows_the_control_layer_too(daemon: DaemonProc) -> None:
+    """Live with a control layer: drawing on the control layer alone (the painted layer
+    unchanged) sends a new live job, which carries the control and paints it."""
+    from paintbridge.plugin.session import ControlLayer, GenerationSettings
+    from tests.test_controller import make, spin
+    from tests.test_live_client import LiveDoc
+
+    class LiveLayers(LiveDoc):
+        lines = np.zeros((SIDE, SIDE, 4), np.uint8)
+
+        def layer_key(self) -> str:
+            return "paper"
+
+        def read_layer(self, key: str, rect) -> Frame:
+            px = self.lines[rect.y:rect.bottom, rect.x:rect.right]
+            return Frame(rect.width, rect.height, "rgba8", np.ascontiguousarray(px).tobytes())
+
+    c, _ = make(daemon.endpoint)
+    spin(c, lambda: c.session.connected)
+    doc = LiveLayers(SIDE, SIDE)
+    doc.pixels[..., :3] = data.COLOURS["white"]
+    settings = GenerationSettings(prompt="a red shape on a white background", seed=4,
+                                  strength=0.9)
+    controls = [ControlLayer("lines", "scribble", name="lines")]
+    assert c.live_start(settings, lambda: doc), c.message
+
+    def shown_after(n: int) -> bool:
+        c.live_tick(settings, control_layers=controls)
+        return doc.preview_updates > n
+
+    spin(c, lambda: shown_after(0), 120)                 # the page as it is, no drawing yet
+    sent, page = c.live.sent, doc.pixels.copy()
+    box = (14, 12, 50, 48)
+    doc.lines = np.frombuffer(outline_layer("triangle", box).data,
+                              np.uint8).reshape(SIDE, SIDE, 4).copy()
+    shown = doc.preview_updates
+    spin(c, lambda: shown_after(shown), 120)            # the drawing alone sends a job
+    assert c.live.sent > sent and np.array_equal(doc.pixels, page)
+    preview = doc.preview
+    assert (preview.x, preview.y, preview.width, preview.height, preview.format) == \
+        (0, 0, SIDE, SIDE, "bgra8")
+    out = np.frombuffer(preview.data, np.uint8).reshape(SIDE, SIDE, 4)[..., [2, 1, 0]]
+    iou, shape = shape_iou(out, "red", "triangle", box)
+    assert iou >= 0.4, (iou, shape)
+    c.live_stop()
+    c.close()

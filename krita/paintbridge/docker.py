@@ -659,7 +659,8 @@ class PaintbridgeDocker(DockWidget):
         try:
             self.controller.pump(time.monotonic())
             if self.controller.live.on:
-                self.controller.live_tick(self.settings())
+                self.controller.live_tick(self.settings(),
+                                          control_layers=self.control_layers())
             self._show()
         except Exception as exc:  # never let a slot die silently inside Krita
             traceback.print_exc()
