@@ -446,7 +446,7 @@ def _control_step(app, doc, layer, docker, c, cfg):
     yield "the source layer active", source_active, 20
     source, res = bytes(layer.pixelData(0, 0, W, H)), {}
     docker.mode_combo.setCurrentIndex(docker.mode_combo.findData("txt2img"))
-    docker.widgets["prompt"].setPlainText("a red shape")
+    docker.widgets["prompt"].setPlainText("a red shape on a white background")
     docker.widgets["seed"].setValue(7)
     docker.widgets["count"].setValue(1)
     row = docker.add_control()
