@@ -487,10 +487,7 @@ class Daemon:
         from . import compose, preprocess
 
         req = protocol.parse_preprocess(header, frames, self.limits)
-        pixels = compose.decode_frame(req.data, req.frame)
-        if pixels.shape[2] == 1:
-            pixels = np.concatenate([np.repeat(pixels, 3, axis=2), np.ones_like(pixels)], 2)
-        rgb = preprocess.run(req.preprocess, pixels)
+        rgb = preprocess.run(req.preprocess, preprocess.decode(req.data, req.frame))
         out = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
         spec = protocol.FrameSpec("control", req.frame.width, req.frame.height,
                                   req.result_format)

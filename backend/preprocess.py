@@ -9,6 +9,8 @@ pencil stroke on a 2048 px canvas still reaches a 512 px model.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: Canny's hysteresis thresholds (0-255), A1111's defaults
@@ -16,6 +18,16 @@ CANNY_LOW, CANNY_HIGH = 100, 200
 #: types whose maps are thin lines on black (scaled down with their lines kept)
 LINE_TYPES = ("scribble", "lineart", "softedge", "canny", "mlsd")
 LINE_PREPROCESSORS = ("scribble", "threshold", "invert", "canny")
+
+
+def decode(data: Any, spec: Any) -> np.ndarray:
+    """A control frame as (h, w, 4) float RGBA; a grey frame is opaque grey."""
+    from . import compose
+
+    pixels = compose.decode_frame(data, spec)
+    if pixels.shape[2] == 1:
+        pixels = np.concatenate([np.repeat(pixels, 3, axis=2), np.ones_like(pixels)], axis=2)
+    return pixels
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

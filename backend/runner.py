@@ -72,11 +72,8 @@ def control_maps(req: SubmitRequest) -> list[np.ndarray]:
     maps = []
     for item, spec, data in zip(req.params["controls"] or [], req.controls, req.control_data,
                                 strict=True):
-        pixels = compose.decode_frame(data, spec)
-        if pixels.shape[2] == 1:   # a grey frame: opaque grey
-            pixels = np.concatenate([np.repeat(pixels, 3, axis=2),
-                                     np.ones_like(pixels)], axis=2)
-        maps.append(preprocess.run(controls_module.preprocessor(item), pixels))
+        maps.append(preprocess.run(controls_module.preprocessor(item),
+                                   preprocess.decode(data, spec)))
     return maps
 
 

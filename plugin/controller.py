@@ -280,6 +280,12 @@ class Controller:
         return [lo for lo in offered if isinstance(lo, dict) and isinstance(lo.get("name"), str)
                 ] if isinstance(offered, list) else []
 
+    def controlnet_names(self) -> list[str]:
+        """The ControlNets the daemon offers, by name, from its hello."""
+        offered = (self.session.info or {}).get("controlnets")
+        return [n["name"] for n in offered if isinstance(n, dict)
+                and isinstance(n.get("name"), str)] if isinstance(offered, list) else []
+
     def filenos(self) -> list[int]:
         return self.session.filenos()
 

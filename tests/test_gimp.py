@@ -56,14 +56,10 @@ CONTROL_SIDE, CONTROL_BOX = 64, (10, 8, 50, 48)
 
 def _control_outline() -> tuple[Any, Any]:
     """(the filled triangle, its 3 px outline) on the control case's 64x64 page."""
+    from tools.training.control import outline
     from tools.training.data import shape_mask
 
-    filled = shape_mask("triangle", CONTROL_BOX)
-    inner = filled.copy()
-    for _ in range(3):
-        p = np.pad(inner, 1)
-        inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return filled, filled & ~inner
+    return shape_mask("triangle", CONTROL_BOX), outline("triangle", CONTROL_BOX, 3)
 
 
 def _control_case() -> dict[str, Any]:

@@ -28,14 +28,11 @@ CONTROL_BOX = (40, 20, 88, 68)    # a 48 px triangle's outline on the "lines" la
 
 def _control_mask() -> tuple[np.ndarray, np.ndarray]:
     """(the filled triangle, its 4 px outline) on the test's 128x96 canvas."""
+    from tools.training.control import outline
     from tools.training.data import shape_mask
 
-    filled = shape_mask("triangle", CONTROL_BOX, W)[:H]
-    inner = filled.copy()
-    for _ in range(4):
-        p = np.pad(inner, 1)
-        inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return filled, filled & ~inner
+    return (shape_mask("triangle", CONTROL_BOX, W)[:H],
+            outline("triangle", CONTROL_BOX, 4, W)[:H])
 
 
 def _control_case() -> dict[str, Any]:

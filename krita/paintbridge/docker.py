@@ -476,7 +476,7 @@ class PaintbridgeDocker(DockWidget):
 
     def add_control(self) -> ControlRow:
         row = ControlRow(self)
-        row.set_models(self._controlnet_names())
+        row.set_models(self.controller.controlnet_names())
         self.control_rows.append(row)
         self._controls_column.insertWidget(len(self.control_rows), row)
         self.add_control_button.setEnabled(len(self.control_rows) < 4)
@@ -495,11 +495,6 @@ class PaintbridgeDocker(DockWidget):
     def paint_layers(self) -> list[tuple[str, str]]:
         doc = Krita.instance().activeDocument()
         return KritaDocument.paint_layers_of(doc) if doc is not None else []
-
-    def _controlnet_names(self) -> list[str]:
-        offered = (self.controller.session.info or {}).get("controlnets")
-        return [n["name"] for n in offered if isinstance(n, dict) and "name" in n] \
-            if isinstance(offered, list) else []
 
     def preprocess_control(self, row: ControlRow) -> None:
         if not row.layer.currentData():
@@ -712,7 +707,7 @@ class PaintbridgeDocker(DockWidget):
             c.reveal_keys = False
         self._fill_models()
         self._fill_loras()
-        names = self._controlnet_names()
+        names = self.controller.controlnet_names()
         if names != self._controlnets:
             self._controlnets = names
             for row in self.control_rows:

@@ -63,9 +63,11 @@ class ControlConfig:
     big_side: int = 50             # ... and shapes up to this side
 
 
-def outline(kind: str, box: tuple[int, int, int, int], thickness: int) -> np.ndarray:
-    """Bool HxW: a shape's outline, ``thickness`` px wide, inside the shape's edge."""
-    filled = data.shape_mask(kind, box)
+def outline(kind: str, box: tuple[int, int, int, int], thickness: int,
+            size: int = data.SIZE) -> np.ndarray:
+    """Bool size x size: a shape's outline, ``thickness`` px wide, inside the shape's
+    edge."""
+    filled = data.shape_mask(kind, box, size)
     inner = filled.copy()
     for _ in range(thickness):
         p = np.pad(inner, 1)
