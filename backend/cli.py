@@ -158,17 +158,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"--default-model {wanted!r} is not a usable model here "
                      f"(usable: {names})")
     cluster = None
+    if not args.cluster and (args.replicas != 1 or args.replica_gpus is not None):
+        return _fail("--replicas and --replica-gpus need --cluster auto|RAY_ADDRESS "
+                     "(docs/cluster.md)")
     if args.cluster:
         from .cluster import Cluster, ClusterError, ReplicaSetup
 
         setup = ReplicaSetup(roots, explicit, not args.no_embedded, registry.default_name,
                              args.device or config.get("device"),
                              args.dtype or config.get("dtype"),
-                             args.threads or config.get("threads"), upscaler_roots)
+                             args.threads or config.get("threads"), upscaler_roots,
+                             cache_size=registry.cache_size)
         try:
             cluster = Cluster.start(args.cluster, args.replicas, setup,
-                                    gpus_per_replica=1.0 if choice.device.type == "cuda"
-                                    else 0.0)
+                                    gpus_per_replica=args.replica_gpus)
         except ClusterError as exc:
             return _fail(str(exc))
     try:
@@ -187,8 +190,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"(device {choice.device}, {choice.dtype_name}, {threads} "
           f"thread{'s' if threads != 1 else ''})", flush=True)
     if cluster is not None:
-        print(f"  cluster: {cluster.replicas} replica{'s' if cluster.replicas != 1 else ''} "
-              f"on Ray ({args.cluster})", flush=True)
+        info, n = cluster.info, cluster.replicas
+        print(f"  cluster: {n} replica{'s' if n != 1 else ''} on Ray ({args.cluster}), "
+              f"{info.get('gpus_per_replica', 0):g} GPU and {info.get('models_per_replica')} "
+              "models kept loaded each", flush=True)
     if auth is not None:
         print(f"  CurveZMQ on: server public key {auth.public.decode()}; clients admitted from "
               f"{auth.authorized}", flush=True)
@@ -380,6 +385,16 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _gpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 64")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -457,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replicas", type=_at_least_one, default=1,
                    help="with --cluster: replicas to run, each owning one device (one GPU "
                         "each where the cluster has GPUs; default 1)")
+    s.add_argument("--replica-gpus", type=_gpus, metavar="N",
+                   help="with --cluster: GPUs each replica takes (default 1 where the Ray "
+                        "cluster has GPUs, else 0: CPU replicas; 0.5 puts two on a GPU)")
     s.add_argument("--max-queue-per-client", type=int,
                    help=f"jobs queued per client (default {Limits.max_queue_per_client})")
     s.set_defaults(func=cmd_serve)

@@ -8,8 +8,9 @@ the daemon's) and streams it through a Serve deployment whose replicas each own 
 and run the same job recipe (backend/recipe.py) on their own model cache.
 
 A replica that dies mid-job: the job runs again on another one, at most :data:`RETRIES`
-times; its client sees progress start over and then exactly one result or one error. A
-cancel reaches the running replica within one denoising step.
+times; its client gets a ``retrying`` progress event, sees progress start over and then
+exactly one result or one error. A cancel reaches the running replica within one denoising
+step.
 
 The daemon never talks to Ray itself: a Ray driver exits when its cluster goes away, so a
 cluster agent process (backend/cluster_agent.py, driving :class:`RayCluster`) does, and
@@ -77,15 +78,16 @@ class ReplicaSetup:
     threads: int | None = None
     upscaler_roots: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    cache_size: int = 2    # models each replica keeps loaded (--cache-size)
 
-    def recipe(self, cache_size: int) -> JobRecipe:
+    def recipe(self) -> JobRecipe:
         from . import device as dev
         from .registry import ModelRegistry
         from .upscalers import Upscalers
 
         dev.configure_threads(self.threads)
         registry = ModelRegistry(self.roots, self.explicit, self.include_embedded,
-                                 self.default, cache_size)
+                                 self.default, self.cache_size)
         registry.scan()
         choice = dev.choose(self.device, self.dtype)
         return JobRecipe(registry, choice, Upscalers(self.upscaler_roots, choice.device),
@@ -110,21 +112,41 @@ def has_token() -> bool:
         or (Path.home() / ".ray" / "auth_token").is_file())
 
 
+def plan(resources: dict[str, float], replicas: int, gpus_per_replica: float | None,
+         cpus_per_replica: float = 1.0) -> float:
+    """GPUs each replica takes: one where the cluster has GPUs, none where it has not,
+    unless ``gpus_per_replica`` says; refused when the cluster cannot hold ``replicas`` of
+    that size (Serve would wait for them for ever)."""
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    each = (1.0 if gpus >= 1 else 0.0) if gpus_per_replica is None else gpus_per_replica
+    if each > 0 and replicas * each > gpus:
+        raise ClusterError(f"{replicas} replicas of {each:g} GPU need {replicas * each:g} "
+                           f"GPUs; the Ray cluster has {gpus:g}: start fewer replicas, or "
+                           "join more GPU servers with `ray start`")
+    if replicas * cpus_per_replica > cpus:
+        raise ClusterError(f"{replicas} replicas need {replicas * cpus_per_replica:g} CPUs; "
+                           f"the Ray cluster has {cpus:g}: start fewer replicas")
+    return each
+
+
 class RayCluster:
     """Ray and the deployed replicas, in the process that talks to Ray: the cluster agent
     (backend/cluster_agent.py), never the daemon itself, since a Ray driver exits when it
     loses its cluster."""
 
-    def __init__(self, handle: Any, replicas: int, own: bool = False) -> None:
+    def __init__(self, handle: Any, replicas: int, own: bool = False,
+                 info: dict[str, Any] | None = None) -> None:
         self.handle = handle
         self.replicas = replicas
         self.own = own     # a Ray instance this daemon started (and stops)
+        self.info = info or {"replicas": replicas}   # what hello says of the cluster
 
     @classmethod
     def start(cls, address: str, replicas: int, setup: ReplicaSetup,
-              gpus_per_replica: float = 0.0, cpus_per_replica: float = 1.0) -> RayCluster:
+              gpus_per_replica: float | None = None,
+              cpus_per_replica: float = 1.0) -> RayCluster:
         """``address`` "auto": a Ray instance of our own on this machine; else join the
-        cluster there."""
+        cluster there. ``gpus_per_replica`` None: as :func:`plan` decides."""
         import ray
         from ray import serve
 
@@ -138,19 +160,27 @@ class RayCluster:
             else:
                 ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING,
                          runtime_env={"env_vars": setup.env})
+            resources = ray.cluster_resources()
+            gpus = plan(resources, replicas, gpus_per_replica, cpus_per_replica)
+            if not gpus and resources.get("GPU") and setup.device is None:
+                # CPU replicas asked for: Ray hides the GPUs only from replicas given some
+                setup = dataclasses.replace(setup, device="cpu")
             serve.start(proxy_location="Disabled")
-            from .replica import Replica
+            from .replica import deployment
 
-            app = Replica.options(num_replicas=replicas, ray_actor_options={  # type: ignore[attr-defined]
-                "num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica}).bind(setup)
+            app = deployment(setup.cache_size).options(
+                num_replicas=replicas,
+                ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus}).bind(setup)
             handle = serve.run(app, name=APP, route_prefix=None)
         except ClusterError:
             raise
         except Exception as exc:
             raise ClusterError(f"cannot start the cluster at {address}: "
                                f"{type(exc).__name__}: {exc}") from exc
-        log.info("cluster: %d replicas on Ray %s", replicas, ray.__version__)
-        return cls(handle, replicas, own=address == "auto")
+        log.info("cluster: %d replicas of %g GPU on Ray %s", replicas, gpus, ray.__version__)
+        return cls(handle, replicas, own=address == "auto",
+                   info={"replicas": replicas, "gpus_per_replica": gpus,
+                         "models_per_replica": setup.cache_size})
 
     def stop(self) -> None:
         """Our own Ray instance goes with its processes (Serve's graceful shutdown can wait
@@ -179,6 +209,7 @@ class RayCluster:
         payload = {"request": job.request, "loras": job.loras, "embeddings": job.embeddings,
                    "controls": job.controls}
         model = job.request.params["model"]   # the daemon resolved it at submit
+        replica = None   # the one running the job, as its events say
         for attempt in range(RETRIES + 1):
             if job.cancel.is_set():
                 emit({"event": "cancelled"}, [], True)
@@ -191,6 +222,7 @@ class RayCluster:
             watcher.start()
             try:
                 for header, frames, end in stream:
+                    replica = header.get("_replica", replica)
                     emit(header, frames, end)
                     if end:
                         return
@@ -199,12 +231,18 @@ class RayCluster:
                 emit({"event": "cancelled"}, [], True)
                 return
             except (RayActorError, ActorUnavailableError) as exc:
+                lost, replica = ({"_lost": replica} if replica else {}), None
                 if attempt < RETRIES:
                     log.warning("job %s: its replica died (%s); running it again",
                                 job.request.job, type(exc).__name__)
+                    emit({"event": "progress", "stage": Stage.RETRYING, "retry": attempt + 1,
+                          "message": "the worker running the job stopped; it runs again "
+                                     f"from the start (retry {attempt + 1} of {RETRIES})",
+                          **lost}, [], False)
                     continue
-                JobRecipe.fail(emit, ErrorCode.INTERNAL,
-                               f"the job's replica died {RETRIES + 1} times: {exc}")
+                emit({"event": "error", "code": ErrorCode.INTERNAL,
+                      "message": f"the job's replica died {RETRIES + 1} times: {exc}", **lost},
+                     [], True)
                 return
             except Exception as exc:   # Ray itself gone: the daemon keeps serving
                 log.exception("job %s: the cluster failed", job.request.job)
@@ -240,6 +278,8 @@ def _portable(job: ActiveJob) -> Any:
 
 #: how long a cluster agent may take to start Ray and deploy the replicas
 READY_S = 300.0
+#: where, beside its spec, an agent that could not start the cluster says why
+ERROR_FILE = "error.txt"
 
 
 class Cluster:
@@ -249,9 +289,12 @@ class Cluster:
     one per dispatcher thread."""
 
     def __init__(self, address: str, replicas: int, setup: ReplicaSetup,
-                 gpus_per_replica: float = 0.0) -> None:
+                 gpus_per_replica: float | None = None) -> None:
         self.address = address
         self.replicas = replicas
+        self.info: dict[str, Any] = {"replicas": replicas}   # the agent's, once it is ready
+        self._held: dict[str, list[str]] = {}   # models each replica said it holds
+        self._held_lock = threading.Lock()   # not _lock: hello must not wait on a start
         self._dir = Path(tempfile.mkdtemp(prefix="paintbridge-cluster-"))
         self.endpoint = f"ipc://{self._dir / 'agent'}"
         spec = {"address": address, "replicas": replicas, "setup": setup,
@@ -266,7 +309,7 @@ class Cluster:
 
     @classmethod
     def start(cls, address: str, replicas: int, setup: ReplicaSetup,
-              gpus_per_replica: float = 0.0) -> Cluster:
+              gpus_per_replica: float | None = None) -> Cluster:
         """Checks what can be checked here, then starts the agent and waits until its
         replicas are deployed; ClusterError says why not."""
         if importlib.util.find_spec("ray") is None:
@@ -292,6 +335,9 @@ class Cluster:
             if self._stopping:
                 raise ClusterError("the daemon is shutting down")
             log.info("cluster: starting the agent for %s", self.address)
+            (self._dir / ERROR_FILE).unlink(missing_ok=True)
+            with self._held_lock:   # replicas of a cluster that went away
+                self._held.clear()
             self._proc = subprocess.Popen([sys.executable, "-m",
                                            "paintbridge.backend.cluster_agent", self.endpoint,
                                            str(self._spec_file)])
@@ -303,17 +349,35 @@ class Cluster:
                 probe.send(b"ping")
                 while time.monotonic() < deadline:
                     if probe.poll(200):
-                        probe.recv()
+                        self.info = json.loads(probe.recv())
                         return
                     if self._proc.poll() is not None:
-                        raise ClusterError(f"the cluster at {self.address} could not be "
-                                           f"started (agent exit code {self._proc.returncode};"
-                                           " its messages are in the daemon's output)")
+                        why = self._dir / ERROR_FILE
+                        raise ClusterError(
+                            f"the cluster at {self.address} could not be started: "
+                            + (why.read_text() if why.is_file() else
+                               f"agent exit code {self._proc.returncode}; its messages are "
+                               "in the daemon's output"))
                 self._proc.kill()
                 raise ClusterError(f"the cluster at {self.address} was not ready within "
                                    f"{READY_S:g} s")
             finally:
                 probe.close()
+
+    def loaded_names(self) -> list[str]:
+        """The models some replica holds, as each said at the end of its latest job."""
+        with self._held_lock:
+            return sorted({name for held in self._held.values() for name in held})
+
+    def _note(self, header: dict[str, Any]) -> None:
+        """Takes the daemon's keys (``_…``) off a replica's event: what it holds, and a
+        replica that died."""
+        replica, held, lost = (header.pop(k, None) for k in ("_replica", "_loaded", "_lost"))
+        with self._held_lock:
+            if lost is not None:
+                self._held.pop(lost, None)
+            if replica is not None and held is not None:
+                self._held[replica] = held
 
     def _socket(self) -> zmq.Socket:
         sock = getattr(self._local, "sock", None)
@@ -352,10 +416,14 @@ class Cluster:
             if sock.poll(50):
                 parts = sock.recv_multipart(copy=False)
                 header = json.loads(parts[0].bytes)
+                self._note(header)
                 end = parts[1].bytes == b"1"
                 if header.get("event") == "progress":
                     job.stage = Stage(header["stage"])
-                    job.step, job.total = header.get("step", 0), header.get("total", 0)
+                    if job.stage == Stage.RETRYING:
+                        job.retries, job.step = header["retry"], 0
+                    elif job.stage == Stage.DENOISING:
+                        job.step, job.total = header.get("step", 0), header.get("total", 0)
                 if header.get("event") == "cancelled":
                     emit(cancelled_event(job), [], True)   # the daemon's words for why
                     return

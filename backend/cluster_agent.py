@@ -3,10 +3,10 @@
 SPEC``. A Ray driver exits when its cluster goes away; in this process that costs the
 running jobs an error, not the daemon its clients. The daemon starts it again.
 
-Over a ROUTER socket at ENDPOINT (one DEALER per daemon dispatcher): ``ping`` -> ``pong``
-once the replicas are deployed; ``run`` + a pickled job -> its events as
-[header JSON, b"1" if it ends the job else b"0", frames...]; ``cancel`` cancels that
-dispatcher's running job.
+Over a ROUTER socket at ENDPOINT (one DEALER per daemon dispatcher): ``ping`` -> what
+hello says of the cluster (JSON) once the replicas are deployed; ``run`` + a pickled job ->
+its events as [header JSON, b"1" if it ends the job else b"0", frames...]; ``cancel``
+cancels that dispatcher's running job.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from .cluster import ClusterError, RayCluster
+from .cluster import ERROR_FILE, ClusterError, RayCluster
 from .recipe import ActiveJob
 
 log = logging.getLogger("paintbridge.cluster_agent")
@@ -41,6 +41,9 @@ def main(argv: list[str]) -> int:
     except Exception as exc:   # noqa: BLE001 - whatever Ray raised, the daemon says it
         log.error("cluster agent: cannot start the cluster at %s: %s: %s", spec["address"],
                   type(exc).__name__, exc)
+        why = str(exc) if isinstance(exc, ClusterError) else f"{type(exc).__name__}: {exc}"
+        with open(os.path.join(os.path.dirname(spec_file), ERROR_FILE), "w") as out:
+            out.write(why)
         return 3
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -83,11 +86,12 @@ def main(argv: list[str]) -> int:
                 while router.poll(0):
                     ident, kind, *rest = router.recv_multipart()
                     if kind == b"ping":
-                        router.send_multipart([ident, b"pong"])
+                        router.send_multipart([ident, json.dumps(ray.info).encode()])
                     elif kind == b"run":
                         payload = pickle.loads(rest[0])
                         job = ActiveJob(ident, payload["request"], loras=payload["loras"],
-                                        embeddings=payload["embeddings"])
+                                        embeddings=payload["embeddings"],
+                                        controls=payload["controls"])
                         running[ident] = job
                         threading.Thread(target=work, args=(ident, job), daemon=True).start()
                     elif kind == b"cancel" and ident in running:

@@ -326,7 +326,8 @@ class Daemon:
                 "device": str(self.device.device), "dtype": self.device.dtype_name,
                 "models": [e.name for e in self.registry.entries() if e.error is None],
                 "default_model": self.registry.default,
-                "loaded": self.registry.loaded_names(), "samplers": list(protocol.SAMPLERS),
+                "loaded": (self.cluster or self.registry).loaded_names(),
+                "samplers": list(protocol.SAMPLERS),
                 "limits": self.limits.to_json(), "features": list(FEATURES),
                 "loras": [{"name": e.name, "arch": e.arch, "triggers": e.triggers}
                           for e in self.loras.fresh() if e.error is None],
@@ -335,7 +336,7 @@ class Daemon:
                                 for e in self.controlnets.fresh() if e.error is None],
                 "control_types": list(controls.TYPES),
                 "preprocessors": list(controls.PREPROCESSORS),
-                **({"cluster": {"replicas": self.cluster.replicas}} if self.cluster else {})}
+                **({"cluster": self.cluster.info} if self.cluster else {})}
 
     def status_info(self, client: bytes) -> dict[str, Any]:
         running = self.running()

@@ -49,12 +49,15 @@ class ActiveJob:
     embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
     controls: list[AskedControl] = field(default_factory=list)   # resolved at submit
     replaced_by: str | None = None   # the live job that took over from this one
+    retries: int = 0   # times a cluster replica died under it (backend/cluster.py)
 
     def progress_event(self) -> dict[str, Any]:
         """Where the running job stands: loading its model, or at a denoising step."""
         if self.stage == Stage.LOADING:
             return {"event": "progress", "stage": Stage.LOADING,
                     "model": self.request.params["model"]}
+        if self.stage == Stage.RETRYING:
+            return {"event": "progress", "stage": Stage.RETRYING, "retry": self.retries}
         return {"event": "progress", "stage": Stage.DENOISING, "step": self.step,
                 "total": self.total}
 

@@ -5,6 +5,10 @@ replica takes one job at a time (``max_ongoing_requests=1``: the daemon's fair q
 Serve's router, decides what runs next) and streams the recipe's events back as they come.
 Serve's model multiplexing routes a job to a replica that already holds its model; the
 recipe's registry does the loading, so the client still sees "loading model …".
+
+Every event carries ``_replica`` (this replica's name) and a job's last one ``_loaded`` (the
+models it holds now): keys starting with ``_`` are for the daemon, which takes them off
+before the client sees the event.
 """
 
 from __future__ import annotations
@@ -20,21 +24,16 @@ from ray import serve
 
 from .recipe import ActiveJob, JobRecipe
 
-#: models a replica keeps loaded (Serve routes by this; the registry's cache matches it)
-MODELS_PER_REPLICA = 2
 
-
-@serve.deployment(max_ongoing_requests=1)
 class Replica:
     def __init__(self, setup: Any) -> None:   # cluster.ReplicaSetup
         for key, value in setup.env.items():
             os.environ.setdefault(key, value)
-        self.recipe: JobRecipe = setup.recipe(MODELS_PER_REPLICA)
+        self.recipe: JobRecipe = setup.recipe()
         context = serve.get_replica_context()
         self.name = str(getattr(context.replica_id, "unique_id", context.replica_id))
 
-    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
-    async def hold(self, model: str) -> str:
+    async def hold(self, model: str) -> str:   # multiplexed in :func:`deployment`
         """Tells Serve this replica holds ``model``; the recipe loads it on first use."""
         return model
 
@@ -43,13 +42,16 @@ class Replica:
         cancelled call stops the job at its next step."""
         await self.hold(serve.get_multiplexed_model_id())
         job = ActiveJob(b"", payload["request"], loras=payload["loras"],
-                        embeddings=payload["embeddings"], controls=payload.get("controls", []))
+                        embeddings=payload["embeddings"], controls=payload["controls"])
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[dict, list, bool]] = asyncio.Queue()
 
         def emit(header: dict[str, Any], frames: list[Any], end: bool) -> None:
-            if header.get("event") == "result":
-                header = {**header, "replica": self.name}
+            header = {**header, "_replica": self.name}
+            if end:
+                header["_loaded"] = self.recipe.registry.loaded_names()
+                if header.get("event") == "result":
+                    header["replica"] = self.name
             arrays = [np.frombuffer(memoryview(f), np.uint8) for f in frames]
             loop.call_soon_threadsafe(events.put_nowait, (header, arrays, end))
 
@@ -66,3 +68,15 @@ class Replica:
             job.cancel.set()
             await asyncio.to_thread(worker.join)
             raise
+
+
+def deployment(models_per_replica: int) -> Any:
+    """The Serve deployment, its multiplexing LRU as large as each replica's model cache
+    (Serve takes the size at class definition, so the class is made here)."""
+
+    class MultiplexedReplica(Replica):
+        @serve.multiplexed(max_num_models_per_replica=models_per_replica)
+        async def hold(self, model: str) -> str:
+            return model
+
+    return serve.deployment(name="Replica", max_ongoing_requests=1)(MultiplexedReplica)

@@ -76,11 +76,13 @@ class Job:
     state: JobState = JobState.SENT
     position: int | None = None
     #: while RUNNING: "loading" (``model`` is being loaded: "Loading model X…", no steps
-    #: yet) or "denoising" (``step`` of ``total``)
+    #: yet), "denoising" (``step`` of ``total``) or "retrying" (a cluster daemon's worker
+    #: stopped under it: it runs again from the start)
     stage: str | None = None
     model: str | None = None   # the model the daemon runs the job with, once it says
     step: int = 0
     total: int = 0
+    retries: int = 0
     preview: Frame | None = None
     patches: list[Patch] = field(default_factory=list)
     error_code: str | None = None
@@ -123,6 +125,8 @@ class Job:
             self.stage = event.get("stage", protocol.Stage.DENOISING)
             if self.stage == protocol.Stage.LOADING:
                 self.model = event.get("model", self.model)
+            elif self.stage == protocol.Stage.RETRYING:   # starts over on another worker
+                self.retries, self.step = event.get("retry", self.retries + 1), 0
             else:
                 self.step, self.total = event.get("step", 0), event.get("total", 0)
             if frames and "preview" in event:

@@ -208,8 +208,10 @@ class Controller:
         if s.connected:
             info = s.info or {}
             secure = " (CurveZMQ)" if s.uses_keys else ""
-            return Line(f"Connected to {s.endpoint}{secure} — {info.get('device', '?')} "
-                        f"({info.get('dtype', '?')}), default model "
+            cluster = info.get("cluster")
+            where = (f"{info.get('device', '?')} ({info.get('dtype', '?')})" if not cluster
+                     else hosts.cluster_text(cluster))
+            return Line(f"Connected to {s.endpoint}{secure} — {where}, default model "
                         f"{info.get('default_model') or 'none'}")
         why = self.refusal or s.last_error or f"connecting to {s.endpoint}…"
         return Line(f"Not connected: {why}", error=True)

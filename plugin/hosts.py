@@ -118,13 +118,24 @@ def keys_required(endpoint: str, where: str) -> str:
             f"and {CLIENT_KEY_ENV}; see {SECURITY_DOC}).")
 
 
+def cluster_text(cluster: dict) -> str:
+    """A cluster daemon's workers in a few words (its hello's ``cluster``)."""
+    n = cluster.get("replicas", 0)
+    kind = "GPU" if cluster.get("gpus_per_replica") else "CPU"
+    return f"a cluster of {n} {kind} worker{'s' if n != 1 else ''}"
+
+
 def stage_text(stage: str | None, step: int = 0, total: int = 0, model: str | None = None,
-               position: int | None = None) -> str:
-    """A running job's state in a few words, the same in every host."""
+               position: int | None = None, retry: int = 0) -> str:
+    """A running job's state in a few words, the same in every host; a job run again
+    after its worker stopped says so until it ends (the step bar started over)."""
+    if stage == "retrying":
+        return f"A worker stopped: running the job again (retry {retry})…"
+    again = f" (retry {retry}: a worker stopped)" if retry else ""
     if stage == "loading":
-        return f"Loading model {model}…" if model else "Loading the model…"
+        return (f"Loading model {model}…" if model else "Loading the model…") + again
     if stage == "queued":
         return f"Queued ({position} ahead)…" if position else "Queued…"
     if total:
-        return f"Step {step}/{total}"
+        return f"Step {step}/{total}{again}"
     return "Starting…"

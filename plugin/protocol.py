@@ -82,6 +82,7 @@ class Stage(WireEnum):
 
     LOADING = "loading"        # its model is being loaded: no steps yet
     DENOISING = "denoising"    # step of total
+    RETRYING = "retrying"      # its cluster worker stopped: it runs again from the start
 
 
 REQUEST_OPS = tuple(o.value for o in Op)

@@ -251,8 +251,8 @@ def job_progress(job: Job) -> tuple[float | None, str]:
     """A job on its way as the fraction done (None while it cannot be known: queued, or
     loading its model) and a few words, the same in every host."""
     stage = job.stage or ("queued" if job.state is JobState.QUEUED else None)
-    text = hosts.stage_text(stage, job.step, job.total, job.model, job.position)
-    known = stage not in ("queued", "loading") and job.total
+    text = hosts.stage_text(stage, job.step, job.total, job.model, job.position, job.retries)
+    known = stage not in ("queued", "loading", "retrying") and job.total
     return (job.step / job.total if known else None), text
 
 

@@ -274,19 +274,24 @@ def test_a_control_layer_steers_generate(ui: dict[str, Any]) -> None:
     assert ui.get("ok"), ui.get("error")
     if not EMBEDDED.is_file():
         pytest.skip("the sample ControlNet is for the embedded model")
+    check_control_step(ui["control"], Path(ui["_out"]))
+
+
+def check_control_step(res: dict[str, Any], out: Path) -> None:
+    """What ui_driver's control step saw and saved in ``out``: the map, the steered
+    result, the layers as they were, the refusal."""
     from tools.training.data import COLOURS
     from tools.training.evaluate import classify_pixels, classify_shape, largest_component
 
-    res = ui["control"]
     assert res["layer_offered"] and res["type"] == "scribble"
     assert "shapes-scribble" in res["models_offered"]
     assert "Control map: lines (scribble)" in res["map_message"], res["map_message"]
     assert res["layers_map_removed"]
     filled, outline = _control_mask()
-    mapped = np.fromfile(Path(ui["_out"], "control-map.bgra"), np.uint8).reshape(H, W, 4)
+    mapped = np.fromfile(out / "control-map.bgra", np.uint8).reshape(H, W, 4)
     assert np.array_equal(mapped[..., 2] > 127, outline) and mapped[..., 3].min() == 255
     assert res["result_name"] == "a red shape on a white background [seed 7]", res["message"]
-    bgra = np.fromfile(Path(ui["_out"], "control-result.bgra"), np.uint8).reshape(H, W, 4)
+    bgra = np.fromfile(out / "control-result.bgra", np.uint8).reshape(H, W, 4)
     rgb = bgra[..., [2, 1, 0]]
     red = largest_component(classify_pixels(rgb) == list(COLOURS).index("red"))
     iou = (red & filled).sum() / (red | filled).sum()

@@ -9,9 +9,9 @@ Reuses ui_driver's runner (a generator of conditions advanced by a QTimer) and h
 import os
 import sys
 
-from PyQt5.QtCore import QByteArray, Qt
+from PyQt5.QtCore import Qt
 
-from krita import Krita, Selection
+from krita import Krita
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ui_driver as ui  # noqa: E402
@@ -42,25 +42,11 @@ def _refused_generate(docker, doc, layer, source, before, tag):
 
 def script(cfg):
     app = Krita.instance()
-    window = app.activeWindow()
-    doc = app.createDocument(ui.W, ui.H, "paintbridge-auth", "RGBA", "U8", "", 72.0)
-    layer = doc.rootNode().childNodes()[0]
-    px = b"".join(bytes((x * 2, y * 2, 180, 255)) for y in range(ui.H) for x in range(ui.W))
-    layer.setPixelData(QByteArray(px), 0, 0, ui.W, ui.H)
-    window.addView(doc)
-    yield "document shown", lambda: app.activeDocument() == doc, 20
-    doc.setActiveNode(layer)
-    sel = Selection()
-    sel.select(*ui.SEL, 255)
-    doc.setSelection(sel)
-    source = bytes(layer.pixelData(0, 0, ui.W, ui.H))
+    doc, layer, source = yield from ui.open_document("paintbridge-auth")
     from paintbridge import docker as docker_module
 
-    docker = docker_module.active_docker()
+    docker = ui.show_docker()
     c = docker.controller
-    RES["docker_found"] = docker is not None
-    docker.setVisible(True)
-    docker.raise_()
     RES["box_hidden_at_start"] = not docker.connection_box.isVisible()
     _type = ui._type
     _type(docker.widgets["prompt"], "a blue pear")

@@ -173,27 +173,40 @@ def _live_costs(app):
     return out
 
 
-def script(cfg):
+def open_document(name):
+    """A W×H gradient document, shown, with SEL selected on its one layer: yields until
+    Krita shows it, then returns (doc, layer, the layer's pixels)."""
     app = Krita.instance()
-    window = app.activeWindow()
-    doc = app.createDocument(W, H, "paintbridge-ui", "RGBA", "U8", "", 72.0)
+    doc = app.createDocument(W, H, name, "RGBA", "U8", "", 72.0)
     layer = doc.rootNode().childNodes()[0]
     px = b"".join(bytes((x * 2, y * 2, 180, 255)) for y in range(H) for x in range(W))
     layer.setPixelData(QByteArray(px), 0, 0, W, H)
-    window.addView(doc)
+    app.activeWindow().addView(doc)
     yield "document shown", lambda: app.activeDocument() == doc, 20
     doc.setActiveNode(layer)
     sel = Selection()
     sel.select(*SEL, 255)
     doc.setSelection(sel)
-    source = bytes(layer.pixelData(0, 0, W, H))
+    return doc, layer, bytes(layer.pixelData(0, 0, W, H))
+
+
+def show_docker():
+    """The paintbridge docker, shown in front."""
     from paintbridge.docker import active_docker
 
     docker = active_docker()
-    c = docker.controller
     RES["docker_found"] = docker is not None
     docker.setVisible(True)
     docker.raise_()
+    return docker
+
+
+def script(cfg):
+    app = Krita.instance()
+    window = app.activeWindow()
+    doc, layer, source = yield from open_document("paintbridge-ui")
+    docker = show_docker()
+    c = docker.controller
     yield "connected", lambda: c.session.connected, 120
     combo = docker.widgets["model"]
     RES["models"] = [combo.itemText(i) for i in range(combo.count())]
