@@ -15,10 +15,13 @@ thread each; this machine has 2 cores, so 2 replicas is the most that can gain).
     local worker (median, milliseconds).
 (d) Soak: 16 clients x 20 jobs through 2 replicas; every job must end with exactly one last
     event (a result): lost 0, duplicated 0.
+(e) A replica killed mid-job (SIGKILL at half the steps): the job's time against the same
+    job undisturbed, and whether its one result is the seed's pixels.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -38,6 +41,7 @@ PICTURE = quality.smooth_picture(SIDE)
 READY_S = 300.0      # Ray and two replicas start in about 20-40 s on this machine
 #: bursts and the soak queue more than the default limits allow one client and all
 QUEUE = ("--max-queue", "400", "--max-queue-per-client", "32")
+KILL_STEPS = 60      # long enough to find the busy replica before the job ends
 
 
 def submit(c: Client, seed: int, steps: int) -> Job:
@@ -141,6 +145,32 @@ def soak(endpoint: str, clients: int, per_client: int) -> dict[str, Any]:
             "seconds": time.perf_counter() - t0}
 
 
+def killed_replica(endpoint: str, steps: int) -> dict[str, Any]:
+    """The same seed twice; the second time the busiest replica is SIGKILLed halfway."""
+    import psutil
+
+    with Client(endpoint) as c:
+        t0 = time.perf_counter()
+        clean = c.wait(submit(c, 7, steps), 600)
+        clean_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        job = submit(c, 7, steps)
+        while job.step < steps // 2 and not job.finished:
+            c.pump(20)
+        pids = subprocess.run(["pgrep", "-f", "ServeReplica:paintbridge"], capture_output=True,
+                              text=True).stdout.split()
+        replicas = [psutil.Process(int(p)) for p in pids]
+        before = [sum(p.cpu_times()[:2]) for p in replicas]
+        time.sleep(0.3)
+        used = [sum(p.cpu_times()[:2]) - b for p, b in zip(replicas, before, strict=True)]
+        replicas[used.index(max(used))].kill()
+        c.wait(job, 600)
+        return {"clean_s": clean_s, "killed_s": time.perf_counter() - t0,
+                "state": job.state.value, "retries": job.retries,
+                "same": job.state is JobState.DONE and
+                bytes(job.patches[0].data) == bytes(clean.patches[0].data)}
+
+
 def run(quick: bool) -> tuple[dict, list[Row]]:
     jobs, steps = (8, 6) if quick else (16, 10)
     data: dict[str, Any] = {"quick": quick, "side": SIDE, "jobs": jobs, "steps": steps}
@@ -157,11 +187,12 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
             else:
                 r["fairness"] = fairness(d.endpoint, 6 if quick else 8, steps)
                 r["soak"] = soak(d.endpoint, 4 if quick else 16, 5 if quick else 20)
+                r["killed"] = killed_replica(d.endpoint, KILL_STEPS)
             data[f"replicas_{replicas}"] = r
     one, two = data["replicas_1"], data["replicas_2"]
     gain = two["jobs_per_s"] / one["jobs_per_s"]
     fair = two["fairness"]
-    soaked = two["soak"]
+    soaked, killed = two["soak"], two["killed"]
     extra_ms = (one["overhead_s"] - data["local_overhead_s"]) * 1000
     rows = [
         Row("jobs/s, 1 replica -> 2", f"{one['jobs_per_s']:.2f} -> {two['jobs_per_s']:.2f}"
@@ -175,6 +206,11 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
         Row(f"soak {soaked['jobs']} jobs: lost, duplicated",
             f"{soaked['lost']}, {soaked['duplicated']} ({soaked['seconds']:.0f} s)", "0, 0",
             soaked["lost"] == 0 and soaked["duplicated"] == 0 and not soaked["failed"]),
+        Row(f"replica killed at step {KILL_STEPS // 2} of {KILL_STEPS}: time, result",
+            f"{killed['clean_s']:.1f} -> {killed['killed_s']:.1f} s "
+            f"({killed['killed_s'] / killed['clean_s']:.2f}x), retries {killed['retries']}, "
+            + ("the seed's pixels" if killed["same"] else "DIFFERENT pixels"),
+            "1 result, same pixels", killed["same"] and killed["retries"] == 1),
     ]
     return data, rows
 
