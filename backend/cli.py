@@ -158,10 +158,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"--default-model {wanted!r} is not a usable model here "
                      f"(usable: {names})")
     cluster = None
-    if not args.cluster and (args.replicas != 1 or args.replica_gpus is not None):
+    address = args.cluster or config.get("cluster")
+    replicas = args.replicas or config.get("replicas", 1)
+    replica_gpus = (args.replica_gpus if args.replica_gpus is not None
+                    else config.get("replica_gpus"))
+    if not address and (replicas != 1 or replica_gpus is not None):
         return _fail("--replicas and --replica-gpus need --cluster auto|RAY_ADDRESS "
                      "(docs/cluster.md)")
-    if args.cluster:
+    if address:
         from .cluster import Cluster, ClusterError, ReplicaSetup
 
         setup = ReplicaSetup(roots, explicit, not args.no_embedded, registry.default_name,
@@ -170,8 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              args.threads or config.get("threads"), upscaler_roots,
                              cache_size=registry.cache_size)
         try:
-            cluster = Cluster.start(args.cluster, args.replicas, setup,
-                                    gpus_per_replica=args.replica_gpus)
+            cluster = Cluster.start(address, replicas, setup, gpus_per_replica=replica_gpus)
         except ClusterError as exc:
             return _fail(str(exc))
     try:
@@ -191,7 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"thread{'s' if threads != 1 else ''})", flush=True)
     if cluster is not None:
         info, n = cluster.info, cluster.replicas
-        print(f"  cluster: {n} replica{'s' if n != 1 else ''} on Ray ({args.cluster}), "
+        print(f"  cluster: {n} replica{'s' if n != 1 else ''} on Ray ({address}), "
               f"{info.get('gpus_per_replica', 0):g} GPU and {info.get('models_per_replica')} "
               "models kept loaded each", flush=True)
     if auth is not None:
@@ -469,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run jobs on Ray Serve replicas (pip install 'paintbridge[cluster]'): "
                         "'auto' starts Ray on this machine, an address joins a running Ray "
                         "cluster (docs/cluster.md)")
-    s.add_argument("--replicas", type=_at_least_one, default=1,
+    s.add_argument("--replicas", type=_at_least_one,
                    help="with --cluster: replicas to run, each owning one device (one GPU "
                         "each where the cluster has GPUs; default 1)")
     s.add_argument("--replica-gpus", type=_gpus, metavar="N",

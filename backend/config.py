@@ -50,6 +50,12 @@ def _dtype(value: Any) -> str:
     return value
 
 
+def _gpus(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 64:
+        raise ValueError("must be a number from 0 to 64 (GPUs each replica takes)")
+    return float(value)
+
+
 def _models(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list):
         raise ValueError('must be a list of {"path": ..., "name": ..., "config": ...}')
@@ -73,6 +79,7 @@ RULES: dict[str, Callable[[Any], Any]] = {
     "models": _models,
     "default_model": _optional(_string), "cache_size": _positive, "device": _string,
     "dtype": _dtype, "threads": _optional(_positive), "keys": _string,
+    "cluster": _optional(_string), "replicas": _positive, "replica_gpus": _optional(_gpus),
 }
 
 

@@ -8,6 +8,7 @@ drives Ray."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -88,9 +89,13 @@ def test_a_cluster_too_small_for_its_replicas_is_refused(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
+    """A studio's daemon, its cluster set in the config file (bench/ and the refusal test
+    take the command-line route)."""
+
     log_dir = tmp_path_factory.mktemp("cluster")
-    d = start_daemon(log_dir, "--cluster", "auto", "--replicas", "2", "--cache-size", "3",
-                     wait=False)
+    config = log_dir / "config.json"
+    config.write_text(json.dumps({"cluster": "auto", "replicas": 2, "cache_size": 3}))
+    d = start_daemon(log_dir, "--config", str(config), wait=False)
     try:
         childdaemon.wait_ready(d.proc, d.endpoint, d.log, timeout=300)
     except RuntimeError:
@@ -241,7 +246,6 @@ def test_each_replica_loads_a_model_once(cluster: DaemonProc) -> None:
 def test_gimp_works_unchanged_against_the_cluster(cluster: DaemonProc) -> None:
     """The GIMP plug-in, as installed, inpaints and upscales through a cluster daemon in
     the real GIMP 3 (tests/gimp/cases.py): the front door is the same."""
-    import json
 
     chroot = ensure_chroot()
     work, inside, _ = fresh_profile(chroot, "paintbridge-cluster-")
@@ -268,7 +272,6 @@ def test_krita_works_unchanged_against_the_cluster(cluster: DaemonProc,
     daemon: a layer generated into the selection; the replica running the next job
     SIGKILLed, and still exactly one new layer, after the docker said the job runs again;
     a control layer steering the result on a replica; Cancel leaving the image as it was."""
-    import json
 
     from tests.krita.harness import HERE, KritaHome, require_krita, run_krita_gui
 

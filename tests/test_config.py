@@ -27,6 +27,9 @@ WHERE = Path("/etc/paintbridge.json")
     ({"models": [{"path": "/x", "conifg": "/y"}]}, "unknown key(s) conifg"),
     ({"dtype": "fp16"}, "'dtype' must be auto, float32, float16 or bfloat16"),
     ({"bind": ""}, "'bind' must be a non-empty string"),
+    ({"replicas": 0}, "'replicas' must be a whole number of at least 1"),
+    ({"replica_gpus": "one"}, "'replica_gpus' must be a number from 0 to 64"),
+    ({"cluster": 6379}, "'cluster' must be a non-empty string"),
     ([1, 2], "must hold a JSON object"),
 ])
 def test_wrong_values_name_the_file_and_key(data: object, words: str) -> None:
@@ -47,6 +50,7 @@ def test_unknown_keys_are_reported_and_ignored(capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize("argv, words", [
     (["serve", "--threads", "-1"], "is less than 1"),
     (["serve", "--cache-size", "two"], "is not a whole number"),
+    (["serve", "--replica-gpus", "-1"], "is not between 0 and 64"),
     (["models", "--timeout", "0"], "must be more than 0 seconds"),
     (["edit", "a.png", "-o", "b.png", "--prompt", "p", "--job-timeout", "-5"],
      "must be more than 0 seconds"),
@@ -72,7 +76,7 @@ def _serve(tmp_path: Path, *args: str, config: object | None = None
 
 
 @pytest.mark.parametrize("case", ["model_dirs", "models_entry", "not_json", "missing_folder",
-                                  "unknown_default", "missing_config"])
+                                  "unknown_default", "missing_config", "replicas_alone"])
 def test_serve_refuses_with_one_line(tmp_path: Path, case: str) -> None:
     done = {
         "model_dirs": lambda: _serve(tmp_path, config={"model_dirs": "/"}),
@@ -81,12 +85,14 @@ def test_serve_refuses_with_one_line(tmp_path: Path, case: str) -> None:
         "missing_folder": lambda: _serve(tmp_path, "--models", str(tmp_path / "nowhere")),
         "unknown_default": lambda: _serve(tmp_path, "--default-model", "dreamshaper"),
         "missing_config": lambda: _serve(tmp_path, "--config", str(tmp_path / "none.json")),
+        "replicas_alone": lambda: _serve(tmp_path, config={"replicas": 4, "cluster": None}),
     }[case]()
     words = {"model_dirs": "'model_dirs' must be a list of paths",
              "models_entry": "needs a \"path\"", "not_json": "is not valid JSON",
              "missing_folder": "no such folder",
              "unknown_default": "'dreamshaper' is not a usable model here (usable: default)",
-             "missing_config": "not found"}[case]
+             "missing_config": "not found",
+             "replicas_alone": "--replicas and --replica-gpus need --cluster"}[case]
     assert done.returncode == cli.ExitCode.USAGE, done.stderr
     assert words in done.stderr
     assert "Traceback" not in done.stderr + done.stdout and "daemon on" not in done.stdout
