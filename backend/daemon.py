@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
@@ -41,6 +42,9 @@ _WORKER_ENDPOINT = "inproc://paintbridge-worker-events"
 #: what this daemon adds to protocol v1, announced in hello (a client checks before using it)
 FEATURES = ("live", "controls")
 HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 intervals
+#: preprocess requests running or waiting (one at a time, off the main thread); more are
+#: refused busy, so a flood of 4096² maps cannot pile up
+MAX_PREPROCESS = 4
 
 
 def _width(arch: Any, cross_dim: int | None) -> str:
@@ -161,6 +165,8 @@ class Daemon:
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(_WORKER_ENDPOINT)
         self._stop = threading.Event()
+        self._preprocessor = ThreadPoolExecutor(1, thread_name_prefix="paintbridge-preprocess")
+        self._preprocess_slots = threading.BoundedSemaphore(MAX_PREPROCESS)
         self.recipe = JobRecipe(registry, device, self.upscalers, dtype_forced,
                                 stopping=self._stop.is_set)
         self.cluster = cluster
@@ -210,6 +216,7 @@ class Daemon:
             job.cancel.set()
         for worker in self.workers:
             worker.join(timeout=10)
+        self._preprocessor.shutdown(wait=True, cancel_futures=True)
         while self.events.poll(200):   # the running job's "cancelled", so its client knows why
             self._forward_events()
         self.router.close(linger=2000)
@@ -482,18 +489,43 @@ class Daemon:
     def _preprocess(self, client: bytes, header: dict[str, Any], frames: list[Any],
                     reply: dict[str, Any]) -> None:
         """A control frame through its preprocessor, sent back as an image frame (the
-        map a control would use, for a host to show as a layer)."""
+        map a control would use, for a host to show as a layer). Checked here; run on the
+        preprocess thread (a 4096² canny takes seconds, which no other client should wait),
+        its reply sent through the workers' event socket."""
+        req = protocol.parse_preprocess(header, frames, self.limits)
+        if not self._preprocess_slots.acquire(blocking=False):
+            raise ProtocolError(ErrorCode.BUSY, f"{MAX_PREPROCESS} preprocess requests are "
+                                "already running or waiting: try again shortly")
+        self._preprocessor.submit(self._run_preprocess, client, req, reply)
+
+    def _run_preprocess(self, client: bytes, req: protocol.PreprocessRequest,
+                        reply: dict[str, Any]) -> None:
         import numpy as np
 
         from . import compose, preprocess
 
-        req = protocol.parse_preprocess(header, frames, self.limits)
-        rgb = preprocess.run(req.preprocess, preprocess.decode(req.data, req.frame))
-        out = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
-        spec = protocol.FrameSpec("control", req.frame.width, req.frame.height,
-                                  req.result_format)
-        reply.update(preprocess=req.preprocess, frames=[spec.to_json()])
-        self._send(client, reply, [compose.encode_frame(out, req.result_format)])
+        frames: list[Any] = []
+        try:
+            rgb = preprocess.run(req.preprocess, preprocess.decode(req.data, req.frame))
+            out = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
+            spec = protocol.FrameSpec("control", req.frame.width, req.frame.height,
+                                      req.result_format)
+            reply = {**reply, "preprocess": req.preprocess, "frames": [spec.to_json()]}
+            frames = [compose.encode_frame(out, req.result_format)]
+        except Exception as exc:   # the daemon keeps serving whatever the frame held
+            log.exception("preprocess %s failed", req.preprocess)
+            reply = {**reply, "event": "error", "code": ErrorCode.INTERNAL,   # its request id
+                     "message": f"preprocess {req.preprocess} failed: "
+                                f"{type(exc).__name__}: {exc}"}
+        finally:
+            self._preprocess_slots.release()
+        push = self.context.socket(zmq.PUSH)
+        try:
+            push.connect(_WORKER_ENDPOINT)
+            push.send_multipart([client, b"", protocol.encode_header(
+                {"v": protocol.VERSION, **reply}), *frames], copy=False)
+        finally:
+            push.close(linger=1000)
 
     def _embeddings_named(self, request: SubmitRequest, model: ModelEntry
                           ) -> list[EmbeddingEntry]:

@@ -12,6 +12,7 @@ refused with the field named while the daemon keeps serving.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +224,60 @@ def test_preprocess_returns_the_map_a_host_shows_as_a_layer(client: Client) -> N
     assert 60 < lines.sum() < 400
     with pytest.raises(DaemonError, match="annotator weights"):
         client.preprocess(_rgba(square), "openpose")
+
+
+def _big_control(side: int = 4096) -> Frame:
+    """A canvas-sized control layer: seconds of canny on this machine."""
+    ramp = np.add.outer(np.arange(side), np.arange(side)) % 251
+    return Frame(side, side, "gray8", ramp.astype(np.uint8).tobytes())
+
+
+def test_a_big_preprocess_keeps_other_clients_answered(daemon: DaemonProc) -> None:
+    """A 4096² canny (seconds here) runs off the daemon's main thread: another client's
+    hello, sent while it runs, is answered while it still runs; a flood of them is refused
+    busy beyond the few that may wait, every request gets one answer, and the daemon
+    keeps serving."""
+    import threading
+
+    frame = _big_control()
+    spec = frame.spec("control").to_json()
+    with Client(daemon.endpoint) as a, Client(daemon.endpoint) as b:
+        a.hello()
+        b.hello()
+        rid = a.send_request("preprocess", [frame.data], preprocess="canny", frames=[spec])
+        time.sleep(0.5)                  # the daemon has read it and is preprocessing
+        b.hello()
+        a.pump(500)     # a main thread busy with the map would have sent it before hello
+        assert a.take_reply(rid) is None
+        deadline = time.monotonic() + 120
+        while (reply := a.take_reply(rid)) is None and time.monotonic() < deadline:
+            a.pump(100)
+        assert reply is not None and reply[0]["event"] == "preprocess", reply
+    done: list[str] = []
+
+    def big(c: Client) -> None:
+        try:
+            c.preprocess(frame, "canny", timeout=120)
+            done.append("map")
+        except DaemonError as exc:
+            done.append(exc.code)
+
+    clients = [Client(daemon.endpoint) for _ in range(7)]
+    try:
+        for c in clients:
+            c.hello()
+        threads = [threading.Thread(target=big, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for c in clients:
+            c.close()
+    assert len(done) == 7 and set(done) == {"map", ErrorCode.BUSY}, done
+    assert done.count("map") >= 4, done     # one running and three waiting at least
+    with Client(daemon.endpoint) as c:
+        assert c.hello()["controlnets"]
 
 
 def test_hello_offers_controls(client: Client) -> None:
