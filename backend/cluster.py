@@ -114,11 +114,14 @@ def has_token() -> bool:
 
 def plan(resources: dict[str, float], replicas: int, gpus_per_replica: float | None,
          cpus_per_replica: float = 1.0) -> float:
-    """GPUs each replica takes: one where the cluster has GPUs, none where it has not,
-    unless ``gpus_per_replica`` says; refused when the cluster cannot hold ``replicas`` of
-    that size (Serve would wait for them for ever)."""
+    """GPUs each replica takes: one where the cluster has GPUs, none where it has not;
+    refused when the cluster cannot hold ``replicas`` of that size (Serve would wait for
+    them for ever). A ``gpus_per_replica`` given is trusted as it is: an autoscaling
+    cluster (KubeRay) adds the GPU nodes it needs on demand."""
+    if gpus_per_replica is not None:
+        return gpus_per_replica
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
-    each = (1.0 if gpus >= 1 else 0.0) if gpus_per_replica is None else gpus_per_replica
+    each = 1.0 if gpus >= 1 else 0.0
     if each > 0 and replicas * each > gpus:
         raise ClusterError(f"{replicas} replicas of {each:g} GPU need {replicas * each:g} "
                            f"GPUs; the Ray cluster has {gpus:g}: start fewer replicas, or "
@@ -162,7 +165,10 @@ class RayCluster:
                          runtime_env={"env_vars": setup.env})
             resources = ray.cluster_resources()
             gpus = plan(resources, replicas, gpus_per_replica, cpus_per_replica)
-            if not gpus and resources.get("GPU") and setup.device is None:
+            if not gpus and address != "auto" and gpus_per_replica is None:
+                log.warning("the Ray cluster at %s has no GPUs now: the replicas run on CPUs "
+                            "(where GPU nodes join on demand, give --replica-gpus 1)", address)
+            if not gpus and resources.get("GPU") and setup.device in (None, "auto"):
                 # CPU replicas asked for: Ray hides the GPUs only from replicas given some
                 setup = dataclasses.replace(setup, device="cpu")
             serve.start(proxy_location="Disabled")
@@ -372,7 +378,8 @@ class Cluster:
     def _note(self, header: dict[str, Any]) -> None:
         """Takes the daemon's keys (``_…``) off a replica's event: what it holds, and a
         replica that died."""
-        replica, held, lost = (header.pop(k, None) for k in ("_replica", "_loaded", "_lost"))
+        ours = {k: header.pop(k) for k in [k for k in header if k.startswith("_")]}
+        replica, held, lost = (ours.get(k) for k in ("_replica", "_loaded", "_lost"))
         with self._held_lock:
             if lost is not None:
                 self._held.pop(lost, None)

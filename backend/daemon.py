@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -496,16 +497,22 @@ class Daemon:
         if not self._preprocess_slots.acquire(blocking=False):
             raise ProtocolError(ErrorCode.BUSY, f"{MAX_PREPROCESS} preprocess requests are "
                                 "already running or waiting: try again shortly")
-        self._preprocessor.submit(self._run_preprocess, client, req, reply)
+        future = self._preprocessor.submit(self._run_preprocess, client, req, reply)
+
+        def cancelled(f: Any) -> None:   # shutdown dropped it before it ran
+            if f.cancelled():
+                self._preprocess_cancelled(client, reply)
+
+        future.add_done_callback(cancelled)
 
     def _run_preprocess(self, client: bytes, req: protocol.PreprocessRequest,
                         reply: dict[str, Any]) -> None:
-        import numpy as np
-
-        from . import compose, preprocess
-
         frames: list[Any] = []
         try:
+            import numpy as np
+
+            from . import compose, preprocess
+
             rgb = preprocess.run(req.preprocess, preprocess.decode(req.data, req.frame))
             out = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
             spec = protocol.FrameSpec("control", req.frame.width, req.frame.height,
@@ -519,11 +526,25 @@ class Daemon:
                                 f"{type(exc).__name__}: {exc}"}
         finally:
             self._preprocess_slots.release()
+        self._push_reply(client, reply, frames)
+
+    def _preprocess_cancelled(self, client: bytes, reply: dict[str, Any]) -> None:
+        """A preprocess still waiting at shutdown: its client is told why, as a queued
+        job's is."""
+        self._preprocess_slots.release()
+        self._push_reply(client, {**reply, "event": "error", "code": ErrorCode.INTERNAL,
+                                  "message": "the daemon is shutting down"})
+
+    def _push_reply(self, client: bytes, reply: dict[str, Any],
+                    frames: Sequence[Any] = ()) -> None:
+        """A reply from another thread, sent on by the main loop (``_forward_events``)."""
         push = self.context.socket(zmq.PUSH)
         try:
             push.connect(_WORKER_ENDPOINT)
             push.send_multipart([client, b"", protocol.encode_header(
                 {"v": protocol.VERSION, **reply}), *frames], copy=False)
+        except zmq.ZMQError:
+            log.exception("could not send a reply to %r", client)
         finally:
             push.close(linger=1000)
 

@@ -120,9 +120,9 @@ def keys_required(endpoint: str, where: str) -> str:
 
 def cluster_text(cluster: dict) -> str:
     """A cluster daemon's workers in a few words (its hello's ``cluster``)."""
-    n = cluster.get("replicas", 0)
-    kind = "GPU" if cluster.get("gpus_per_replica") else "CPU"
-    return f"a cluster of {n} {kind} worker{'s' if n != 1 else ''}"
+    n, gpus = cluster.get("replicas", 0), cluster.get("gpus_per_replica")
+    kind = "" if gpus is None else "GPU " if gpus else "CPU "
+    return f"a cluster of {n} {kind}worker{'s' if n != 1 else ''}"
 
 
 def stage_text(stage: str | None, step: int = 0, total: int = 0, model: str | None = None,

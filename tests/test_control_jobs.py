@@ -244,15 +244,19 @@ def test_a_big_preprocess_keeps_other_clients_answered(daemon: DaemonProc) -> No
     with Client(daemon.endpoint) as a, Client(daemon.endpoint) as b:
         a.hello()
         b.hello()
-        rid = a.send_request("preprocess", [frame.data], preprocess="canny", frames=[spec])
-        time.sleep(0.5)                  # the daemon has read it and is preprocessing
+        rids = [a.send_request("preprocess", [frame.data], preprocess="canny", frames=[spec])
+                for _ in range(3)]
+        time.sleep(0.5)                  # the daemon has read them and is preprocessing
         b.hello()
-        a.pump(500)     # a main thread busy with the map would have sent it before hello
-        assert a.take_reply(rid) is None
+        a.pump(500)     # a main thread busy with the maps would have sent them before hello
+        assert a.take_reply(rids[-1]) is None
         deadline = time.monotonic() + 120
-        while (reply := a.take_reply(rid)) is None and time.monotonic() < deadline:
-            a.pump(100)
-        assert reply is not None and reply[0]["event"] == "preprocess", reply
+        replies = []
+        for rid in rids:
+            while (reply := a.take_reply(rid)) is None and time.monotonic() < deadline:
+                a.pump(100)
+            replies.append(reply and reply[0]["event"])
+        assert replies == ["preprocess"] * 3, replies
     done: list[str] = []
 
     def big(c: Client) -> None:
@@ -278,6 +282,32 @@ def test_a_big_preprocess_keeps_other_clients_answered(daemon: DaemonProc) -> No
     assert done.count("map") >= 4, done     # one running and three waiting at least
     with Client(daemon.endpoint) as c:
         assert c.hello()["controlnets"]
+
+
+def test_preprocess_waiting_at_shutdown_is_told_why(tmp_path: Path) -> None:
+    """SIGTERM with maps still to make: every request gets one answer (the map being made,
+    "the daemon is shutting down" for those waiting) and the daemon exits cleanly."""
+    frame = _big_control()
+    spec = frame.spec("control").to_json()
+    d = start_daemon(tmp_path)
+    try:
+        with Client(d.endpoint) as c:
+            c.hello()
+            rids = [c.send_request("preprocess", [frame.data], preprocess="canny",
+                                   frames=[spec]) for _ in range(3)]
+            time.sleep(0.5)
+            d.proc.terminate()
+            deadline = time.monotonic() + 60
+            answers = []
+            for rid in rids:
+                while (reply := c.take_reply(rid)) is None and time.monotonic() < deadline:
+                    c.pump(100)
+                answers.append(reply and (reply[0]["event"], reply[0].get("message")))
+        assert d.proc.wait(60) == 0
+    finally:
+        d.stop()
+    assert answers[0] == ("preprocess", None), answers
+    assert answers[2] == ("error", "the daemon is shutting down"), answers
 
 
 def test_hello_offers_controls(client: Client) -> None:
