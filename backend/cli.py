@@ -389,12 +389,14 @@ def _at_least_one(text: str) -> int:
 
 
 def _gpus(text: str) -> float:
+    from .config import MAX_REPLICA_GPUS
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 64")
+    if not 0 <= value <= MAX_REPLICA_GPUS:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and {MAX_REPLICA_GPUS}")
     return value
 
 

@@ -137,12 +137,10 @@ class RayCluster:
     (backend/cluster_agent.py), never the daemon itself, since a Ray driver exits when it
     loses its cluster."""
 
-    def __init__(self, handle: Any, replicas: int, own: bool = False,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(self, handle: Any, info: dict[str, Any], own: bool = False) -> None:
         self.handle = handle
-        self.replicas = replicas
+        self.info = info   # what hello says of the cluster
         self.own = own     # a Ray instance this daemon started (and stops)
-        self.info = info or {"replicas": replicas}   # what hello says of the cluster
 
     @classmethod
     def start(cls, address: str, replicas: int, setup: ReplicaSetup,
@@ -184,9 +182,8 @@ class RayCluster:
             raise ClusterError(f"cannot start the cluster at {address}: "
                                f"{type(exc).__name__}: {exc}") from exc
         log.info("cluster: %d replicas of %g GPU on Ray %s", replicas, gpus, ray.__version__)
-        return cls(handle, replicas, own=address == "auto",
-                   info={"replicas": replicas, "gpus_per_replica": gpus,
-                         "models_per_replica": setup.cache_size})
+        return cls(handle, {"replicas": replicas, "gpus_per_replica": gpus,
+                            "models_per_replica": setup.cache_size}, own=address == "auto")
 
     def stop(self) -> None:
         """Our own Ray instance goes with its processes (Serve's graceful shutdown can wait

@@ -50,9 +50,15 @@ def _dtype(value: Any) -> str:
     return value
 
 
+#: the most GPUs one cluster replica may take (config and --replica-gpus)
+MAX_REPLICA_GPUS = 64
+
+
 def _gpus(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 64:
-        raise ValueError("must be a number from 0 to 64 (GPUs each replica takes)")
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 <= value <= MAX_REPLICA_GPUS:
+        raise ValueError(f"must be a number from 0 to {MAX_REPLICA_GPUS} (GPUs each replica "
+                         "takes)")
     return float(value)
 
 

@@ -77,15 +77,9 @@ def test_a_cluster_too_small_for_its_replicas_is_refused(tmp_path: Path) -> None
     """Ray is started, the plan checked against what it has, and the daemon says why it
     cannot start instead of waiting for replicas that never come (runs before the module's
     cluster starts)."""
-    out = subprocess.run([sys.executable, "-m", "paintbridge.backend", "serve", "--cluster",
-                          "auto", "--replicas", "100000", "--bind",
-                          f"tcp://127.0.0.1:{free_port()}"],
-                         capture_output=True, text=True, timeout=240,
-                         env={**os.environ, "HOME": str(tmp_path),
-                              "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
-    assert out.returncode != 0
-    assert "100000 replicas need 100000 CPUs; the Ray cluster has" in out.stderr, \
-        out.stderr[-3000:]
+    err = _refused(tmp_path, "--cluster", "auto", "--replicas", "100000", timeout=240,
+                   env=dict(os.environ))
+    assert "100000 replicas need 100000 CPUs; the Ray cluster has" in err, err[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -335,13 +329,16 @@ def test_the_daemon_outlives_its_cluster(cluster: DaemonProc) -> None:
         assert again.state is JobState.DONE, again.error_message
 
 
-def _refused(tmp_path: Path, *args: str) -> str:
-    """What ``paintbridge serve ARGS`` says on stderr as it refuses to start."""
+def _refused(tmp_path: Path, *args: str, timeout: float = 120,
+             env: dict[str, str] | None = None) -> str:
+    """What ``paintbridge serve ARGS`` says on stderr as it refuses to start; ``env`` None:
+    a bare one (no Ray token a developer may have set)."""
+    base = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"} if env is None else env
     out = subprocess.run([sys.executable, "-m", "paintbridge.backend", "serve", *args,
                           "--bind", f"tcp://127.0.0.1:{free_port()}"],
-                         capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                              "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HF_HUB_OFFLINE": "1"})
+                         capture_output=True, text=True, timeout=timeout,
+                         env={**base, "HOME": str(tmp_path),
+                              "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
     assert out.returncode != 0, out.stdout
     return out.stderr
 
