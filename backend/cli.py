@@ -88,9 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         missing = [d for d in folders if not Path(d).expanduser().is_dir()]
         if missing:
             return _fail(f"{option} {missing[0]}: no such folder")
-    from . import device as dev
-    from .daemon import Daemon
-    from .registry import ModelEntry, ModelRegistry, Source
+    from .door.daemon import Daemon
+    from .models import device as dev
+    from .models.registry import ModelEntry, ModelRegistry, Source
 
     explicit = []
     for item in config.get("models", []):
@@ -102,25 +102,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry = ModelRegistry(roots, explicit, include_embedded=not args.no_embedded,
                              default=args.default_model or config.get("default_model"),
                              cache_size=args.cache_size or config.get("cache_size", 2))
-    from .loras import LoraLibrary, beside_checkpoints
+    from .models.loras import LoraLibrary, beside_checkpoints
 
     lora_roots = [Path(p) for p in config.get("lora_dirs", []) + args.loras]
     loras = LoraLibrary(lora_roots + [d for d in beside_checkpoints(roots)
                                       if d not in lora_roots])
-    from .embeddings import EmbeddingLibrary
-    from .embeddings import beside_checkpoints as embeddings_beside
+    from .models.embeddings import EmbeddingLibrary
+    from .models.embeddings import beside_checkpoints as embeddings_beside
 
     embedding_roots = [Path(p) for p in config.get("embedding_dirs", []) + args.embeddings]
     embeddings = EmbeddingLibrary(embedding_roots + [d for d in embeddings_beside(roots)
                                                      if d not in embedding_roots])
-    from .upscalers import Upscalers
-    from .upscalers import default_dirs as upscalers_beside
+    from .models.upscalers import Upscalers
+    from .models.upscalers import default_dirs as upscalers_beside
 
     upscaler_roots = [Path(p) for p in config.get("upscaler_dirs", []) + args.upscalers]
     upscaler_roots += [d for d in upscalers_beside(roots) if d not in upscaler_roots]
     upscalers = Upscalers(upscaler_roots)
-    from .controlnets import ControlNetLibrary
-    from .controlnets import default_dirs as controlnets_beside
+    from .models.controlnets import ControlNetLibrary
+    from .models.controlnets import default_dirs as controlnets_beside
 
     control_roots = [Path(p) for p in config.get("controlnet_dirs", []) + args.controlnets]
     control_roots += [d for d in controlnets_beside(roots) if d not in control_roots]
@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          ("max_queue_per_client", args.max_queue_per_client),
                                          ("max_pixels", args.max_pixels))
                        if v is not None})
-    from . import keys
+    from .door import keys
 
     auth = None
     if args.auth or not is_loopback(bind):
@@ -166,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail("--replicas and --replica-gpus need --cluster auto|RAY_ADDRESS "
                      "(docs/cluster.md)")
     if address:
-        from .cluster import Cluster, ClusterError, ReplicaSetup
+        from .cluster.dispatch import Cluster, ClusterError, ReplicaSetup
 
         setup = ReplicaSetup(roots, explicit, not args.no_embedded, registry.default_name,
                              args.device or config.get("device"),
@@ -251,7 +251,7 @@ def open_client(args: argparse.Namespace) -> Any:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from . import keys
+    from .door import keys
 
     keys_dir = Path(args.dir).expanduser() if args.dir else keys.default_dir()
     if args.what == "client" and not args.name:
@@ -368,7 +368,7 @@ def cmd_install(args: argparse.Namespace) -> int:
                      else ("--plug-ins", args.plug_ins))
     if given and Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
         return _fail(f"{option} {given} is a file: give the folder")
-    module = importlib.import_module(f".install_{args.host}", __package__)
+    module = importlib.import_module(f".install.{args.host}", __package__)
     try:
         return int(module.run(args))
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The daemon in front of Ray Serve replicas (backend/cluster.py), side by side in one run.
+"""The daemon in front of Ray Serve replicas (backend/cluster/dispatch.py), side by side in one run.
 
 Why: a studio puts several devices behind one daemon; what it buys and what it costs must be
 measured, not assumed. Every figure comes from real daemons serving the embedded model
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.backend import quality  # noqa: E402
 from paintbridge.plugin.client import Client, Frame, Job, JobState  # noqa: E402
+from tools import quality
 
 SIDE = 64
 PICTURE = quality.smooth_picture(SIDE)

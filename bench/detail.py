@@ -2,13 +2,13 @@
 
 Why: artists' regions are far larger than a model's native size. Scaled down to it and back
 (``refine`` off, what paintbridge did before), a result comes back soft; refined at full
-resolution in tiles (``refine`` on, the default, backend/tiled.py) it keeps the source's
+resolution in tiles (``refine`` on, the default, backend/jobs/tiling.py) it keeps the source's
 fine structure. Every figure comes from a real daemon running the embedded model (native
 size 64), so "2x, 4x, 8x the native side" are regions of 128, 256 and 512 px.
 
 (a) Detail kept: image to image at strength 0.15 on a picture of sharp shapes over 2-px
-    lines (backend/quality.test_picture); the fine-structure correlation with the source
-    (backend/quality.detail: ~0 when the lines are blurred away; the embedded VAE alone
+    lines (tools/quality.test_picture); the fine-structure correlation with the source
+    (tools/quality.detail: ~0 when the lines are blurred away; the embedded VAE alone
     reaches about 0.2 at 256 px), SSIM and PSNR (both dominated by the tiny VAE's colour
     shift), and the tile seam ratio (step across tile boundaries / step anywhere; 1 =
     invisible). Target: detail at least 0.1 above scale-and-back at every size, seam < 1.3.
@@ -17,7 +17,7 @@ size 64), so "2x, 4x, 8x the native side" are regions of 128, 256 and 512 px.
     most 1.3x the peak of 1024².
 (c) Seconds per megapixel for the same runs.
 (d) Seams: the step across a selection's edge against the picture's own step just outside
-    (backend/seams.seam_ratio), colour matching off (before) and on (the default), on a soft
+    (backend/jobs/seams.seam_ratio), colour matching off (before) and on (the default), on a soft
     gradient and a photo-like picture, image to image at low strength and inpainting with a
     prompt that keeps the background. Target: matching at least halves the ratio, or brings
     it to 1.2 or below where the picture's own texture already hides the edge.
@@ -42,8 +42,9 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.backend import quality, seams, tiled  # noqa: E402
+from paintbridge.backend.jobs import seams, tiling
 from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from tools import quality
 
 SIDE = 192
 SEL = (64, 128)   # the selection: a square from SEL[0] to SEL[1] on both axes
@@ -103,7 +104,7 @@ def detail_kept(client: Client, sizes: tuple[int, ...]) -> tuple[dict, list[Row]
                            "psnr": quality.psnr(out, source),
                            "seconds": float(job.info.get("seconds") or 0)}
             if refine == "on":
-                tiles = tiled.grid(side, side, 64, 16)
+                tiles = tiling.grid(side, side, 64, 16)
                 xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
                 ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
                 got[refine]["tile_seam"] = quality.tile_seam_ratio(out, xs, ys)

@@ -25,7 +25,7 @@ import common  # noqa: E402
 import stress  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.backend.registry import EMBEDDED_DIR  # noqa: E402
+from paintbridge.backend.models.registry import EMBEDDED_DIR  # noqa: E402
 from paintbridge.plugin.client import HEARTBEAT_MS, Client, JobState  # noqa: E402
 
 

@@ -166,9 +166,9 @@ def cache_cost(rounds: int) -> dict:
     """One job's time with and without the prompt cache (interleaved, same process)."""
     import torch
 
-    from paintbridge.backend import runner
-    from paintbridge.backend.prompt_cache import PromptCache
-    from paintbridge.backend.registry import ModelRegistry
+    from paintbridge.backend.jobs import recipe
+    from paintbridge.backend.models.prompt_cache import PromptCache
+    from paintbridge.backend.models.registry import ModelRegistry
     from paintbridge.plugin import protocol
 
     torch.set_num_threads(1)
@@ -185,7 +185,7 @@ def cache_cost(rounds: int) -> dict:
         model.prompts = cache
         req = protocol.parse_submit(header, [img], protocol.Limits())
         t0 = time.perf_counter()
-        runner.run(req, model, threading.Event(), lambda *_: None)
+        recipe.run(req, model, threading.Event(), lambda *_: None)
         return time.perf_counter() - t0
 
     job(cached)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from paintbridge.backend import keys
+from paintbridge.backend.door import keys
 from paintbridge.plugin.client import Client, DaemonError, Frame, JobState
 
 from .conftest import free_port, start_daemon

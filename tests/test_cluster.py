@@ -1,4 +1,4 @@
-"""The daemon in front of Ray Serve (backend/cluster.py), with real Ray on this machine: a
+"""The daemon in front of Ray Serve (backend/cluster/dispatch.py), with real Ray on this machine: a
 local Ray instance with 2 CPU replicas of the embedded model behind the daemon's own front
 door. The same results as the local worker for a fixed seed, control layers included; two
 clients' jobs interleave fairly; cancel reaches the running replica; a replica killed
@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from paintbridge.backend import quality
-from paintbridge.backend.cluster import ClusterError, plan
+from paintbridge.backend.cluster.dispatch import ClusterError, plan
 from paintbridge.plugin import hosts
 from paintbridge.plugin.client import Client, Frame, Job, JobState
 from paintbridge.plugin.session import job_progress
-from tools import childdaemon
+from tools import childdaemon, quality
 
 from .conftest import DaemonProc, free_port, start_daemon
 from .test_control_jobs import outline_layer
@@ -317,7 +316,8 @@ def test_the_daemon_outlives_its_cluster(cluster: DaemonProc) -> None:
         deadline = time.monotonic() + 300
         while job.step < 2 and time.monotonic() < deadline:
             c.pump(50)
-        agents = subprocess.run(["pgrep", "-P", str(cluster.proc.pid), "-f", "cluster_agent"],
+        agents = subprocess.run(["pgrep", "-P", str(cluster.proc.pid), "-f",
+                                 "paintbridge.backend.cluster.agent"],
                                 capture_output=True, text=True).stdout.split()
         assert len(agents) == 1, agents
         os.kill(int(agents[0]), signal.SIGKILL)

@@ -322,7 +322,7 @@ def test_the_original_layout_round_trips(tmp_path: Path) -> None:
     import torch
     from diffusers import ControlNetModel
 
-    from paintbridge.backend import controlnets
+    from paintbridge.backend.models import controlnets
     from tools.tiny_models import save_tiny_controlnet
 
     path = save_tiny_controlnet("v1", tmp_path / "x_canny.safetensors")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from paintbridge.backend import keys
+from paintbridge.backend.door import keys
 from paintbridge.plugin import protocol
 from paintbridge.plugin.client import Job, JobState, Patch
 from paintbridge.plugin.controller import CANCELLED, LOST, Controller, Line, job_progress

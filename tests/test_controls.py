@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paintbridge.backend import controlnets, preprocess
+from paintbridge.backend.jobs import preprocess
+from paintbridge.backend.models import controlnets
 from paintbridge.plugin import controls
 from paintbridge.plugin.protocol import (
     ErrorCode,

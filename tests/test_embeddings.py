@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
-from paintbridge.backend.embeddings import EmbeddingLibrary, beside_checkpoints
+from paintbridge.backend.models.embeddings import EmbeddingLibrary, beside_checkpoints
 from paintbridge.plugin.client import Client, JobState
 from paintbridge.plugin.protocol import ErrorCode
 

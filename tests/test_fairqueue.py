@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from paintbridge.backend.fairqueue import FairQueue, QueueFull
+from paintbridge.backend.door.fairqueue import FairQueue, QueueFull
 
 pytestmark = pytest.mark.fast
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from paintbridge.backend import keys
+from paintbridge.backend.door import keys
 from paintbridge.plugin.hosts import SECURITY_DOC
 
 from .conftest import start_daemon

@@ -63,14 +63,14 @@ def test_install_refuses_a_folder_it_did_not_create(tmp_path: Path) -> None:
 
 
 def test_default_folder_per_os(monkeypatch, tmp_path: Path) -> None:
-    from paintbridge.backend import install_gimp
+    from paintbridge.backend.install import gimp
 
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    assert install_gimp.default_plug_ins() == tmp_path / "cfg" / "GIMP" / "3.0" / "plug-ins"
+    assert gimp.default_plug_ins() == tmp_path / "cfg" / "GIMP" / "3.0" / "plug-ins"
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setenv("APPDATA", str(tmp_path / "roaming"))
-    assert install_gimp.default_plug_ins() == tmp_path / "roaming" / "GIMP" / "3.0" / "plug-ins"
+    assert gimp.default_plug_ins() == tmp_path / "roaming" / "GIMP" / "3.0" / "plug-ins"
 
 
 def test_the_plug_in_has_no_parameter_table_of_its_own() -> None:

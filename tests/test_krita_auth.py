@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from paintbridge.backend import keys
+from paintbridge.backend.door import keys
 from tests.conftest import TinyModels, start_daemon
 from tests.krita.harness import HERE, KritaHome, require_krita, run_krita_gui
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paintbridge.backend import install_krita as ik
-from paintbridge.backend.install_common import pip_download_command
+from paintbridge.backend.install import krita as ik
+from paintbridge.backend.install.common import pip_download_command
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from paintbridge.backend.fairqueue import FairQueue
+from paintbridge.backend.door.fairqueue import FairQueue
 from paintbridge.plugin.client import Client, Job, JobState
 from paintbridge.plugin.protocol import (
     ErrorCode,
@@ -135,8 +135,8 @@ def test_the_cached_prompt_gives_the_pipelines_own_output(tiny_models) -> None:
     bytes, with and without guidance's negative side, on SD1 and SDXL."""
     import torch
 
-    from paintbridge.backend.prompt_cache import PromptCache
-    from paintbridge.backend.registry import ModelEntry, ModelRegistry, Source, load_pipeline
+    from paintbridge.backend.models.prompt_cache import PromptCache
+    from paintbridge.backend.models.registry import ModelEntry, ModelRegistry, Source, load_pipeline
 
     xl = ModelEntry("xl", tiny_models.single("xl_inpaint"), Source.SINGLE_FILE,
                     config=tiny_models.config_file.parent / "configs" / "tiny-xl_inpaint")
@@ -177,7 +177,7 @@ def test_the_lcm_sampler_runs_few_steps_by_default(daemon: DaemonProc) -> None:
 
 @pytest.mark.fast
 def test_few_step_checkpoints_are_told_by_name() -> None:
-    from paintbridge.backend.registry import few_step_defaults
+    from paintbridge.backend.models.registry import few_step_defaults
 
     assert few_step_defaults("sdxl_lightning_4step")["steps"] == 4
     assert few_step_defaults("sd_turbo") == {"steps": 4, "guidance": 1.0, "sampler": "euler_a"}

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from paintbridge.backend.loras import LoraEntry, LoraLibrary, beside_checkpoints, inspect
+from paintbridge.backend.models.loras import LoraEntry, LoraLibrary, beside_checkpoints, inspect
 from paintbridge.plugin.client import Client
 
 from .conftest import DaemonProc, TinyModels, start_daemon

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from paintbridge.backend import keys
 from paintbridge.backend.cli import ExitCode
+from paintbridge.backend.door import keys
 
 from .conftest import DaemonProc, start_daemon
 

@@ -23,7 +23,7 @@ from transformers import (  # noqa: E402
     CLIPTextModelWithProjection,
 )
 
-from paintbridge.backend.model_configs import (  # noqa: E402
+from paintbridge.backend.models.shipped_configs import (  # noqa: E402
     CONFIG_ROOT,
     SUPPORTED_KINDS,
     TOKENIZER_DIR,

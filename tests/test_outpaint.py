@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from paintbridge.backend import quality, seams, tiled
+from paintbridge.backend.jobs import seams, tiling
 from paintbridge.plugin.client import Client, Frame, JobState
+from tools import quality
 
 from .conftest import DaemonProc, start_daemon
-from .test_tiled import _request
+from .test_tiling import _request
 
 
 @pytest.mark.fast
@@ -32,8 +33,8 @@ def test_fill_keeps_what_is_there_and_extends_its_edge_colours() -> None:
 @pytest.mark.fast
 def test_the_full_resolution_fill_matches_the_whole_region_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiled, "BAND", 16)
-    monkeypatch.setattr(tiled, "MATCH_SIDE", 40)   # reduce 3x: the band-wise path
+    monkeypatch.setattr(tiling, "BAND", 16)
+    monkeypatch.setattr(tiling, "MATCH_SIDE", 40)   # reduce 3x: the band-wise path
     side = 120
     yy, xx = np.mgrid[0:side, 0:side]
     picture = np.stack([60 + xx, 200 - yy, 90 + yy // 2, np.full_like(xx, 255)],
@@ -41,7 +42,7 @@ def test_the_full_resolution_fill_matches_the_whole_region_one(
     picture[:, 80:] = 0
     req = _request(side, side, None, 0, 0, kind="img2img")
     req.image_data = picture.tobytes()
-    got = tiled.Region(req).rgb8() / 255.0
+    got = tiling.Region(req).rgb8() / 255.0
     want = seams.fill(picture[..., :3] / 255.0, picture[..., 3] / 255.0)
     assert np.array_equal(got[:, :80], picture[:, :80, :3] / 255.0)
     assert np.abs(got[:, 80:88] - want[:, 80:88]).mean() < 0.02   # continues the edge

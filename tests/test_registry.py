@@ -11,7 +11,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from paintbridge.backend.registry import Arch, ModelRegistry, Source, discover, single_file_arch
+from paintbridge.backend.models.registry import (
+    Arch,
+    ModelRegistry,
+    Source,
+    discover,
+    single_file_arch,
+)
 
 
 def test_single_file_arch_uses_diffusers_inference(tiny_models) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from paintbridge.backend import seams
+from paintbridge.backend.jobs import seams
 from paintbridge.plugin.client import Client, Frame, JobState
 
 from .conftest import DaemonProc, start_daemon

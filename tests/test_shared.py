@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from paintbridge.backend import cli, keys
-from paintbridge.backend.device import is_out_of_memory
+from paintbridge.backend import cli
+from paintbridge.backend.door import keys
+from paintbridge.backend.models.device import is_out_of_memory
 from paintbridge.plugin import hosts
 from paintbridge.plugin.params import PARAMS
 

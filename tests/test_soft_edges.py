@@ -1,4 +1,4 @@
-"""Soft selections (backend/differential.py): a partly selected pixel changes partly.
+"""Soft selections (backend/jobs/differential.py): a partly selected pixel changes partly.
 
 In-process on the embedded model's own pipeline: each latent pixel takes part in exactly the
 last m of the schedule and the unselected ones end as the source; through a real daemon on
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from paintbridge.backend import differential, quality
+from paintbridge.backend.jobs import differential
 from paintbridge.plugin.client import Client, Frame, JobState
+from tools import quality
 
 from .conftest import DaemonProc, start_daemon
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paintbridge.backend import quality, tiled
+from paintbridge.backend.jobs import tiling
 from paintbridge.plugin import protocol
 from paintbridge.plugin.client import Client, Frame, Job, JobState, Patch
 from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError
 from paintbridge.plugin.region import Rect
 from paintbridge.plugin.session import GenerationSettings, Session
+from tools import quality
 
 from .conftest import DaemonProc, start_daemon
 from .test_session import ArrayDocument, finish
@@ -117,7 +118,7 @@ def test_an_upscale_keeps_the_picture_and_adds_detail_without_seams(
     fine = np.abs((refined[..., :3] - _blur(refined)) - (lanczos[..., :3] - _blur(lanczos)))
     print("coarse", coarse, "fine", fine.mean(), "psnr", quality.psnr(refined, truth / 255.0),
           quality.psnr(lanczos, truth / 255.0))
-    tiles = tiled.grid(256, 256, NATIVE, 16)
+    tiles = tiling.grid(256, 256, NATIVE, 16)
     xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
     ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
     print("seam", quality.tile_seam_ratio(refined, xs, ys),

@@ -1,4 +1,4 @@
-"""Upscaler models (backend/upscalers.py): found where A1111 and ComfyUI keep them, loaded
+"""Upscaler models (backend/models/upscalers.py): found where A1111 and ComfyUI keep them, loaded
 by spandrel from .safetensors and from .pth only as plain weights, and proven on the sample
 trained here (tools/training/upscaler.py): it restores a 2x downscale far better than
 Lanczos. Through a real daemon: a full-resolution job with it, and clear errors."""
@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from paintbridge.backend import quality, upscalers
+from paintbridge.backend.models import upscalers
 from paintbridge.plugin.client import Client, Frame, JobState
+from tools import quality
 
 from .conftest import DaemonProc, start_daemon
 

@@ -70,7 +70,7 @@ def test_the_wheel_holds_one_import_name(wheel: Path) -> None:
     assert {t for t in tops if not t.endswith(".dist-info")} == {"paintbridge"}
     shipped = {n for n in names if n.endswith(".py")}
     assert "paintbridge/plugin/protocol.py" in shipped
-    assert "paintbridge/backend/daemon.py" in shipped
+    assert "paintbridge/backend/door/daemon.py" in shipped
     assert "paintbridge/krita/paintbridge/__init__.py" in shipped          # for install krita
     assert "paintbridge/gimp/paintbridge/paintbridge.py" in shipped        # for install gimp
     assert not any(n.startswith(("tools/", "paintbridge/tools/", "tests/")) for n in names)

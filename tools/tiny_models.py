@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from paintbridge.backend.model_configs import CONFIG_ROOT
+from paintbridge.backend.models.shipped_configs import CONFIG_ROOT
 
 KINDS = ("v1", "inpainting", "xl_base", "xl_inpaint")
 

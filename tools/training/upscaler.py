@@ -28,7 +28,7 @@ CROP = 64
 
 
 def _pictures(seeds: range, side: int = 256) -> list[np.ndarray]:
-    from paintbridge.backend.quality import test_picture
+    from tools.quality import test_picture
 
     rng = np.random.default_rng(seeds.start)
     out = []
@@ -55,7 +55,7 @@ def _lanczos(lr: np.ndarray) -> np.ndarray:
 
 
 def make_model() -> torch.nn.Module:
-    from paintbridge.backend import upscalers
+    from paintbridge.backend.models import upscalers
 
     spandrel = upscalers._spandrel()
     compact = spandrel.architectures.Compact.Compact
@@ -91,7 +91,8 @@ def train(steps: int = 800, batch: int = 16, seed: int = 11) -> tuple[torch.nn.M
 def evaluate(path: Path) -> dict[str, Any]:
     """The saved file through the daemon's own loader, against Lanczos, on held-out
     pictures."""
-    from paintbridge.backend import quality, upscalers
+    from paintbridge.backend.models import upscalers
+    from tools import quality
 
     model = upscalers.load(path)
     scores: dict[str, list[float]] = {"psnr_model": [], "psnr_lanczos": [],

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import compose
+from . import pixels
 
 #: width of the context ring (px at region scale) whose offset is measured
 RING = 8
@@ -62,7 +62,7 @@ def edge_offset(result: np.ndarray, source: np.ndarray, alpha: np.ndarray,
     the patch (``alpha`` > 0), spread smoothly over the patch; None when there is no ring
     (the patch fills the region)."""
     patch = alpha > 0
-    near = compose.grow(patch.astype(np.float32), ring) > 0
+    near = pixels.grow(patch.astype(np.float32), ring) > 0
     known = near & ~patch
     if not known.any() or not patch.any():
         return None

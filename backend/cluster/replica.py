@@ -1,6 +1,6 @@
 """A Ray Serve replica: one device, its own model cache, the daemon's job recipe.
 
-Imported only where Ray is installed and a cluster is asked for (backend/cluster.py). A
+Imported only where Ray is installed and a cluster is asked for (backend/cluster/dispatch.py). A
 replica takes one job at a time (``max_ongoing_requests=1``: the daemon's fair queue, not
 Serve's router, decides what runs next) and streams the recipe's events back as they come.
 Serve's model multiplexing routes a job to a replica that already holds its model; the
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from .recipe import ActiveJob, JobRecipe
+from ..jobs.job import ActiveJob, JobRecipe
 
 
 class Replica:

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from paintbridge.backend import compose, quality, runner, tiled
+from paintbridge.backend.jobs import pixels, recipe, tiling
 from paintbridge.plugin.client import Client, Frame, JobState
 from paintbridge.plugin.params import Kind
 from paintbridge.plugin.protocol import FrameSpec, SubmitRequest
+from tools import quality
 
 from .conftest import DaemonProc, start_daemon
 
@@ -25,7 +26,7 @@ NATIVE = 64
                                                        (200, 40, 64, 16), (64, 64, 64, 16)])
 def test_the_grid_covers_the_region_with_at_least_the_overlap(width: int, height: int,
                                                               tile: int, overlap: int) -> None:
-    tiles = tiled.grid(width, height, tile, overlap)
+    tiles = tiling.grid(width, height, tile, overlap)
     covered = np.zeros((height, width), int)
     for t in tiles:
         covered[t.y:t.y + t.height, t.x:t.x + t.width] += 1
@@ -43,11 +44,11 @@ def test_the_grid_covers_the_region_with_at_least_the_overlap(width: int, height
 
 @pytest.mark.fast
 def test_a_tile_takes_over_in_the_middle_of_its_overlap() -> None:
-    t = tiled.Tile(48, 0, 64, 64, left=16, top=0)
-    w = tiled.ramp(t)[0, :, 0]
+    t = tiling.Tile(48, 0, 64, 64, left=16, top=0)
+    w = tiling.ramp(t)[0, :, 0]
     assert (w[:4] == 0).all() and (w[12:] == 1).all()         # the outer quarters: one tile
     assert np.all(np.diff(w) >= 0) and 0.4 < w[8] < 0.6
-    assert (tiled.ramp(tiled.Tile(0, 0, 64, 64, 0, 0)) == 1).all()
+    assert (tiling.ramp(tiling.Tile(0, 0, 64, 64, 0, 0)) == 1).all()
 
 
 def _request(width: int, height: int, mask: np.ndarray | None, grow: int, feather: int,
@@ -65,13 +66,13 @@ def _request(width: int, height: int, mask: np.ndarray | None, grow: int, feathe
 @pytest.mark.fast
 def test_masks_worked_out_band_by_band_equal_the_whole_regions(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiled, "BAND", 16)
+    monkeypatch.setattr(tiling, "BAND", 16)
     rng = np.random.default_rng(0)
     mask = np.zeros((150, 90), np.uint8)
     mask[30:120, 20:70] = rng.integers(0, 256, (90, 50))   # soft, ragged
     req = _request(90, 150, mask, grow=5, feather=7)
-    whole = runner.prepare(req)
-    region = tiled.Region(req)
+    whole = recipe.prepare(req)
+    region = tiling.Region(req)
     for y0, y1 in region.bands():
         grown, alpha = region.masks(y0, y1)
         assert np.allclose(alpha, whole.alpha[y0:y1], atol=1e-6)
@@ -82,8 +83,8 @@ def test_masks_worked_out_band_by_band_equal_the_whole_regions(
 def test_the_colour_offset_upsampled_band_by_band_is_seamless() -> None:
     rng = np.random.default_rng(1)
     offset = rng.normal(0, 0.1, (20, 30, 3)).astype(np.float32)
-    whole = tiled.upsample_rows(offset, 0, 80, 0, 120, 4)
-    bands = np.concatenate([tiled.upsample_rows(offset, y, y + 16, 0, 120, 4)
+    whole = tiling.upsample_rows(offset, 0, 80, 0, 120, 4)
+    bands = np.concatenate([tiling.upsample_rows(offset, y, y + 16, 0, 120, 4)
                             for y in range(0, 80, 16)])
     assert np.allclose(whole, bands, atol=1e-5)
 
@@ -131,7 +132,7 @@ def test_image_to_image_keeps_the_fine_structure_without_tile_seams(
     assert job.step == job.total > 0
     d_off, d_on = quality.detail(off, source), quality.detail(on, source)
     assert d_off < 0.05 and d_on > d_off + 0.12, (d_off, d_on)
-    tiles = tiled.grid(side, side, NATIVE, 16)
+    tiles = tiling.grid(side, side, NATIVE, 16)
     xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
     ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
     assert quality.tile_seam_ratio(on, xs, ys) < 1.3
@@ -147,7 +148,7 @@ def test_inpainting_a_large_region_repaints_the_selection_only(embedded: DaemonP
                       mask)
         on, job = _run(c, "inpaint", picture, {"grow": 4, "feather": 4}, mask, fmt="rgba16")
     assert job.step == job.total
-    grown = compose.grow(mask / 255.0, 4) > 0
+    grown = pixels.grow(mask / 255.0, 4) > 0
     assert not on[..., 3][~grown].any()                         # nothing outside
     shape_on, shape_off = (np.rint(a[..., 3] * 255) > 0 for a in (on, off))
     assert np.array_equal(shape_on, shape_off)                  # the same patch shape

@@ -24,15 +24,15 @@ from typing import Any
 from paintbridge.plugin.params import WireEnum
 from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
+from ..config import DTYPE_NAMES
 from . import folders
 from .adapters import Adapters
-from .config import DTYPE_NAMES
 from .embeddings import Embeddings
 from .prompt_cache import PromptCache
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_DIR = Path(__file__).parent / "default_model"
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "default_model"
 EMBEDDED_NAME = "default"
 
 
@@ -315,7 +315,7 @@ def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
     import diffusers as d
     import transformers
 
-    from . import model_configs
+    from . import shipped_configs
     from .device import is_out_of_memory
 
     d.utils.logging.disable_progress_bar()  # a daemon's log is not a terminal
@@ -335,8 +335,8 @@ def load_pipeline(entry: ModelEntry, device: Any, dtype: Any) -> Any:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)  # torch_dtype rename
             if entry.source is Source.SINGLE_FILE:
-                config = entry.config or model_configs.config_dir(entry.arch)
-                extra.update(model_configs.load_tokenizers(entry.arch))
+                config = entry.config or shipped_configs.config_dir(entry.arch)
+                extra.update(shipped_configs.load_tokenizers(entry.arch))
                 pipe = cls.from_single_file(str(entry.path), config=str(config),
                                             local_files_only=True, torch_dtype=dtype, **extra)
             else:   # safetensors only: a folder's .bin weights are pickles

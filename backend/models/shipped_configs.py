@@ -27,7 +27,7 @@ from .registry import Arch
 if TYPE_CHECKING:  # transformers is heavy; import it only when tokenizers are built.
     from transformers import CLIPTokenizer
 
-CONFIG_ROOT: Path = Path(__file__).resolve().parent / "configs"
+CONFIG_ROOT: Path = Path(__file__).resolve().parents[1] / "configs"
 TOKENIZER_DIR: Path = CONFIG_ROOT / "clip-tokenizer"
 SUPPORTED_KINDS: tuple[str, ...] = tuple(a.value for a in Arch)  # one config folder each
 MODEL_MAX_LENGTH = 77

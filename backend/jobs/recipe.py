@@ -3,7 +3,7 @@
 1. decode the frames; 2. build the soft alpha and the model's mask; 3. scale the region to
 the model's native size; 4. denoise once per variation (progress + cancel every step);
 5. scale back, cut the patch to its alpha, encode it in the client's format.
-Regions well above the model's size, and upscale jobs, go through ``tiled`` instead of 3-5.
+Regions well above the model's size, and upscale jobs, go through ``tiling`` instead of 3-5.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch
 from paintbridge.plugin import controls as controls_module
 from paintbridge.plugin.protocol import SubmitRequest
 
-from . import compose, differential, failpoints, preprocess, schedulers, seams, tiled
-from .adapters import JobLora, LoraError
-from .embeddings import EmbeddingEntry
-from .registry import LCM_DEFAULTS, LoadedModel
-from .upscalers import UpscalerError, Upscalers
+from ..models.adapters import JobLora, LoraError
+from ..models.embeddings import EmbeddingEntry
+from ..models.registry import LCM_DEFAULTS, LoadedModel
+from ..models.upscalers import UpscalerError, Upscalers
+from . import differential, failpoints, pixels, preprocess, schedulers, seams, tiling
 
 #: model defaults when neither the request nor the model's paintbridge.json says
 FALLBACK_STEPS = 20
@@ -52,7 +52,7 @@ class StageFailed(Exception):
 
 @dataclass
 class PatchResult:
-    patch: compose.EncodedPatch
+    patch: pixels.EncodedPatch
     seed: int
 
 
@@ -96,22 +96,22 @@ def prepare(req: SubmitRequest) -> Prepared:
     rgb = None
     opacity = None
     if req.image is not None:
-        rgba = compose.decode_frame(req.image_data, req.image)
+        rgba = pixels.decode_frame(req.image_data, req.image)
         rgb, opacity = rgba[..., :3], rgba[..., 3]
         if bool((opacity < 1).any()):
             rgb = seams.fill(rgb, opacity)
         else:
             opacity = None
     if req.mask is not None:
-        selection = compose.decode_frame(req.mask_data, req.mask)[..., 0]
+        selection = pixels.decode_frame(req.mask_data, req.mask)[..., 0]
         if not bool((selection > 0).any()):
             raise BadInput("the mask selects nothing")
     else:
         selection = np.ones((height, width), np.float32)
-    grown = compose.grow(selection, req.params["grow"])
-    alpha = compose.feather_inward(grown, req.params["feather"])
+    grown = pixels.grow(selection, req.params["grow"])
+    alpha = pixels.feather_inward(grown, req.params["feather"])
     if opacity is not None:
-        alpha = compose.cover(alpha, grown, opacity)
+        alpha = pixels.cover(alpha, grown, opacity)
     if req.kind == "inpaint":
         model_mask = grown
     else:  # img2img reworks the whole region; txt2img generates all of it
@@ -169,12 +169,12 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
     failpoints.hit("decode", req.params["prompt"])
     upscaling = req.kind == "upscale"
     # live jobs are drafts: always at the model's size
-    full_res = upscaling or (tiled.applies(req, model.native_size) and not req.live)
+    full_res = upscaling or (tiling.applies(req, model.native_size) and not req.live)
     work_kind = "img2img" if upscaling else req.kind   # what the model's pipelines run
     prep = None
     if not full_res:
         prep = prepare(req)
-    elif req.mask is not None and not (compose.frame_array(req.mask_data, req.mask) > 0).any():
+    elif req.mask is not None and not (pixels.frame_array(req.mask_data, req.mask) > 0).any():
         raise BadInput("the mask selects nothing")
     controls = controls or []
     stages.now = "preprocessing the controls"
@@ -215,14 +215,14 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
                                      model.adapters.state)
     seeds = seeds_for(params)
     width, height = req.size
-    mw, mh = compose.model_size(width, height, model.native_size)
+    mw, mh = pixels.model_size(width, height, model.native_size)
     # progress totals: every denoising pass of every variation, tiles included
     if upscaling:
-        per_seed = tiled.upscale_steps(req, model.native_size, steps)
+        per_seed = tiling.upscale_steps(req, model.native_size, steps)
     elif full_res:
-        per_seed = tiled.variation_steps(req, model.native_size, steps)
+        per_seed = tiling.variation_steps(req, model.native_size, steps)
     else:
-        per_seed = steps if req.kind == "txt2img" else tiled.pass_steps(steps,
+        per_seed = steps if req.kind == "txt2img" else tiling.pass_steps(steps,
                                                                        params["strength"])
     done = [0]
     total = per_seed * len(seeds)
@@ -270,7 +270,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
                              ("control_guidance_end", "end")):
                 values = [float(i[key]) for i in items]
                 args[arg] = values[0] if one else values
-        expected = steps if kind == "txt2img" else tiled.pass_steps(steps, strength)
+        expected = steps if kind == "txt2img" else tiling.pass_steps(steps, strength)
         before = done[0]
 
         def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict:
@@ -320,7 +320,7 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             def show(preview: np.ndarray) -> None:
                 progress(done[0], total, preview)
 
-            patch = (tiled.upscale if upscaling else tiled.run)(
+            patch = (tiling.upscale if upscaling else tiling.run)(
                 req, model.native_size, seed, denoise, cancel.is_set,
                 show if req.preview else None, upscaler)
             if cancel.is_set():
@@ -333,16 +333,16 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             continue
         # scaled: the region at the model's size, then back
         assert prep is not None
-        image = compose.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
-        mask = compose.resize(prep.model_mask[..., None], mw, mh)[..., 0]
+        image = pixels.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
+        mask = pixels.resize(prep.model_mask[..., None], mw, mh)[..., 0]
         strength = params["strength"] if req.kind != "txt2img" else 1.0
         out = denoise(image, mask, mw, mh, strength, seed, req.kind, None)
         stages.now = "encoding the result"
         failpoints.hit("encode", req.params["prompt"])
-        rgb = compose.resize(out, width, height)
+        rgb = pixels.resize(out, width, height)
         if prep.rgb is not None and params["colour_match"] == "on":
             rgb = seams.match_edges(rgb, prep.rgb, prep.alpha)
-        patch = compose.make_patch(rgb, prep.alpha, req.offset, req.result_format)
+        patch = pixels.make_patch(rgb, prep.alpha, req.offset, req.result_format)
         results.append(PatchResult(patch, seed))
     return results
 
@@ -355,7 +355,7 @@ def _preview(pipe: Any, latents: torch.Tensor) -> np.ndarray:
     rgb = ((x[0].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).nan_to_num(0.5).cpu().numpy()
     h, w = rgb.shape[:2]
     scale = min(1.0, PREVIEW_SIDE / max(h, w))
-    rgb = compose.resize(rgb, max(1, round(w * scale)), max(1, round(h * scale)))
+    rgb = pixels.resize(rgb, max(1, round(w * scale)), max(1, round(h * scale)))
     return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
 
 

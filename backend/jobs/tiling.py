@@ -30,7 +30,8 @@ from PIL import Image
 
 from paintbridge.plugin.protocol import FORMATS, SubmitRequest
 
-from . import compose, seams, upscalers
+from ..models import upscalers
+from . import pixels, seams
 
 #: refine when the region's side (square root of its area) is at least this many times the
 #: model's: below it the model still sees more than half the region's resolution, and
@@ -131,10 +132,10 @@ class Region:
 
     def __init__(self, req: SubmitRequest) -> None:
         self.width, self.height = req.size
-        self.image = (compose.frame_array(req.image_data, req.image)
+        self.image = (pixels.frame_array(req.image_data, req.image)
                       if req.image is not None else None)
         self.image_format = req.image.format if req.image is not None else ""
-        self.mask = (compose.frame_array(req.mask_data, req.mask)
+        self.mask = (pixels.frame_array(req.mask_data, req.mask)
                      if req.mask is not None else None)
         self.mask_format = req.mask.format if req.mask is not None else ""
         self.grow = req.params["grow"]
@@ -148,16 +149,16 @@ class Region:
     def opacity(self, y0: int, y1: int) -> np.ndarray:
         """The image's alpha in rows y0..y1."""
         assert self.image is not None
-        return compose.to_float(self.image[y0:y1], self.image_format)[..., 3]
+        return pixels.to_float(self.image[y0:y1], self.image_format)[..., 3]
 
     def rgb8(self) -> np.ndarray:
         """The source's RGB as one 8-bit copy (the canvas starts from it), its see-through
-        parts filled with the colours around them (outpainting: runner.prepare)."""
+        parts filled with the colours around them (outpainting: recipe.prepare)."""
         assert self.image is not None
         out = np.empty((self.height, self.width, 3), np.uint8)
         transparent = False
         for y0, y1 in self.bands():
-            rgba = compose.to_float(self.image[y0:y1], self.image_format)
+            rgba = pixels.to_float(self.image[y0:y1], self.image_format)
             out[y0:y1] = np.rint(rgba[..., :3] * 255.0)
             transparent |= bool((rgba[..., 3] < 1).any())
         if transparent:
@@ -186,7 +187,7 @@ class Region:
                 rgb8[y0:y1] = _to8(rgb8[y0:y1] / 255.0 * a + around * (1 - a))
 
     def masks(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-        """(grown selection, patch alpha) for rows y0..y1, exactly as runner.prepare makes
+        """(grown selection, patch alpha) for rows y0..y1, exactly as recipe.prepare makes
         them for the whole region: each band is computed with a halo as wide as the
         filters reach."""
         if self.mask is None:
@@ -194,12 +195,12 @@ class Region:
             return ones, ones
         halo = self.grow + 2 * self.feather + 2
         top, bottom = max(0, y0 - halo), min(self.height, y1 + halo)
-        selection = compose.to_float(self.mask[top:bottom], self.mask_format)[..., 0]
-        grown = compose.grow(selection, self.grow)
-        alpha = compose.feather_inward(grown, self.feather)[y0 - top:y1 - top]
+        selection = pixels.to_float(self.mask[top:bottom], self.mask_format)[..., 0]
+        grown = pixels.grow(selection, self.grow)
+        alpha = pixels.feather_inward(grown, self.feather)[y0 - top:y1 - top]
         grown = grown[y0 - top:y1 - top]
         if self.image is not None:
-            alpha = compose.cover(alpha, grown, self.opacity(y0, y1))
+            alpha = pixels.cover(alpha, grown, self.opacity(y0, y1))
         return grown, alpha
 
     def grown8(self) -> np.ndarray | None:
@@ -251,7 +252,7 @@ def _to8(rgb: np.ndarray) -> np.ndarray:
 def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
         cancelled: Callable[[], bool],
         preview: Callable[[np.ndarray], None] | None, upscaler: Any = None
-        ) -> compose.EncodedPatch:
+        ) -> pixels.EncodedPatch:
     """One variation of a job at full resolution (see the module's docstring)."""
     params = req.params
     region = Region(req)
@@ -268,7 +269,7 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
                     if source is not None else None)
 
     # the composition pass, at the model's size
-    mw, mh = compose.model_size(width, height, native)
+    mw, mh = pixels.model_size(width, height, native)
     image = (_pil_resize(canvas, mw, mh).astype(np.float32) / 255.0
              if source is not None else None)
     mask = _pil_resize(grown, mw, mh).astype(np.float32) / 255.0 if grown is not None else None
@@ -314,11 +315,11 @@ def _refine(canvas: np.ndarray, small: np.ndarray, scale: float, tiles: list[Til
         before = canvas[ys, xs].astype(np.float32) / 255.0
         mask = None
         if grown is not None:
-            mask = compose.resize(grown[ys, xs, None].astype(np.float32) / 255.0, tw, th)[..., 0]
-        out = denoise(compose.resize(before, tw, th), mask, tw, th, strength,
+            mask = pixels.resize(grown[ys, xs, None].astype(np.float32) / 255.0, tw, th)[..., 0]
+        out = denoise(pixels.resize(before, tw, th), mask, tw, th, strength,
                       (seed + 1_000_003 * (k + 1)) % 2**32, kind,
                       (t.x, t.y, t.width, t.height))
-        out = compose.resize(out, t.width, t.height)
+        out = pixels.resize(out, t.width, t.height)
         box = (t.x * sw / width, t.y * sh / height, (t.x + t.width) * sw / width,
                (t.y + t.height) * sh / height)
         colours = _pil_resize(small, t.width, t.height, box).astype(np.float32) / 255.0
@@ -348,7 +349,7 @@ def upscale_steps(req: SubmitRequest, native: int, steps: int) -> int:
 def upscale(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
             cancelled: Callable[[], bool],
             preview: Callable[[np.ndarray], None] | None, upscaler: Any = None
-            ) -> compose.EncodedPatch:
+            ) -> pixels.EncodedPatch:
     """An upscale job: the region ``req.scale`` times larger (an upscaler model, then
     Lanczos), refined tile by tile at ``refine_strength`` unless ``refine`` is off. The
     tiles invent only detail finer than :data:`COLOUR_SCALE` (or the factor): shapes and
@@ -372,7 +373,7 @@ def upscale(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
 
 
 def _encode_upscaled(req: SubmitRequest, region: Region, canvas: np.ndarray
-                     ) -> compose.EncodedPatch:
+                     ) -> pixels.EncodedPatch:
     """The enlarged canvas in the client's format, band by band, with the source's alpha
     enlarged by the same Lanczos filter (an opaque source stays exactly opaque)."""
     height, width = canvas.shape[:2]
@@ -392,9 +393,9 @@ def _encode_upscaled(req: SubmitRequest, region: Region, canvas: np.ndarray
             alpha = _pil_resize(alpha8, width, y1 - y0, box).astype(np.float32) / 255.0
         rgba = np.concatenate([canvas[y0:y1].astype(np.float32) / 255.0, alpha[..., None]],
                               axis=2)
-        rgba = compose.transparent_black(rgba, req.result_format)
-        out[y0 * row_bytes:y1 * row_bytes] = compose.encode_frame(rgba, req.result_format)
-    return compose.EncodedPatch(0, 0, width, height, req.result_format, out)
+        rgba = pixels.transparent_black(rgba, req.result_format)
+        out[y0 * row_bytes:y1 * row_bytes] = pixels.encode_frame(rgba, req.result_format)
+    return pixels.EncodedPatch(0, 0, width, height, req.result_format, out)
 
 
 def _low_pass(rgb: np.ndarray, scale: float) -> np.ndarray:
@@ -402,8 +403,8 @@ def _low_pass(rgb: np.ndarray, scale: float) -> np.ndarray:
     height, width = rgb.shape[:2]
     if scale <= 1.0:
         return rgb
-    small = compose.resize(rgb, max(1, round(width / scale)), max(1, round(height / scale)))
-    return compose.resize(small, width, height)
+    small = pixels.resize(rgb, max(1, round(width / scale)), max(1, round(height / scale)))
+    return pixels.resize(small, width, height)
 
 
 def _preview(canvas: np.ndarray, side: int = 128) -> np.ndarray:
@@ -414,12 +415,12 @@ def _preview(canvas: np.ndarray, side: int = 128) -> np.ndarray:
     return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
 
 
-def _empty(req: SubmitRequest) -> compose.EncodedPatch:
-    return compose.EncodedPatch(req.offset[0], req.offset[1], 0, 0, req.result_format, b"")
+def _empty(req: SubmitRequest) -> pixels.EncodedPatch:
+    return pixels.EncodedPatch(req.offset[0], req.offset[1], 0, 0, req.result_format, b"")
 
 
 def _encode(req: SubmitRequest, region: Region, canvas: np.ndarray,
-            small_source: np.ndarray | None, match_scale: int) -> compose.EncodedPatch:
+            small_source: np.ndarray | None, match_scale: int) -> pixels.EncodedPatch:
     """The canvas cut to the patch's alpha in the client's format, band by band, with the
     colour offset (measured on a reduced copy) added inside the patch."""
     height, width = canvas.shape[:2]
@@ -458,11 +459,11 @@ def _encode(req: SubmitRequest, region: Region, canvas: np.ndarray,
         if offset is not None:
             rgb = np.clip(rgb + upsample_rows(offset, y0, y1, x_lo, x_hi, f)
                           * (alpha[..., None] > 0), 0.0, 1.0)
-        rgba = compose.transparent_black(np.concatenate([rgb, alpha[..., None]], axis=2),
+        rgba = pixels.transparent_black(np.concatenate([rgb, alpha[..., None]], axis=2),
                                          req.result_format)
-        out[(y0 - y_lo) * row_bytes:(y1 - y_lo) * row_bytes] = compose.encode_frame(
+        out[(y0 - y_lo) * row_bytes:(y1 - y_lo) * row_bytes] = pixels.encode_frame(
             rgba, req.result_format)
-    return compose.EncodedPatch(req.offset[0] + x_lo, req.offset[1] + y_lo, x_hi - x_lo,
+    return pixels.EncodedPatch(req.offset[0] + x_lo, req.offset[1] + y_lo, x_hi - x_lo,
                                 y_hi - y_lo, req.result_format, out)
 
 

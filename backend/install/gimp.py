@@ -18,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .install_common import Manifest, uninstall, vendor_pyzmq
+from .common import Manifest, uninstall, vendor_pyzmq
 
-SOURCE = Path(__file__).resolve().parent.parent / "gimp" / "paintbridge"
+SOURCE = Path(__file__).resolve().parents[2] / "gimp" / "paintbridge"
 NAME = "paintbridge"
 MANIFEST = ".paintbridge-gimp-manifest.json"
 VENDOR = "vendor"              # beside paintbridge.py, put first on sys.path by it

@@ -16,7 +16,7 @@ from typing import Any
 from paintbridge.plugin import __version__
 from paintbridge.plugin.launcher import RECORD_NAME
 
-PLUGIN_PACKAGE = Path(__file__).resolve().parent.parent / "plugin"
+PLUGIN_PACKAGE = Path(__file__).resolve().parents[2] / "plugin"
 
 
 def serve_command() -> list[str]:

@@ -22,9 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .install_common import Manifest, uninstall, vendor_pyzmq
+from .common import Manifest, uninstall, vendor_pyzmq
 
-KRITA_SOURCE = Path(__file__).resolve().parent.parent / "krita"
+KRITA_SOURCE = Path(__file__).resolve().parents[2] / "krita"
 PLUGIN_ID = "paintbridge"          # X-KDE-Library in the .desktop file
 MANIFEST_NAME = "paintbridge.manifest.json"
 ENABLE_KEY = f"enable_{PLUGIN_ID}"

@@ -1,11 +1,11 @@
 """The daemon: one ROUTER socket facing clients, one worker thread owning the device (or,
-with a cluster, one dispatcher thread per Ray Serve replica: backend/cluster.py).
+with a cluster, one dispatcher thread per Ray Serve replica: backend/cluster/dispatch.py).
 
 The main thread runs a single poll loop over two sockets: the ROUTER (client requests) and
 an inproc PULL on which the workers hand back the events they produce. Only the main thread
 touches the ROUTER; a worker never sees a client socket. Requests are validated here,
 before anything is allocated or queued; the workers get only well-formed jobs, in the fair
-queue's order, and run them with backend/recipe.py.
+queue's order, and run them with backend/jobs/job.py.
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ from paintbridge.plugin import __version__, controls, loraspec, protocol
 from paintbridge.plugin.hosts import is_loopback
 from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
 
-from .adapters import JobLora
-from .cluster import Cluster
-from .controlnets import AskedControl, ControlNetLibrary
-from .device import DeviceChoice
-from .embeddings import EmbeddingEntry, EmbeddingLibrary
+from ..cluster.dispatch import Cluster
+from ..jobs.job import ActiveJob, Emit, JobRecipe
+from ..models.adapters import JobLora
+from ..models.controlnets import AskedControl, ControlNetLibrary
+from ..models.device import DeviceChoice
+from ..models.embeddings import EmbeddingEntry, EmbeddingLibrary
+from ..models.loras import LoraLibrary
+from ..models.registry import ModelEntry, ModelRegistry
+from ..models.upscalers import UpscalerError, Upscalers
 from .fairqueue import FairQueue, QueueFull
 from .keys import AuthorizedKeys, ServerKeys
-from .loras import LoraLibrary
-from .recipe import ActiveJob, Emit, JobRecipe
-from .registry import ModelEntry, ModelRegistry
 from .retention import ResultStore
-from .upscalers import UpscalerError, Upscalers
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Worker(threading.Thread):
 
 class ClusterWorker(Worker):
     """One per replica: takes the next job in fair order only when its replica is free, and
-    runs it there (backend/cluster.py)."""
+    runs it there (backend/cluster/dispatch.py)."""
 
     def __init__(self, daemon: Daemon, cluster: Cluster, index: int) -> None:
         super().__init__(daemon)
@@ -511,14 +511,14 @@ class Daemon:
         try:
             import numpy as np
 
-            from . import compose, preprocess
+            from ..jobs import pixels, preprocess
 
             rgb = preprocess.run(req.preprocess, preprocess.decode(req.data, req.frame))
             out = np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=2)
             spec = protocol.FrameSpec("control", req.frame.width, req.frame.height,
                                       req.result_format)
             reply = {**reply, "preprocess": req.preprocess, "frames": [spec.to_json()]}
-            frames = [compose.encode_frame(out, req.result_format)]
+            frames = [pixels.encode_frame(out, req.result_format)]
         except Exception as exc:   # the daemon keeps serving whatever the frame held
             log.exception("preprocess %s failed", req.preprocess)
             reply = {**reply, "event": "error", "code": ErrorCode.INTERNAL,   # its request id

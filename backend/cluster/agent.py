@@ -1,5 +1,5 @@
 """The cluster agent: the one process that talks to Ray, started by the daemon
-(backend/cluster.py, ``Cluster``) as ``python -m paintbridge.backend.cluster_agent ENDPOINT
+(backend/cluster/dispatch.py, ``Cluster``) as ``python -m paintbridge.backend.cluster.agent ENDPOINT
 SPEC``. A Ray driver exits when its cluster goes away; in this process that costs the
 running jobs an error, not the daemon its clients. The daemon starts it again.
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import zmq
 
-from .cluster import ERROR_FILE, ClusterError, RayCluster
-from .recipe import ActiveJob
+from ..jobs.job import ActiveJob
+from .dispatch import ERROR_FILE, ClusterError, RayCluster
 
 log = logging.getLogger("paintbridge.cluster_agent")
 _EVENTS = "inproc://cluster-agent-events"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from paintbridge.backend import compose
+from paintbridge.backend.jobs import pixels
 from paintbridge.plugin.protocol import FORMATS, FrameSpec
 
 pytestmark = pytest.mark.fast
@@ -19,26 +19,26 @@ def test_formats_round_trip(fmt: str) -> None:
         raw = rng.random((5, 7, 4), dtype=np.float32).astype("<f4").tobytes()
     else:
         raw = rng.integers(0, 256**depth, (5, 7, 4)).astype({1: "u1", 2: "<u2"}[depth]).tobytes()
-    pixels = compose.decode_frame(raw, FrameSpec("image", 7, 5, fmt))
-    assert pixels.shape == (5, 7, 4) and pixels.dtype == np.float32
-    assert compose.encode_frame(pixels, fmt) == raw
+    decoded = pixels.decode_frame(raw, FrameSpec("image", 7, 5, fmt))
+    assert decoded.shape == (5, 7, 4) and decoded.dtype == np.float32
+    assert pixels.encode_frame(decoded, fmt) == raw
 
 
 def test_bgra_is_krita_order() -> None:
     bgra = bytes([10, 20, 30, 40])  # B, G, R, A
-    px = compose.decode_frame(bgra, FrameSpec("image", 1, 1, "bgra8"))
+    px = pixels.decode_frame(bgra, FrameSpec("image", 1, 1, "bgra8"))
     assert np.allclose(px[0, 0] * 255, [30, 20, 10, 40])
 
 
 def test_float_frames_are_sanitised() -> None:
     raw = np.array([[np.nan, np.inf, -3.0, 0.5]], "<f4").tobytes()
-    px = compose.decode_frame(raw, FrameSpec("image", 1, 1, "rgbaf32"))
+    px = pixels.decode_frame(raw, FrameSpec("image", 1, 1, "rgbaf32"))
     assert px.tolist() == [[[0.0, 1.0, 0.0, 0.5]]]
 
 
 def soft_alpha(mask: np.ndarray, grow_px: int, feather: int) -> np.ndarray:
-    """Selection -> patch alpha, as runner.prepare builds it: grown, then feathered inwards."""
-    return compose.feather_inward(compose.grow(mask, grow_px), feather)
+    """Selection -> patch alpha, as recipe.prepare builds it: grown, then feathered inwards."""
+    return pixels.feather_inward(pixels.grow(mask, grow_px), feather)
 
 
 def square_mask(size: int = 64, lo: int = 24, hi: int = 40) -> np.ndarray:
@@ -80,17 +80,17 @@ def test_soft_selection_values_are_kept() -> None:
 
 
 def test_model_size() -> None:
-    assert compose.model_size(256, 256, 512) == (512, 512)
-    assert compose.model_size(1024, 512, 512) == (728, 360)
-    w, h = compose.model_size(4000, 50, 512)
+    assert pixels.model_size(256, 256, 512) == (512, 512)
+    assert pixels.model_size(1024, 512, 512) == (728, 360)
+    w, h = pixels.model_size(4000, 50, 512)
     assert w == 1024 and h % 8 == 0 and h >= 8
-    assert all(s % 8 == 0 for s in compose.model_size(333, 777, 64))
+    assert all(s % 8 == 0 for s in pixels.model_size(333, 777, 64))
 
 
 def test_resize_identity_and_range() -> None:
     x = np.random.default_rng(0).random((10, 12, 3), dtype=np.float32)
-    assert compose.resize(x, 12, 10) is x
-    y = compose.resize(x, 30, 25)
+    assert pixels.resize(x, 12, 10) is x
+    y = pixels.resize(x, 30, 25)
     assert y.shape == (25, 30, 3) and y.min() >= 0 and y.max() <= 1
 
 
@@ -99,9 +99,9 @@ def test_patch_is_cut_to_alpha_and_transparent_outside() -> None:
     alpha = np.zeros((20, 30), np.float32)
     alpha[5:8, 10:20] = 1.0
     alpha[8, 10] = 1e-4                     # quantises to 0 in 8 bits
-    p = compose.make_patch(rgb, alpha, (100, 200), "rgba8")
+    p = pixels.make_patch(rgb, alpha, (100, 200), "rgba8")
     assert (p.x, p.y, p.width, p.height) == (110, 205, 10, 3)
     px = np.frombuffer(p.data, np.uint8).reshape(3, 10, 4)
     assert (px == 255).all()
-    p16 = compose.make_patch(rgb, alpha, (0, 0), "rgba16")
+    p16 = pixels.make_patch(rgb, alpha, (0, 0), "rgba16")
     assert (p16.width, p16.height) == (10, 4)   # 1e-4 survives 16-bit quantisation

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DTYPE_NAMES
+from ..config import DTYPE_NAMES
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 

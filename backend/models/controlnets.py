@@ -35,8 +35,8 @@ from . import folders
 
 log = logging.getLogger("paintbridge.controlnets")
 
-SHIPPED_DIR = Path(__file__).parent / "default_controlnets"
-CONFIGS = Path(__file__).parent / "configs"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "default_controlnets"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: cross-attention width -> architecture name (as the LoRA table names them)
 CROSS_DIM_ARCH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 PICKLE_SUFFIXES = (".pth", ".ckpt", ".bin", ".pt")

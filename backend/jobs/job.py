@@ -1,7 +1,7 @@
 """One job from the queue to its last event, wherever it runs: the daemon's own worker
-thread and every cluster replica (backend/cluster.py) run this same code.
+thread and every cluster replica (backend/cluster/dispatch.py) run this same code.
 
-It resolves and loads the job's model, runs ``runner.run`` and turns every outcome into
+It resolves and loads the job's model, runs ``recipe.run`` and turns every outcome into
 protocol events, handed to ``emit(header, frames, end)``: progress as it goes, then exactly
 one ``result``, ``error`` or ``cancelled`` with ``end`` true. Nothing here knows a socket.
 """
@@ -18,13 +18,13 @@ from typing import Any
 
 from paintbridge.plugin.protocol import ErrorCode, Stage, SubmitRequest
 
-from . import compose, runner
-from .adapters import JobLora, LoraError
-from .controlnets import AskedControl, ControlNetCache, ControlNetError
-from .device import DTYPES, DeviceChoice, is_out_of_memory
-from .embeddings import EmbeddingEntry
-from .registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
-from .upscalers import UpscalerError, Upscalers
+from ..models.adapters import JobLora, LoraError
+from ..models.controlnets import AskedControl, ControlNetCache, ControlNetError
+from ..models.device import DTYPES, DeviceChoice, is_out_of_memory
+from ..models.embeddings import EmbeddingEntry
+from ..models.registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
+from ..models.upscalers import UpscalerError, Upscalers
+from . import pixels, recipe
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ActiveJob:
     embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
     controls: list[AskedControl] = field(default_factory=list)   # resolved at submit
     replaced_by: str | None = None   # the live job that took over from this one
-    retries: int = 0   # times a cluster replica died under it (backend/cluster.py)
+    retries: int = 0   # times a cluster replica died under it (backend/cluster/dispatch.py)
 
     def progress_event(self) -> dict[str, Any]:
         """Where the running job stands: loading its model, or at a denoising step."""
@@ -113,11 +113,11 @@ class JobRecipe:
             if preview is not None:
                 h, w = preview.shape[:2]
                 event["preview"] = {"width": w, "height": h, "format": "rgba8"}
-                frames.append(compose.encode_frame(preview, "rgba8"))
+                frames.append(pixels.encode_frame(preview, "rgba8"))
             emit(event, frames, False)
 
         try:
-            nets = [runner.JobControl(c.item, self.controlnets.get(
+            nets = [recipe.JobControl(c.item, self.controlnets.get(
                         c.entry, self.device.device, self.model_dtype(entry)))
                     for c in job.controls]
         except ControlNetError as exc:
@@ -125,31 +125,31 @@ class JobRecipe:
             return
         try:
             job.stage = Stage.DENOISING
-            results = runner.run(req, loaded, job.cancel, progress, job.loras, job.embeddings,
+            results = recipe.run(req, loaded, job.cancel, progress, job.loras, job.embeddings,
                                  self.upscalers, nets)
-        except runner.JobCancelled:
+        except recipe.JobCancelled:
             emit(self.cancelled(job), [], True)
             return
-        except runner.BadInput as exc:
+        except recipe.BadInput as exc:
             self.fail(emit, ErrorCode.BAD_FRAME, str(exc))
             return
         except LoraError as exc:   # nothing of the LoRA stays loaded
             self.fail(emit, ErrorCode.BAD_FIELD, str(exc), field="loras")
             return
-        except runner.EmbeddingError as exc:
+        except recipe.EmbeddingError as exc:
             self.fail(emit, ErrorCode.BAD_FIELD, str(exc), field="prompt")
             return
         except UpscalerError as exc:   # a file that is not an upscaler, or not a safe one
             self.fail(emit, ErrorCode.BAD_FIELD, str(exc), field="upscaler")
             return
-        except runner.StageFailed as exc:  # the daemon keeps serving whatever a model does
+        except recipe.StageFailed as exc:  # the daemon keeps serving whatever a model does
             cause = exc.__cause__ or exc
             if is_out_of_memory(cause):
                 log.warning("job %s ran out of memory: %s", req.job, cause)
                 self.fail(emit, ErrorCode.OUT_OF_MEMORY, OOM_ADVICE)
             else:
                 log.error("job %s failed while %s", req.job, exc.stage, exc_info=cause)
-                ours = exc.stage in runner.OUR_STAGES   # not the model's doing
+                ours = exc.stage in recipe.OUR_STAGES   # not the model's doing
                 self.fail(emit, ErrorCode.INTERNAL if ours else ErrorCode.MODEL_ERROR,
                           f"model '{entry.name}' failed while {exc.stage}: "
                           f"{type(cause).__name__}: {cause}")

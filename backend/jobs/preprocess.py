@@ -22,12 +22,12 @@ LINE_PREPROCESSORS = ("scribble", "threshold", "invert", "canny")
 
 def decode(data: Any, spec: Any) -> np.ndarray:
     """A control frame as (h, w, 4) float RGBA; a grey frame is opaque grey."""
-    from . import compose
+    from .pixels import decode_frame
 
-    pixels = compose.decode_frame(data, spec)
-    if pixels.shape[2] == 1:
-        pixels = np.concatenate([np.repeat(pixels, 3, axis=2), np.ones_like(pixels)], axis=2)
-    return pixels
+    frame = decode_frame(data, spec)
+    if frame.shape[2] == 1:
+        frame = np.concatenate([np.repeat(frame, 3, axis=2), np.ones_like(frame)], axis=2)
+    return frame
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

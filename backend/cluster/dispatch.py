@@ -5,7 +5,7 @@ heartbeats are all its own. What changes is who runs a job: instead of its one w
 thread, one dispatcher thread per replica takes the next job from the fair queue (so a
 job is handed on only when a replica is free, and fairness and ``accepted.position`` stay
 the daemon's) and streams it through a Serve deployment whose replicas each own a device
-and run the same job recipe (backend/recipe.py) on their own model cache.
+and run the same job recipe (backend/jobs/job.py) on their own model cache.
 
 A replica that dies mid-job: the job runs again on another one, at most :data:`RETRIES`
 times; its client gets a ``retrying`` progress event, sees progress start over and then
@@ -13,7 +13,7 @@ exactly one result or one error. A cancel reaches the running replica within one
 step.
 
 The daemon never talks to Ray itself: a Ray driver exits when its cluster goes away, so a
-cluster agent process (backend/cluster_agent.py, driving :class:`RayCluster`) does, and
+cluster agent process (backend/cluster/agent.py, driving :class:`RayCluster`) does, and
 :class:`Cluster` starts it again with the next job after it died. Jobs running then end
 with an error; the daemon keeps answering.
 """
@@ -44,7 +44,7 @@ import zmq
 
 from paintbridge.plugin.protocol import ErrorCode, Stage
 
-from .recipe import ActiveJob, Emit, JobRecipe
+from ..jobs.job import ActiveJob, Emit, JobRecipe
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ class ReplicaSetup:
     cache_size: int = 2    # models each replica keeps loaded (--cache-size)
 
     def recipe(self) -> JobRecipe:
-        from . import device as dev
-        from .registry import ModelRegistry
-        from .upscalers import Upscalers
+        from ..models import device as dev
+        from ..models.registry import ModelRegistry
+        from ..models.upscalers import Upscalers
 
         dev.configure_threads(self.threads)
         registry = ModelRegistry(self.roots, self.explicit, self.include_embedded,
@@ -134,7 +134,7 @@ def plan(resources: dict[str, float], replicas: int, gpus_per_replica: float | N
 
 class RayCluster:
     """Ray and the deployed replicas, in the process that talks to Ray: the cluster agent
-    (backend/cluster_agent.py), never the daemon itself, since a Ray driver exits when it
+    (backend/cluster/agent.py), never the daemon itself, since a Ray driver exits when it
     loses its cluster."""
 
     def __init__(self, handle: Any, info: dict[str, Any], own: bool = False) -> None:
@@ -286,7 +286,7 @@ ERROR_FILE = "error.txt"
 
 
 class Cluster:
-    """The daemon's side: a cluster agent process (backend/cluster_agent.py) that drives
+    """The daemon's side: a cluster agent process (backend/cluster/agent.py) that drives
     Ray, started again when it has died (its cluster went away, or was restarted), so the
     daemon itself never goes down with Ray. Jobs travel to it over a local ZeroMQ socket,
     one per dispatcher thread."""
@@ -342,7 +342,7 @@ class Cluster:
             with self._held_lock:   # replicas of a cluster that went away
                 self._held.clear()
             self._proc = subprocess.Popen([sys.executable, "-m",
-                                           "paintbridge.backend.cluster_agent", self.endpoint,
+                                           "paintbridge.backend.cluster.agent", self.endpoint,
                                            str(self._spec_file)])
             probe = self._context.socket(zmq.DEALER)
             probe.setsockopt(zmq.LINGER, 0)
