@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from . import loraspec
+from .limits import Limits
 
 INT32_MAX = 2**31 - 1
 
@@ -98,7 +99,6 @@ class Param:
         """``hi`` as a number: a Limits field's value (the defaults when no limits given)."""
         if isinstance(self.hi, str):
             if limits is None:
-                from .protocol import Limits
                 limits = Limits()
             return float(getattr(limits, self.hi))
         return self.hi

@@ -14,12 +14,13 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import controls as _controls
 from . import loraspec
 from . import params as _params
+from .limits import Limits
 from .params import WireEnum
 
 VERSION = 1
@@ -131,31 +132,6 @@ class ProtocolError(Exception):
         if self.field is not None:
             event["field"] = self.field
         return event
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds checked before anything is allocated; the daemon announces them in ``hello``."""
-
-    max_pixels: int = 8192 * 8192          # per frame
-    max_side: int = 16384
-    max_frames: int = 6                    # image, mask and max_controls control frames
-    max_header_bytes: int = 64 * 1024
-    max_prompt_chars: int = 4000
-    max_steps: int = 200
-    max_count: int = 8
-    max_loras: int = 8
-    max_controls: int = 4
-    max_queue: int = 32
-    max_queue_per_client: int = 8
-
-    @property
-    def max_message_bytes(self) -> int:
-        """Largest legal frame (one rgbaf32 image of max_pixels); used for ZMQ_MAXMSGSIZE."""
-        return self.max_pixels * 16 + self.max_header_bytes
-
-    def to_json(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

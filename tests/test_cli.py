@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from paintbridge.backend.cli import ExitCode
-from paintbridge.backend.edit import progress_line
+from paintbridge.backend.cli.edit import progress_line
 from paintbridge.plugin.client import Job
 
 from .conftest import DaemonProc, TinyModels, free_port, start_daemon

@@ -63,3 +63,111 @@ def test_the_protocol_page_names_every_parameter() -> None:
 
     page = (REPO / "docs" / "protocol.md").read_text()
     assert [p.name for p in PARAMS if f"`{p.name}`" not in page] == []
+
+
+# ------------------------------------------------------------------ the import graph
+
+PACKAGES = {"plugin": "paintbridge.plugin", "backend": "paintbridge.backend"}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = [PACKAGES[rel.parts[0]], *rel.parts[1:]]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for top in PACKAGES for p in (REPO / top).rglob("*.py")}
+
+
+def _imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every module of ours that ``name`` imports, at the top or inside a function, with
+    ``from . import x`` counted as importing x when x is a module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in known and t != name}
+    # importing a.b.c runs a and a.b first: those are not the import's subject, leave them
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports_of(name, path, known) for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_not_even_inside_functions() -> None:
+    """A cycle hidden behind an import inside a function still ties two rooms together:
+    neither can be read, tested or moved without the other."""
+    graph = import_graph()
+    assert "paintbridge.backend.models.registry" in graph   # the walk sees the rooms
+    assert _cycles(graph) == []
+
+
+def test_rooms_import_downwards() -> None:
+    """plugin/ is the floor; in backend/ the rooms stand on models/, jobs/ on models/, the
+    door and the cluster on jobs/, the command line on all of them."""
+    order = ["paintbridge.plugin", "paintbridge.backend.settings", "paintbridge.backend.models",
+             "paintbridge.backend.jobs", "paintbridge.backend.cluster",
+             "paintbridge.backend.door", "paintbridge.backend.install", "paintbridge.backend"]
+
+    def level(module: str) -> int:
+        return max(i for i, room in enumerate(order)
+                   if module == room or module.startswith(room + "."))
+
+    upward = [f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
+              if level(b) > level(a)]
+    assert upward == []

@@ -31,7 +31,7 @@ def test_user_folder_and_keys_folder(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert hosts.config_dir({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "paintbridge"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert keys.default_dir() == hosts.keys_dir() == tmp_path / "paintbridge" / "keys"
-    assert cli._config_path() == tmp_path / "paintbridge" / "config.json"
+    assert cli.config_path() == tmp_path / "paintbridge" / "config.json"
 
 
 def test_stage_words() -> None:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import plain_reason
 from .loras import LoraEntry
 
 log = logging.getLogger("paintbridge.adapters")
@@ -84,8 +85,6 @@ class Adapters:
                                         adapter_name=name)
         except Exception as exc:
             self._forget(name)
-            from .registry import plain_reason
-
             raise LoraError(f"LoRA '{entry.name}' cannot be used with model "
                             f"'{self.model_name}': {plain_reason(exc)}") from exc
         if name not in self._names():   # nothing in it fitted any layer of this model

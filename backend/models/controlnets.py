@@ -32,6 +32,7 @@ from typing import Any
 from paintbridge.plugin import controls
 
 from . import folders
+from .errors import plain_reason
 
 log = logging.getLogger("paintbridge.controlnets")
 
@@ -241,8 +242,6 @@ class ControlNetLibrary(folders.Library[ControlNetEntry]):
 def load(entry: ControlNetEntry, device: Any, dtype: Any) -> Any:
     """The ControlNetModel, offline; ControlNetError (with the file named) otherwise."""
     from diffusers import ControlNetModel
-
-    from .registry import plain_reason
 
     if entry.error:
         raise ControlNetError(f"ControlNet '{entry.name}' is not usable: {entry.error}")

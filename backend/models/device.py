@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import DTYPE_NAMES
+from ..settings import DTYPE_NAMES
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
@@ -97,7 +97,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def configure_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads; OMP_WAIT_POLICY must already be PASSIVE (cli.py)."""
+    """Set torch's intra-op threads; OMP_WAIT_POLICY must already be PASSIVE (cli/serve.py)."""
     n = threads or default_threads()
     torch.set_num_threads(n)
     return n

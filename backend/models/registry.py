@@ -24,38 +24,18 @@ from typing import Any
 from paintbridge.plugin.params import WireEnum
 from paintbridge.plugin.protocol import Limits, ProtocolError, validate_params
 
-from ..config import DTYPE_NAMES
+from ..settings import DTYPE_NAMES
 from . import folders
 from .adapters import Adapters
 from .embeddings import Embeddings
+from .errors import plain_reason
+from .families import ARCH_CROSS_DIM, Arch
 from .prompt_cache import PromptCache
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "default_model"
 EMBEDDED_NAME = "default"
-
-
-class Arch(WireEnum):
-    """The architectures we load: diffusers' ``infer_diffusers_model_type`` names."""
-
-    V1 = "v1"
-    INPAINTING = "inpainting"
-    XL_BASE = "xl_base"
-    XL_INPAINT = "xl_inpaint"
-
-    @property
-    def inpainting(self) -> bool:
-        """A 9-channel UNet: it runs every job kind through its inpaint pipeline."""
-        return self in (Arch.INPAINTING, Arch.XL_INPAINT)
-
-    @property
-    def xl(self) -> bool:
-        return self in (Arch.XL_BASE, Arch.XL_INPAINT)
-
-
-#: the cross-attention width of each architecture's published UNet
-ARCH_CROSS_DIM = {Arch.V1: 768, Arch.INPAINTING: 768, Arch.XL_BASE: 2048, Arch.XL_INPAINT: 2048}
 
 
 class Source(WireEnum):
@@ -242,20 +222,6 @@ def discover(root: Path) -> list[ModelEntry]:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-#: where diffusers' and transformers' messages turn to advice for developers
-_DEVELOPER_HINTS = re.compile(r"\s*(If you (want|were)|Please (make sure|pass|check)|For more "
-                              r"information|You (can|may|should)|Make sure|Otherwise,|Defaulting)"
-                              r"\b.*", re.S)
-
-
-def plain_reason(exc: BaseException) -> str:
-    """What went wrong, without the library's advice to developers (low_cpu_mem_usage,
-    hub URLs…): the user can act on the file, not on the loader's arguments."""
-    text = _DEVELOPER_HINTS.sub("", str(exc)).strip().splitlines()
-    reason = " ".join(line.strip() for line in text if line.strip())[:400] or type(exc).__name__
-    return reason.replace("Cannot load  because ", "")
 
 
 #: diffusers' AutoPipeline that runs each task (a job kind) on a loaded model's components

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .registry import Arch
+from .families import Arch
 
 if TYPE_CHECKING:  # transformers is heavy; import it only when tokenizers are built.
     from transformers import CLIPTokenizer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from paintbridge.backend import cli
-from paintbridge.backend.config import ConfigError, check
+from paintbridge.backend.settings import ConfigError, check
 
 WHERE = Path("/etc/paintbridge.json")
 
@@ -96,3 +96,36 @@ def test_serve_refuses_with_one_line(tmp_path: Path, case: str) -> None:
     assert done.returncode == cli.ExitCode.USAGE, done.stderr
     assert words in done.stderr
     assert "Traceback" not in done.stderr + done.stdout and "daemon on" not in done.stdout
+
+
+@pytest.mark.fast
+def test_the_docs_table_is_written_from_the_settings_table() -> None:
+    """docs/daemon.md's copy is the table's own; `scripts/settings_table.py` rewrites it."""
+    from paintbridge.backend.settings import markdown_table
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "daemon.md").read_text()
+    assert markdown_table() in page, "run .venv/bin/python scripts/settings_table.py"
+
+
+@pytest.mark.fast
+def test_a_new_setting_is_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row gives the option, the config key with its rule, the resolved value (the
+    command line over the file over the default) and the docs' line."""
+    from paintbridge.backend import settings
+
+    row = settings.Setting("warmup_jobs", "jobs run at start to warm the caches",
+                           settings._positive, "--warmup-jobs", settings.at_least_one,
+                           default=0)
+    monkeypatch.setattr(settings, "SETTINGS", (*settings.SETTINGS, row))
+    monkeypatch.setitem(settings.BY_KEY, row.key, row)
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "--warmup-jobs", "3"])
+    assert settings.resolve(args, {"warmup_jobs": 5})["warmup_jobs"] == 3
+    plain = parser.parse_args(["serve"])
+    assert settings.resolve(plain, settings.check({"warmup_jobs": 5}, WHERE))["warmup_jobs"] == 5
+    assert settings.resolve(plain, {})["warmup_jobs"] == 0
+    with pytest.raises(ConfigError, match="'warmup_jobs' must be a whole number"):
+        settings.check({"warmup_jobs": "many"}, WHERE)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--warmup-jobs", "0"])
+    assert "| `--warmup-jobs` | `warmup_jobs` | 0 | jobs run at start" in settings.markdown_table()

@@ -20,10 +20,10 @@ from PIL import Image
 from paintbridge.plugin import controls
 from paintbridge.plugin.client import DaemonError, Frame, Job, JobState, Patch
 from paintbridge.plugin.params import PARAMS
-from paintbridge.plugin.protocol import ErrorCode, ProtocolError, Stage
+from paintbridge.plugin.protocol import KINDS, UPSCALE_FACTORS, ErrorCode, ProtocolError, Stage
 from paintbridge.plugin.region import Rect, job_region
 
-from .cli import ExitCode, open_client
+from .common import ClientUnusable, ExitCode, client_options, fail, open_client, seconds
 
 
 class EditFailed(Exception):
@@ -303,3 +303,71 @@ def _on_white(rgba: np.ndarray, rows: int = 256) -> np.ndarray:
             blended = band[..., :3].astype(np.float32) * a + 255.0 * (1 - a)
             rgb[top:top + rows] = np.rint(blended).clip(0, 255).astype(np.uint8)
     return rgb
+
+
+#: older spellings of `edit` options, still accepted
+EDIT_ALIASES = {"negative_prompt": ("--negative",), "guidance": ("--cfg",)}
+#: where the command line differs from a host's panel
+EDIT_HELP = {"model": "model name (default: the daemon's default model)",
+             "count": "variations, seeds SEED, SEED+1, …: one output file each"}
+
+
+def add_parser(sub: Any) -> None:
+    e = sub.add_parser(
+        "edit", help="edit an image through a running daemon",
+        description="Edit an image through a running daemon, as a host plugin does.",
+        epilog="On success it prints one JSON line on stdout: {\"model\", \"seconds\", "
+               "\"results\": [{\"output\", \"patch\", \"x\", \"y\", \"width\", \"height\", "
+               "\"seed\"}]}. Exit codes: 0 done, 1 the daemon failed the job, 2 bad usage or "
+               "input, 3 no daemon reachable, 130 interrupted.")
+    client_options(e)
+    e.add_argument("image", help="input image (PNG, JPEG, ...)")
+    e.add_argument("--mask", help="grayscale mask: white = selected, grey = partly selected")
+    e.add_argument("--kind", choices=("auto", *KINDS), default="auto",
+                   help="auto: inpaint with a mask, else img2img; upscale: the image (or "
+                        "the mask's bounding box) enlarged --scale times, OUT the new image")
+    e.add_argument("--scale", type=int, choices=UPSCALE_FACTORS, default=2,
+                   help="how many times an upscale enlarges (default 2)")
+    for row in PARAMS:   # one option per row of the parameter table
+        names = [f"--{row.arg_name}", *EDIT_ALIASES.get(row.name, ())]
+        default = None if row.unset is not None else row.start
+        fixed = list(row.choices) if row.choices and not row.from_daemon else None
+        facts = [t for t in (row.range_text(), row.default_text() and
+                             f"default {row.default_text()}") if t]
+        text = EDIT_HELP.get(row.name, row.help)
+        if facts:   # into the help's own closing parenthesis, if it has one
+            text = (f"{text[:-1]}; " if text.endswith(")") else f"{text} (") + \
+                f"{'; '.join(facts)})"
+        if row.wire == "loras":   # --lora NAME:WEIGHT, repeatable, as A1111 users write it
+            e.add_argument("--lora", *names, dest=row.name, action="append", metavar="LORA",
+                           help=f"{text}; repeatable")
+            continue
+        e.add_argument(*names, dest=row.name, type=row.type, default=default, choices=fixed,
+                       required=row.name == "prompt", help=text)
+    e.add_argument("--control", action="append", default=[],
+                   metavar="TYPE:FILE[:MODEL[:STRENGTH]]",
+                   help="steer with a control image the size of IMAGE (repeatable, up to 4): "
+                        "TYPE is one of " + ", ".join(controls.TYPES) + " (TYPE/PREPROCESS "
+                        "picks the preprocessor: " + ", ".join(controls.PREPROCESSORS) + "); "
+                        "MODEL a "
+                        "ControlNet's name (default: one of the type for the model); "
+                        "STRENGTH 0-2 (default 1)")
+    e.add_argument("-o", "--output", required=True,
+                   help="the image with the result laid over it: .png, .webp (lossless), .tif "
+                        "or .jpg (transparency flattened onto white); beside it OUT.patch.png, "
+                        "the result alone with its alpha; with --count N also OUT-1 … OUT-(N-1)")
+    e.add_argument("--job-timeout", type=seconds, default=600.0,
+                   help="give up when the daemon is silent this long during a job, in seconds "
+                        "(default 600)")
+    e.set_defaults(func=cmd_edit)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    try:
+        return run_edit(args)
+    except ClientUnusable as exc:
+        return fail(str(exc))
+    except DaemonError as exc:
+        return fail(exc.message, ExitCode.FAILED)
+    except EditFailed as exc:
+        return fail(str(exc), exc.exit_code)
