@@ -1,9 +1,10 @@
 """One job, start to finish: the recipe the worker runs for every submit.
 
-1. decode the frames; 2. build the soft alpha and the model's mask; 3. scale the region to
-the model's native size; 4. denoise once per variation (progress + cancel every step);
-5. scale back, cut the patch to its alpha, encode it in the client's format.
-Regions well above the model's size, and upscale jobs, go through ``tiling`` instead of 3-5.
+``run`` reads as its steps (``_Recipe.run``): 1. check the inputs; 2. the LoRAs and the
+embeddings' words; 3. the control maps; 4. encode the prompt; 5. the progress plan; 6. the
+upscaler; 7. each variation: denoise (progress and cancel every step), decode, compose.
+The scaled path (the region at the model's size and back) is here; regions well above the
+model's size, and upscale jobs, are painted by ``tiling`` through the same ``denoise``.
 """
 
 from __future__ import annotations
@@ -139,114 +140,235 @@ class EmbeddingError(Exception):
     """An embedding named in the prompt that this model cannot take."""
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """The sampler, steps and guidance a job runs with: the request's, else the model's
+    (its paintbridge.json), else the fallbacks."""
+
+    sampler: str
+    steps: int
+    guidance: float
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], defaults: dict[str, Any]) -> Sampling:
+        sampler = params["sampler"]
+        if sampler == "default":
+            sampler = defaults.get("sampler", "default")
+        if sampler == "lcm" and defaults.get("sampler") != "lcm":
+            defaults = {**defaults, **LCM_DEFAULTS}   # LCM's few steps, not the model's many
+        steps = params["steps"] or int(defaults.get("steps", FALLBACK_STEPS))
+        guidance = params["guidance"]
+        if guidance is None:
+            guidance = float(defaults.get("guidance", FALLBACK_GUIDANCE))
+        return cls(sampler, steps, guidance)
+
+
 def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         progress: ProgressFn, loras: Sequence[JobLora] = (),
         embeddings: Sequence[EmbeddingEntry] = (),
         upscalers: Upscalers | None = None,
         controls: Sequence[JobControl] = ()) -> list[PatchResult]:
     """The whole recipe; raises JobCancelled, BadInput, LoraError, EmbeddingError or
-    StageFailed (from what broke)."""
+    StageFailed (from what broke). The request is read, never written."""
     stages = _Stages()
     try:
-        model.adapters.use(list(loras))   # exactly these LoRAs, or none
-        if embeddings:
-            try:
-                req.params["prompt"], req.params["negative_prompt"] = model.embeddings.rewrite(
-                    list(embeddings), req.params["prompt"], req.params["negative_prompt"])
-            except ValueError as exc:
-                raise EmbeddingError(str(exc)) from None
-        return _run(req, model, cancel, progress, stages, upscalers, list(controls))
+        return _Recipe(req, model, cancel, progress, stages, list(controls)).run(
+            list(loras), list(embeddings), upscalers)
     except (JobCancelled, BadInput, LoraError, EmbeddingError, UpscalerError):
         raise
     except Exception as exc:
         raise StageFailed(stages.now) from exc
 
 
-def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
-         progress: ProgressFn, stages: _Stages, upscalers: Upscalers | None = None,
-         controls: list[JobControl] | None = None) -> list[PatchResult]:
-    # 1-2. inputs
-    failpoints.hit("decode", req.params["prompt"])
-    upscaling = req.kind == "upscale"
-    # live jobs are drafts: always at the model's size
-    full_res = upscaling or (tiling.applies(req, model.native_size) and not req.live)
-    work_kind = "img2img" if upscaling else req.kind   # what the model's pipelines run
-    prep = None
-    if not full_res:
-        prep = prepare(req)
-    elif req.mask is not None and not (pixels.frame_array(req.mask_data, req.mask) > 0).any():
-        raise BadInput("the mask selects nothing")
-    controls = controls or []
-    stages.now = "preprocessing the controls"
-    maps = control_maps(req) if controls else []
-    lines = [preprocess.keeps_lines(c.item["type"], controls_module.preprocessor(c.item))
-             for c in controls]
-    controlnet = None
-    if controls:
+class _Recipe:
+    """One job on one loaded model. :meth:`run` is the recipe, step by step; :meth:`denoise`
+    is one pipeline call, which the tiles (``tiling.Denoise``) make as often as they need."""
+
+    def __init__(self, req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
+                 progress: ProgressFn, stages: _Stages, controls: list[JobControl]) -> None:
+        self.req, self.model, self.cancel, self.stages = req, model, cancel, stages
+        self._progress = progress
+        self.controls = controls
+        self.sampling = Sampling.resolve(req.params, model.entry.defaults)
+        self.plan = tiling.plan(req, model.native_size, self.sampling.steps)
+        self.pipes: dict[str, Any] = {}
+        self.controlnet: Any = None
+        self.maps: list[np.ndarray] = []
+        self.keeps_lines: list[bool] = []
+        self.texts: dict[str, Any] = {}
+        self.done = 0      # denoising steps behind us, every variation and tile counted
+        self.total = 0
+
+    def run(self, loras: list[JobLora], embeddings: list[EmbeddingEntry],
+            upscalers: Upscalers | None) -> list[PatchResult]:
+        req, params = self.req, self.req.params
+        # 1. check the inputs (the scaled path decodes them whole; tiles band by band)
+        failpoints.hit("decode", params["prompt"])
+        prep = prepare(req) if self.plan.path == "scaled" else None
+        if prep is None and req.mask is not None \
+                and not (pixels.frame_array(req.mask_data, req.mask) > 0).any():
+            raise BadInput("the mask selects nothing")
+        # 2. the adapters: exactly these LoRAs (or none); the embeddings' words in the prompt
+        self.model.adapters.use(loras)
+        prompt, negative = self._prompts(embeddings)
+        # 3. the control maps and their ControlNets
+        self.stages.now = "preprocessing the controls"
+        self._prepare_controls()
+        # 4. encode the prompt
+        self.stages.now = "encoding the prompt"
+        work_kind = "img2img" if self.plan.path == "upscale" else req.kind
+        with torch.inference_mode():
+            self.texts = self.model.prompts.embeds(
+                self._pipe(work_kind), prompt, negative or None, self.sampling.guidance,
+                self.model.adapters.state)
+        # 5. the progress plan: every denoising pass of every variation, tiles included
+        seeds = seeds_for(params)
+        self.total = self.plan.steps_per_variation * len(seeds)
+        # 6. the upscaler model, for full-resolution jobs that name one
+        upscaler = self._upscaler(upscalers)
+        # 7. each variation: denoise, decode, compose into a patch
+        results = []
+        for index, seed in enumerate(seeds):
+            if prep is not None:
+                patch = self._scaled(prep, seed)
+            else:
+                patch = self._full_resolution(seed, upscaler)
+                # inpainting skips the tiles it leaves alone: the bar ends where it should
+                self.done = (index + 1) * self.plan.steps_per_variation
+                self._progress(self.done, self.total, None)
+            results.append(PatchResult(patch, seed))
+        return results
+
+    # ---------------------------------------------------------------- the steps' helpers
+
+    def _prompts(self, embeddings: list[EmbeddingEntry]) -> tuple[str, str]:
+        params = self.req.params
+        prompt, negative = params["prompt"], params["negative_prompt"]
+        if not embeddings:
+            return prompt, negative
+        self.stages.now = "loading the embeddings"
+        try:
+            prompt, negative = self.model.embeddings.rewrite(embeddings, prompt, negative)
+        except ValueError as exc:
+            raise EmbeddingError(str(exc)) from None
+        return prompt, negative
+
+    def _prepare_controls(self) -> None:
+        if not self.controls:
+            return
+        self.maps = control_maps(self.req)
+        self.keeps_lines = [preprocess.keeps_lines(c.item["type"],
+                                                   controls_module.preprocessor(c.item))
+                            for c in self.controls]
         from diffusers import MultiControlNetModel
 
-        nets = [c.net for c in controls]
-        controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
-    stages.now = "preparing the model's inputs"
-    params = req.params
-    defaults = model.entry.defaults
-    sampler = params["sampler"]
-    if sampler == "default":
-        sampler = defaults.get("sampler", "default")
-    if sampler == "lcm" and defaults.get("sampler") != "lcm":
-        defaults = {**defaults, **LCM_DEFAULTS}   # LCM's few steps, not the model's many
-    steps = params["steps"] or int(defaults.get("steps", FALLBACK_STEPS))
-    guidance = params["guidance"]
-    if guidance is None:
-        guidance = float(defaults.get("guidance", FALLBACK_GUIDANCE))
+        nets = [c.net for c in self.controls]
+        self.controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
 
-    pipes: dict[str, Any] = {}
+    def _pipe(self, kind: str) -> Any:
+        """The model's pipeline for a kind (with the job's ControlNets), with a fresh
+        scheduler of the job's sampler."""
+        if kind not in self.pipes:
+            pipe = self.model.pipeline(kind, self.controlnet)
+            pipe.scheduler = schedulers.make(self.sampling.sampler, self.model.scheduler)
+            self.pipes[kind] = pipe
+        return self.pipes[kind]
 
-    def pipe_for(kind: str) -> Any:
-        if kind not in pipes:
-            pipes[kind] = model.pipeline(kind, controlnet)
-            pipes[kind].scheduler = schedulers.make(sampler, model.scheduler)
-        return pipes[kind]
+    def _upscaler(self, upscalers: Upscalers | None) -> Any:
+        if self.plan.path == "scaled" or not self.req.params.get("upscaler"):
+            return None
+        if upscalers is None:
+            raise UpscalerError("this daemon has no upscalers")
+        self.stages.now = "loading the upscaler"
+        return upscalers.get(self.req.params["upscaler"])
 
-    stages.now = "encoding the prompt"
-    with torch.inference_mode():
-        texts = model.prompts.embeds(pipe_for(work_kind), params["prompt"],
-                                     params["negative_prompt"] or None, guidance,
-                                     model.adapters.state)
-    seeds = seeds_for(params)
-    width, height = req.size
-    mw, mh = pixels.model_size(width, height, model.native_size)
-    # progress totals: every denoising pass of every variation, tiles included
-    if upscaling:
-        per_seed = tiling.upscale_steps(req, model.native_size, steps)
-    elif full_res:
-        per_seed = tiling.variation_steps(req, model.native_size, steps)
-    else:
-        per_seed = steps if req.kind == "txt2img" else tiling.pass_steps(steps,
-                                                                       params["strength"])
-    done = [0]
-    total = per_seed * len(seeds)
+    def _scaled(self, prep: Prepared, seed: int) -> pixels.EncodedPatch:
+        """The region at the model's size, denoised, scaled back and cut to its alpha."""
+        req, params = self.req, self.req.params
+        width, height = req.size
+        mw, mh = pixels.model_size(width, height, self.model.native_size)
+        image = pixels.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
+        mask = pixels.resize(prep.model_mask[..., None], mw, mh)[..., 0]
+        strength = params["strength"] if req.kind != "txt2img" else 1.0
+        out = self.denoise(image, mask, mw, mh, strength, seed, req.kind, None)
+        self.stages.now = "encoding the result"
+        failpoints.hit("encode", params["prompt"])
+        rgb = pixels.resize(out, width, height)
+        if prep.rgb is not None and params["colour_match"] == "on":
+            rgb = seams.match_edges(rgb, prep.rgb, prep.alpha)
+        return pixels.make_patch(rgb, prep.alpha, req.offset, req.result_format)
 
-    def denoise(image: np.ndarray | None, mask: np.ndarray | None, w: int, h: int,
+    def _full_resolution(self, seed: int, upscaler: Any) -> pixels.EncodedPatch:
+        """The region at 1:1 in tiles (or enlarged, for an upscale): tiling's own recipe."""
+        def show(preview: np.ndarray) -> None:
+            self._progress(self.done, self.total, preview)
+
+        patch = tiling.paint(self.plan, self.req, self.model.native_size, seed, self.denoise,
+                             self.cancel.is_set, show if self.req.preview else None, upscaler)
+        if self.cancel.is_set():
+            raise JobCancelled
+        self.stages.now = "encoding the result"
+        failpoints.hit("encode", self.req.params["prompt"])
+        return patch
+
+    # ---------------------------------------------------------------- one pipeline call
+
+    def denoise(self, image: np.ndarray | None, mask: np.ndarray | None, w: int, h: int,
                 strength: float, seed: int, kind: str,
                 box: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """One pipeline call at model size w × h for ``box`` of the region (None: all of
         it): (h, w, 3) float32 pixels."""
-        pipe = pipe_for(kind)
-        task = model.task(kind)
+        pipe = self._pipe(kind)
+        steps = self.sampling.steps
+        image_t = _to_tensor(image) if image is not None else torch.full((1, 3, h, w), 0.5)
+        freeze, mask = self._soft_selection(pipe, image_t, image, mask, seed, kind)
+        args = self._call_args(kind, image_t, mask, w, h, strength, box)
+        expected = steps if kind == "txt2img" else tiling.pass_steps(steps, strength)
+        if self.cancel.is_set():
+            raise JobCancelled
+        generator = torch.Generator("cpu").manual_seed(seed)
+        self.stages.now = "encoding the image"
+        # the UNet's first call is where denoising begins: no pipeline callback says so
+        hook = pipe.unet.register_forward_pre_hook(
+            lambda *_: setattr(self.stages, "now", "denoising"))
+        try:
+            with torch.inference_mode():
+                out = pipe(**args, generator=generator,
+                           callback_on_step_end=self._on_step(freeze, expected)).images[0]
+        finally:
+            hook.remove()
+        if self.cancel.is_set():
+            raise JobCancelled
+        self.done += expected
+        self.stages.now = ("refining at full resolution" if self.plan.path != "scaled"
+                           else "encoding the result")
+        return np.asarray(out, np.float32)
+
+    def _soft_selection(self, pipe: Any, image_t: torch.Tensor, image: np.ndarray | None,
+                        mask: np.ndarray | None, seed: int, kind: str
+                        ) -> tuple[differential.Freeze | None, np.ndarray | None]:
+        """Differential diffusion for a soft selection (and the mask the pipeline's own
+        blend must get for it); a hard selection runs as it always did."""
+        if not (self.req.params["soft_edges"] == "on" and image is not None
+                and mask is not None and kind == "inpaint" and differential.Freeze.applies(pipe)):
+            return None, mask
+        soft = differential.latent_map(mask, pipe.vae_scale_factor)
+        if not differential.is_soft(soft):
+            return None, mask
+        freeze = differential.Freeze(pipe.vae, image_t, soft, seed + 7)
+        if pipe.unet.config.in_channels == 4:   # the pipeline's blend must let it
+            mask = (mask > differential.EPSILON).astype(np.float32)
+        return freeze, mask
+
+    def _call_args(self, kind: str, image_t: torch.Tensor, mask: np.ndarray | None, w: int,
+                   h: int, strength: float, box: tuple[int, int, int, int] | None
+                   ) -> dict[str, Any]:
+        steps = self.sampling.steps
         # at least one step: a few-step job's refinement (2 steps × 0.35) must still run
         n = steps if int(steps * strength) >= 1 else math.ceil(1 / strength)
-        args: dict[str, Any] = {**texts, "num_inference_steps": n,
-                                "guidance_scale": guidance, "output_type": "np"}
-        image_t = _to_tensor(image) if image is not None else torch.full((1, 3, h, w), 0.5)
-        freeze = None
-        if (params["soft_edges"] == "on" and image is not None and mask is not None
-                and kind == "inpaint" and differential.Freeze.applies(pipe)):
-            soft = differential.latent_map(mask, pipe.vae_scale_factor)
-            if differential.is_soft(soft):   # a hard selection runs as it always did
-                freeze = differential.Freeze(pipe.vae, image_t, soft, seed + 7)
-                if pipe.unet.config.in_channels == 4:   # the pipeline's blend must let it
-                    mask = (mask > differential.EPSILON).astype(np.float32)
+        args: dict[str, Any] = {**self.texts, "num_inference_steps": n,
+                                "guidance_scale": self.sampling.guidance, "output_type": "np"}
+        task = self.model.task(kind)
         if task == "inpaint":  # an inpainting model runs img2img and txt2img this way too
             mask_t = (_to_tensor(mask[..., None]) if mask is not None
                       else torch.ones((1, 1, h, w)))
@@ -256,95 +378,53 @@ def _run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
             args.update(image=image_t, strength=strength)
         else:
             args.update(height=h, width=w)
-        if controls:
-            x, y, bw, bh = box or (0, 0, width, height)
-            hints = [_to_tensor(preprocess.fit(m[y:y + bh, x:x + bw], w, h, keep))
-                     for m, keep in zip(maps, lines, strict=True)]
-            items = [c.item for c in controls]
-            one = len(items) == 1
-            # the text-to-image ControlNet pipeline calls its control image "image"
-            args["image" if task == "txt2img" else "control_image"] = \
-                hints[0] if one else hints
-            for arg, key in (("controlnet_conditioning_scale", "strength"),
-                             ("control_guidance_start", "start"),
-                             ("control_guidance_end", "end")):
-                values = [float(i[key]) for i in items]
-                args[arg] = values[0] if one else values
-        expected = steps if kind == "txt2img" else tiling.pass_steps(steps, strength)
-        before = done[0]
+        if self.controls:
+            args.update(self._control_args(task, w, h, box))
+        return args
+
+    def _control_args(self, task: str, w: int, h: int, box: tuple[int, int, int, int] | None
+                      ) -> dict[str, Any]:
+        """The ControlNet arguments: each map's part under ``box``, at the call's size."""
+        width, height = self.req.size
+        x, y, bw, bh = box or (0, 0, width, height)
+        hints = [_to_tensor(preprocess.fit(m[y:y + bh, x:x + bw], w, h, keep))
+                 for m, keep in zip(self.maps, self.keeps_lines, strict=True)]
+        items = [c.item for c in self.controls]
+        one = len(items) == 1
+        # the text-to-image ControlNet pipeline calls its control image "image"
+        args: dict[str, Any] = {"image" if task == "txt2img" else "control_image":
+                                hints[0] if one else hints}
+        for arg, key in (("controlnet_conditioning_scale", "strength"),
+                         ("control_guidance_start", "start"),
+                         ("control_guidance_end", "end")):
+            values = [float(i[key]) for i in items]
+            args[arg] = values[0] if one else values
+        return args
+
+    def _on_step(self, freeze: differential.Freeze | None, expected: int
+                 ) -> Callable[[Any, int, Any, dict[str, Any]], dict]:
+        """The pipeline's step callback: cancel, soft selection, progress and previews."""
+        before = self.done
+        prompt = self.req.params["prompt"]
+        previews = self.req.preview and self.plan.path == "scaled"
 
         def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict:
-            if cancel.is_set():
+            if self.cancel.is_set():
                 raise JobCancelled
-            failpoints.hit("denoise", req.params["prompt"])
+            failpoints.hit("denoise", prompt)
             if freeze is not None:
                 kw["latents"] = freeze(p, i, kw["latents"])
             n = p.num_timesteps
             preview = None
-            if (req.preview and not full_res
-                    and (i % max(1, n // PREVIEWS_PER_RUN) == 0 or i == n - 1)):
+            if previews and (i % max(1, n // PREVIEWS_PER_RUN) == 0 or i == n - 1):
                 preview = _preview(p, kw["latents"])
-            progress(min(total, before + min(i + 1, expected)), total, preview)
+            self._progress(min(self.total, before + min(i + 1, expected)), self.total, preview)
             if i == n - 1:  # after the last step the pipeline turns latents into pixels
-                stages.now = "decoding the latents"
-                failpoints.hit("latents", req.params["prompt"])
+                self.stages.now = "decoding the latents"
+                failpoints.hit("latents", prompt)
             return kw
 
-        if cancel.is_set():
-            raise JobCancelled
-        generator = torch.Generator("cpu").manual_seed(seed)
-        stages.now = "encoding the image"
-        # the UNet's first call is where denoising begins: no pipeline callback says so
-        hook = pipe.unet.register_forward_pre_hook(lambda *_: setattr(stages, "now",
-                                                                     "denoising"))
-        try:
-            with torch.inference_mode():
-                out = pipe(**args, generator=generator, callback_on_step_end=on_step).images[0]
-        finally:
-            hook.remove()
-        if cancel.is_set():
-            raise JobCancelled
-        done[0] = before + expected
-        stages.now = "refining at full resolution" if full_res else "encoding the result"
-        return np.asarray(out, np.float32)
-
-    upscaler = None
-    if full_res and params.get("upscaler"):
-        if upscalers is None:
-            raise UpscalerError("this daemon has no upscalers")
-        stages.now = "loading the upscaler"
-        upscaler = upscalers.get(params["upscaler"])
-    results: list[PatchResult] = []
-    for index, seed in enumerate(seeds):
-        if full_res:
-            def show(preview: np.ndarray) -> None:
-                progress(done[0], total, preview)
-
-            patch = (tiling.upscale if upscaling else tiling.run)(
-                req, model.native_size, seed, denoise, cancel.is_set,
-                show if req.preview else None, upscaler)
-            if cancel.is_set():
-                raise JobCancelled
-            stages.now = "encoding the result"
-            failpoints.hit("encode", req.params["prompt"])
-            results.append(PatchResult(patch, seed))
-            done[0] = (index + 1) * per_seed   # inpainting skips the tiles it leaves alone
-            progress(done[0], total, None)
-            continue
-        # scaled: the region at the model's size, then back
-        assert prep is not None
-        image = pixels.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
-        mask = pixels.resize(prep.model_mask[..., None], mw, mh)[..., 0]
-        strength = params["strength"] if req.kind != "txt2img" else 1.0
-        out = denoise(image, mask, mw, mh, strength, seed, req.kind, None)
-        stages.now = "encoding the result"
-        failpoints.hit("encode", req.params["prompt"])
-        rgb = pixels.resize(out, width, height)
-        if prep.rgb is not None and params["colour_match"] == "on":
-            rgb = seams.match_edges(rgb, prep.rgb, prep.alpha)
-        patch = pixels.make_patch(rgb, prep.alpha, req.offset, req.result_format)
-        results.append(PatchResult(patch, seed))
-    return results
+        return on_step
 
 
 def _preview(pipe: Any, latents: torch.Tensor) -> np.ndarray:

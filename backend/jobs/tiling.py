@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -45,10 +45,42 @@ COLOUR_SCALE = 4.0
 BAND = 256            # rows per band of band-wise work
 MATCH_SIDE = 1024     # longest side of the reduced copy colours are matched on
 
-#: (image (h, w, 3) at model size or None, mask (h, w) or None, width, height, strength,
-#: seed, task "txt2img" / "img2img" / "inpaint", box) -> (h, w, 3) float32; box is the part
-#: of the region the call paints (x, y, width, height), None for all of it
-Denoise = Callable[[Any, Any, int, int, float, int, str, Any], np.ndarray]
+class Denoise(Protocol):
+    """One pipeline call (the recipe's ``denoise``): ``image`` (h, w, 3) at the call's size or
+    None, ``mask`` (h, w) or None, ``kind`` "txt2img" / "img2img" / "inpaint", ``box`` the
+    part of the region the call paints (x, y, width, height), None for all of it; returns
+    (h, w, 3) float32 pixels."""
+
+    def __call__(self, image: np.ndarray | None, mask: np.ndarray | None, w: int, h: int,
+                 strength: float, seed: int, kind: str,
+                 box: tuple[int, int, int, int] | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a job is painted, and how many denoising steps one variation takes (the
+    progress bar's total): ``scaled`` (the region at the model's size and back), ``tiled``
+    (composition, then tiles at 1:1) or ``upscale``."""
+
+    path: Literal["scaled", "tiled", "upscale"]
+    steps_per_variation: int
+
+
+def plan(req: SubmitRequest, native: int, steps: int) -> Plan:
+    if req.kind == "upscale":
+        return Plan("upscale", upscale_steps(req, native, steps))
+    if applies(req, native) and not req.live:   # live jobs are drafts: the model's size
+        return Plan("tiled", variation_steps(req, native, steps))
+    return Plan("scaled", steps if req.kind == "txt2img"
+                else pass_steps(steps, req.params["strength"]))
+
+
+def paint(how: Plan, req: SubmitRequest, native: int, seed: int, denoise: Denoise,
+          cancelled: Callable[[], bool], preview: Callable[[np.ndarray], None] | None,
+          upscaler: Any = None) -> pixels.EncodedPatch:
+    """One variation of a tiled or upscale job."""
+    paint_one = upscale if how.path == "upscale" else run
+    return paint_one(req, native, seed, denoise, cancelled, preview, upscaler)
 
 
 def applies(req: SubmitRequest, native: int) -> bool:
