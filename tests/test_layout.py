@@ -171,3 +171,14 @@ def test_rooms_import_downwards() -> None:
     upward = [f"{a} -> {b}" for a, targets in import_graph().items() for b in targets
               if level(b) > level(a)]
     assert upward == []
+
+
+def test_every_room_is_in_the_wheel() -> None:
+    """pyproject lists the packages by hand: a room left out installs without its code
+    (a checkout's editable install still finds it, so only the wheel would show it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    rooms = {_module_name(p) for top in PACKAGES for p in (REPO / top).rglob("__init__.py")}
+    assert rooms - listed == set()
