@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test check types demo bench lint train-default eval-default train-lora-sample \
+.PHONY: run test check quick types demo bench lint train-default eval-default train-lora-sample \
 	train-control-sample clean install
 
 $(PY):
@@ -58,6 +58,12 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	sh scripts/typecheck.sh $(VENV)/bin/mypy
 	$(PY) -m pytest -q -m fast
+
+# Everything but the hosts and the cluster (the daemon tier too): the loop before a push.
+quick: $(STAMP)
+	$(VENV)/bin/ruff check .
+	sh scripts/typecheck.sh $(VENV)/bin/mypy
+	$(PY) -m pytest -q -m "not host and not cluster"
 
 types: $(STAMP)
 	sh scripts/typecheck.sh $(VENV)/bin/mypy

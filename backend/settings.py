@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paintbridge.plugin.hosts import ENDPOINT_ENV
 from paintbridge.plugin.limits import Limits
 from paintbridge.plugin.protocol import DEFAULT_ENDPOINT
+from paintbridge.plugin.shared import ENDPOINT_ENV
 
 #: the torch dtypes a user may name (config, paintbridge.json); device.DTYPES maps them
 DTYPE_NAMES = ("float32", "float16", "bfloat16")

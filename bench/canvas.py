@@ -26,7 +26,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.plugin.client import Client, Frame, Job, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState  # noqa: E402
 from paintbridge.plugin.region import Rect, job_region  # noqa: E402
 
 TARGET = 1.1
@@ -80,8 +80,8 @@ def generate(client: Client, canvas: Canvas) -> tuple[Job, Rect, float]:
     image = Frame(region.width, region.height, "rgba8", canvas.layer[ys, xs].tobytes())
     mask = Frame(region.width, region.height, "gray8", canvas.selection_mask[ys, xs].tobytes())
     prep = time.perf_counter() - t0
-    job = client.submit("inpaint", PARAMS, image=image, mask=mask,
-                        offset=(region.x, region.y), result_format="rgba8")
+    job = client.submit(JobRequest("inpaint", PARAMS, image=image, mask=mask,
+                                   offset=(region.x, region.y), result_format="rgba8"))
     client.wait(job, timeout=300)
     if job.state is not JobState.DONE:
         raise RuntimeError(f"job failed: {job.error_code} {job.error_message}")

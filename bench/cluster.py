@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.plugin.client import Client, Frame, Job, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState  # noqa: E402
 from tools import quality
 
 SIDE = 64
@@ -45,9 +45,9 @@ KILL_STEPS = 60      # long enough to find the busy replica before the job ends
 
 
 def submit(c: Client, seed: int, steps: int) -> Job:
-    return c.submit("img2img", {"prompt": "a red circle", "seed": seed, "steps": steps,
+    return c.submit(JobRequest("img2img", {"prompt": "a red circle", "seed": seed, "steps": steps,
                                 "strength": 1.0},
-                    image=Frame(SIDE, SIDE, "rgba8", PICTURE.tobytes()))
+                               image=Frame(SIDE, SIDE, "rgba8", PICTURE.tobytes())))
 
 
 def warm(endpoint: str, replicas: int) -> None:

@@ -20,7 +20,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 
 ROUNDS, QUICK_ROUNDS = 8, 2
 SIDE, STEPS = 64, 20
@@ -42,8 +42,8 @@ def job(client: Client, controls: int) -> float:
               **({"controls": items} if items else {})}
 
     def run() -> object:
-        j = client.submit("txt2img", params, size=(SIDE, SIDE),
-                          controls=[outline(SIDE)] * controls)
+        j = client.submit(JobRequest("txt2img", params, size=(SIDE, SIDE),
+                                     controls=[outline(SIDE)] * controls))
         client.wait(j, timeout=300)
         assert j.state is JobState.DONE, j.error_message
         return j

@@ -42,8 +42,8 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.backend.jobs import seams, tiling
-from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.backend.jobs import grid, seams
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 from tools import quality
 
 SIDE = 192
@@ -68,9 +68,10 @@ def seam(client: Client, src: np.ndarray, kind: str, params: dict) -> float:
     src8 = np.rint(src * 255).astype(np.uint8)
     img = np.concatenate([src8, np.full((SIDE, SIDE, 1), 255, np.uint8)], -1)
     sel = selection()
-    job = client.submit(kind, {"grow": 4, "feather": 4, **params},
-                        image=Frame(SIDE, SIDE, "rgba8", img.tobytes()),
-                        mask=Frame(SIDE, SIDE, "gray8", (sel * 255).astype(np.uint8).tobytes()))
+    job = client.submit(JobRequest(kind, {"grow": 4, "feather": 4, **params},
+                                   image=Frame(SIDE, SIDE, "rgba8", img.tobytes()),
+                                   mask=Frame(SIDE, SIDE, "gray8",
+                                              (sel * 255).astype(np.uint8).tobytes())))
     client.wait(job, timeout=300)
     assert job.state is JobState.DONE, job.error_message
     p = job.patches[0]
@@ -94,8 +95,8 @@ def detail_kept(client: Client, sizes: tuple[int, ...]) -> tuple[dict, list[Row]
         got = {}
         for refine in ("off", "on"):
             job = client.wait(client.submit(
-                "img2img", {"prompt": "", "seed": 3, "strength": 0.15, "refine": refine},
-                image=Frame(side, side, "rgba8", picture.tobytes())), 1800)
+                JobRequest("img2img", {"prompt": "", "seed": 3, "strength": 0.15, "refine": refine},
+                image=Frame(side, side, "rgba8", picture.tobytes()))), 1800)
             assert job.state is JobState.DONE, job.error_message
             p = job.patches[0]
             out = np.frombuffer(p.data, np.uint8).reshape(side, side, 4) / 255.0
@@ -104,7 +105,7 @@ def detail_kept(client: Client, sizes: tuple[int, ...]) -> tuple[dict, list[Row]
                            "psnr": quality.psnr(out, source),
                            "seconds": float(job.info.get("seconds") or 0)}
             if refine == "on":
-                tiles = tiling.grid(side, side, 64, 16)
+                tiles = grid.grid(side, side, 64, 16)
                 xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
                 ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
                 got[refine]["tile_seam"] = quality.tile_seam_ratio(out, xs, ys)
@@ -139,9 +140,9 @@ def memory_and_time(sizes: tuple[int, ...]) -> tuple[dict, list[Row]]:
                 idle = _hwm(d.proc.pid)
                 t0 = time.perf_counter()
                 job = client.wait(client.submit(
-                    "img2img", {"prompt": "", "seed": 1, "strength": 0.3, "steps": 8,
+                    JobRequest("img2img", {"prompt": "", "seed": 1, "strength": 0.3, "steps": 8,
                                 "refine": refine, "tile_size": 512},
-                    image=Frame(side, side, "rgba8", picture.tobytes())), 3600)
+                    image=Frame(side, side, "rgba8", picture.tobytes()))), 3600)
                 seconds = time.perf_counter() - t0
                 assert job.state is JobState.DONE, job.error_message
                 data.setdefault(side, {})[refine] = {
@@ -170,8 +171,8 @@ def upscale_memory(outputs: tuple[int, ...]) -> tuple[dict, list[Row]]:
         with common.daemon() as d, Client(d.endpoint) as client:
             t0 = time.perf_counter()
             job = client.wait(client.submit(
-                "upscale", {"prompt": "", "seed": 1, "steps": 4, "tile_size": 512},
-                image=Frame(side, side, "rgba8", picture.tobytes()), scale=2), 3600)
+                JobRequest("upscale", {"prompt": "", "seed": 1, "steps": 4, "tile_size": 512},
+                image=Frame(side, side, "rgba8", picture.tobytes()), scale=2)), 3600)
             seconds = time.perf_counter() - t0
             assert job.state is JobState.DONE, job.error_message
             data[out] = {"peak_rss": _hwm(d.proc.pid), "seconds": seconds,
@@ -195,10 +196,11 @@ def soft_selection(client: Client, seeds: tuple[int, ...]) -> tuple[dict, list[R
         runs = []
         for seed in seeds:
             job = client.wait(client.submit(
-                "inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0, "feather": 0,
+                JobRequest("inpaint",
+                           {"prompt": "a red circle", "seed": seed, "grow": 0, "feather": 0,
                             "soft_edges": soft, "colour_match": "off"},
                 image=Frame(side, side, "rgba8", picture.tobytes()),
-                mask=Frame(side, side, "gray8", ramp.tobytes())), 600)
+                mask=Frame(side, side, "gray8", ramp.tobytes()))), 600)
             assert job.state is JobState.DONE, job.error_message
             out = quality.placed(job.patches[0], side, side)
             runs.append(quality.change_by_band(out, picture / 255.0))

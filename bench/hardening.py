@@ -26,7 +26,7 @@ import stress  # noqa: E402
 from common import Row  # noqa: E402
 
 from paintbridge.backend.models.registry import EMBEDDED_DIR  # noqa: E402
-from paintbridge.plugin.client import HEARTBEAT_MS, Client, JobState  # noqa: E402
+from paintbridge.plugin.client import HEARTBEAT_MS, Client, JobRequest, JobState  # noqa: E402
 
 
 def model_args(root: Path) -> tuple[list[str], str]:
@@ -37,8 +37,8 @@ def model_args(root: Path) -> tuple[list[str], str]:
 
 def dead_daemon_detection(args: list[str]) -> float:
     with common.daemon(*args) as d, Client(d.endpoint) as client:
-        job = client.submit("img2img", {"steps": 200, "count": 8},
-                            image=stress.small_image(0))
+        job = client.submit(JobRequest("img2img", {"steps": 200, "count": 8},
+                                       image=stress.small_image(0)))
         while job.state is not JobState.RUNNING:
             client.pump(50)
         t0 = time.monotonic()

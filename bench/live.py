@@ -25,7 +25,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.plugin.client import Client, Frame, Job, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState  # noqa: E402
 from paintbridge.plugin.live import Live  # noqa: E402
 from paintbridge.plugin.protocol import ErrorCode  # noqa: E402
 from paintbridge.plugin.region import Rect  # noqa: E402
@@ -134,8 +134,9 @@ def paint(endpoint: str, live: bool, seconds: float) -> dict:
             doc.pixels = canvas(len(dabs))
             dabs.append(now)
             if not live:
-                job = client.submit("img2img", settings.params("img2img"),
-                                    image=Frame(SIDE, SIDE, "rgba8", doc.pixels.tobytes()))
+                job = client.submit(JobRequest("img2img", settings.params("img2img"),
+                                               image=Frame(SIDE, SIDE, "rgba8",
+                                                           doc.pixels.tobytes())))
                 carried[job.id] = len(dabs) - 1
                 plain.append(job)
         if now >= next_status:
@@ -201,8 +202,8 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
     data: dict = {"quick": quick, "seconds": seconds, "rate_hz": RATE_HZ, "side": SIDE}
     with common.daemon() as d, Client(d.endpoint) as client:
         for _ in range(2):   # the first loads the model
-            warm = client.submit("img2img", PARAMS, image=Frame(SIDE, SIDE, "rgba8",
-                                                                canvas(0).tobytes()))
+            warm = client.submit(JobRequest("img2img", PARAMS, image=Frame(SIDE, SIDE, "rgba8",
+                                                                canvas(0).tobytes())))
             client.wait(warm, timeout=300)
         data["job_s"] = warm.info.get("seconds")
         for name, live in (("live", True), ("plain", False)):

@@ -22,7 +22,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 
 LORA = common.REPO / "samples" / "loras" / "gray.safetensors"
 ROUNDS, QUICK_ROUNDS = 8, 2
@@ -37,8 +37,9 @@ def job(client: Client, loras: list[dict] | None) -> float:
                                                                   if loras else {})}
 
     def run() -> object:
-        j = client.submit("inpaint", params, image=Frame(SIDE, SIDE, "rgba8", img.tobytes()),
-                          mask=Frame(SIDE, SIDE, "gray8", mask.tobytes()))
+        j = client.submit(JobRequest("inpaint", params,
+                                     image=Frame(SIDE, SIDE, "rgba8", img.tobytes()),
+                                     mask=Frame(SIDE, SIDE, "gray8", mask.tobytes())))
         client.wait(j, timeout=300)
         assert j.state is JobState.DONE, j.error_message
         return j

@@ -32,7 +32,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 
 TARGET = 1.05
 PROMPT = "a weathered stone wall with moss"
@@ -96,10 +96,10 @@ def bare_call(pipe: Any, pixels: np.ndarray, mask: np.ndarray, steps: int) -> np
 def daemon_job(client: Client, s: Setting, pixels: np.ndarray, mask: np.ndarray) -> Any:
     side = s.side
     # like with like: the bare call matches no colours, so the daemon's matching is off
-    job = client.submit("inpaint", {"model": s.model, "prompt": PROMPT, "steps": s.steps,
+    job = client.submit(JobRequest("inpaint", {"model": s.model, "prompt": PROMPT, "steps": s.steps,
                                     "seed": SEED, "guidance": GUIDANCE, "colour_match": "off"},
-                        image=Frame(side, side, "rgba8", pixels.tobytes()),
-                        mask=Frame(side, side, "gray8", mask.tobytes()))
+                                   image=Frame(side, side, "rgba8", pixels.tobytes()),
+                                   mask=Frame(side, side, "gray8", mask.tobytes())))
     client.wait(job, timeout=300)
     if job.state is not JobState.DONE:
         raise RuntimeError(f"job failed: {job.error_code} {job.error_message}")

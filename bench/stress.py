@@ -24,7 +24,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from paintbridge.plugin import protocol  # noqa: E402
-from paintbridge.plugin.client import Client, Frame, JobState  # noqa: E402
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 from paintbridge.plugin.protocol import ErrorCode  # noqa: E402
 
 SIDE = 32
@@ -79,8 +79,8 @@ def run_load(endpoint: str, clients: int, jobs: int, steps: int = 2,
             deadline = time.monotonic() + timeout
             while (remaining or outstanding) and time.monotonic() < deadline:
                 while remaining and len(outstanding) < window:
-                    job = client.submit("img2img", {"steps": steps, "seed": index},
-                                        image=small_image(index))
+                    job = client.submit(JobRequest("img2img", {"steps": steps, "seed": index},
+                                                   image=small_image(index)))
                     submitted.append(job)
                     outstanding.append(job)
                     remaining -= 1
@@ -156,14 +156,14 @@ def run_soak(endpoint: str, pid: int, jobs: int, warmup: int = 20, steps: int = 
     report = SoakReport(jobs)
     with Client(endpoint) as client:
         for i in range(warmup):
-            client.wait(client.submit("img2img", {"steps": steps, "seed": i},
-                                      image=small_image(i)), 120)
+            client.wait(client.submit(JobRequest("img2img", {"steps": steps, "seed": i},
+                                                 image=small_image(i))), 120)
         report.rss_start_mb = rss_kb(pid) / 1024
         report.fds_start = fd_count(pid)
         t0 = time.monotonic()
         for i in range(jobs):
-            job = client.wait(client.submit("img2img", {"steps": steps, "seed": i},
-                                            image=small_image(i)), 120)
+            job = client.wait(client.submit(JobRequest("img2img", {"steps": steps, "seed": i},
+                                                       image=small_image(i))), 120)
             report.failed += job.state is not JobState.DONE
             if i % max(1, jobs // 20) == 0:
                 report.samples.append((i, round(rss_kb(pid) / 1024, 1)))

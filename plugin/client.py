@@ -12,140 +12,24 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
-from enum import Enum
+from dataclasses import fields, replace
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import hosts, protocol
-from .protocol import ErrorCode, FrameSpec, Limits, ProtocolError
+from . import protocol, shared
+from .errors import ErrorCode, ProtocolError
+from .frames import FrameSpec
+from .job import Frame, Job, JobRequest, JobState, Patch
+from .limits import Limits
+
+__all__ = ["Client", "DaemonError", "Frame", "Job", "JobRequest", "JobState", "Patch"]
 
 HEARTBEAT_MS = 1000
 # a keyless client meeting a CURVE daemon often sees only NO_DETAIL, not AUTH
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-
-
-@dataclass
-class Frame:
-    """A raw pixel buffer and its shape (``data`` may be bytes or a memoryview)."""
-
-    width: int
-    height: int
-    format: str
-    data: Any
-
-    def spec(self, role: str) -> FrameSpec:
-        return FrameSpec(role, self.width, self.height, self.format)
-
-
-@dataclass
-class Patch:
-    """One result: RGBA pixels to put on a new layer at (x, y) on the canvas."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-    format: str
-    seed: int
-    data: Any
-
-
-class JobState(Enum):
-    SENT = "sent"
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclass
-class Job:
-    """Lifecycle of one submitted job, updated by the events the daemon sends back."""
-
-    id: str
-    kind: str
-    state: JobState = JobState.SENT
-    position: int | None = None
-    #: while RUNNING: "loading" (``model`` is being loaded: "Loading model X…", no steps
-    #: yet), "denoising" (``step`` of ``total``) or "retrying" (a cluster daemon's worker
-    #: stopped under it: it runs again from the start)
-    stage: str | None = None
-    model: str | None = None   # the model the daemon runs the job with, once it says
-    step: int = 0
-    total: int = 0
-    retries: int = 0
-    preview: Frame | None = None
-    patches: list[Patch] = field(default_factory=list)
-    error_code: str | None = None
-    error_message: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        return self.state.finished
-
-    def fail(self, code: str, message: str) -> None:
-        self.state, self.error_code, self.error_message = JobState.FAILED, code, message
-
-    @property
-    def lost(self) -> bool:
-        """Failed only because the connection dropped: a later ``fetch`` may still bring
-        its result (the daemon finishes jobs whose client went away)."""
-        return self.state is JobState.FAILED and self.error_code == ErrorCode.DISCONNECTED
-
-    def apply(self, event: Mapping[str, Any], frames: Sequence[Any]) -> None:
-        """Advance the state machine; events for a finished job are ignored, except that a
-        lost job comes back to life when the daemon answers for it again."""
-        kind = event["event"]
-        if self.lost and kind == "error" and event.get("code") == ErrorCode.NOT_FOUND:
-            self.error_message = (f"{self.error_message}; the daemon no longer knows the job "
-                                  "(it was restarted or the result expired)")
-            self.error_code = ErrorCode.NOT_FOUND
-            return
-        if self.finished and not self.lost:
-            return
-        if self.lost:
-            self.error_code = self.error_message = None
-        if kind == "accepted":
-            self.state, self.stage = JobState.QUEUED, None
-            self.position = event.get("position")
-            self.model = event.get("model", self.model)
-        elif kind == "progress":
-            self.state = JobState.RUNNING
-            # daemons before stages sent steps only
-            self.stage = event.get("stage", protocol.Stage.DENOISING)
-            if self.stage == protocol.Stage.LOADING:
-                self.model = event.get("model", self.model)
-            elif self.stage == protocol.Stage.RETRYING:   # starts over on another worker
-                self.retries, self.step = event.get("retry", self.retries + 1), 0
-            else:
-                self.step, self.total = event.get("step", 0), event.get("total", 0)
-            if frames and "preview" in event:
-                p = event["preview"]
-                self.preview = Frame(p["width"], p["height"], p["format"], frames[0])
-        elif kind == "result":
-            self.patches = [Patch(p["x"], p["y"], p["width"], p["height"], p["format"],
-                                  p["seed"], buf)
-                            for p, buf in zip(event["patches"], frames, strict=True)]
-            self.info.update((k, v) for k, v in event.items() if k not in ("patches", "v"))
-            self.model = event.get("model", self.model)
-            self.state = JobState.DONE
-        elif kind == "error":
-            self.fail(event.get("code", ErrorCode.INTERNAL), event.get("message", ""))
-        elif kind == "cancelled":
-            self.state = JobState.CANCELLED
-            self.error_message = event.get("message")   # why, when the client did not ask
-            if "replaced_by" in event:   # a live job a newer one took over from
-                self.info["replaced_by"] = event["replaced_by"]
 
 
 class DaemonError(Exception):
@@ -173,7 +57,7 @@ class Client:
         then this client's secret key file from ``paintbridge keys client NAME``.
         ``client_id`` is this client's identity at the daemon: a host that stores it can
         fetch results of jobs that finished while it was gone (default: random)."""
-        self.endpoint = endpoint or hosts.default_endpoint()
+        self.endpoint = endpoint or shared.default_endpoint()
         self.limits = limits or Limits()
         self._context = context or zmq.Context.instance()
         self.client_id = client_id or uuid.uuid4().hex
@@ -185,8 +69,8 @@ class Client:
         self.socket = self._context.socket(zmq.DEALER)
         self._monitor: zmq.Socket | None = None
         try:
-            self._configure(server_key or os.environ.get(hosts.SERVER_KEY_ENV) or None,
-                            client_key or os.environ.get(hosts.CLIENT_KEY_ENV) or None,
+            self._configure(server_key or os.environ.get(shared.SERVER_KEY_ENV) or None,
+                            client_key or os.environ.get(shared.CLIENT_KEY_ENV) or None,
                             heartbeat_ms)
         except BaseException:
             self.close()  # no socket left behind by a bad key or endpoint
@@ -217,7 +101,7 @@ class Client:
         self.socket.setsockopt(zmq.HEARTBEAT_TTL, 6 * heartbeat_ms)
         self._monitor = self.socket.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
-        problem = hosts.endpoint_problem(self.endpoint)
+        problem = shared.endpoint_problem(self.endpoint)
         if problem:
             raise ValueError(problem)
         try:
@@ -299,7 +183,7 @@ class Client:
             self.pump(0)  # notice a refused handshake
             if self.handshake_failure:
                 raise DaemonError(ErrorCode.UNREACHABLE,
-                                  hosts.handshake_failed(self.endpoint, KEYS_WHERE,
+                                  shared.handshake_failed(self.endpoint, KEYS_WHERE,
                                                          self.handshake_failure,
                                                          self.uses_keys))
             raise DaemonError(ErrorCode.UNREACHABLE,
@@ -469,26 +353,19 @@ class Client:
         spec = header["frames"][0]
         return Frame(spec["width"], spec["height"], spec["format"], buffers[0])
 
-    def submit(self, kind: str, params: Mapping[str, Any], image: Frame | None = None,
-               mask: Frame | None = None, offset: tuple[int, int] = (0, 0),
-               size: tuple[int, int] | None = None, result_format: str | None = None,
-               preview: bool = False, job_id: str | None = None,
-               send_timeout: float = 2.0, live: bool = False,
-               scale: int | None = None, controls: Sequence[Frame] = ()) -> Job:
+    def submit(self, request: JobRequest, job_id: str | None = None,
+               send_timeout: float = 2.0) -> Job:
         """Validate locally (same rules as the daemon), send, and track the job.
-        ``send_timeout`` 0 never waits: no connected daemon raises at once. ``live``: this
-        job replaces the client's previous live job (which ends 'cancelled', ``replaced_by``
-        this one). ``scale``: an upscale's factor. ``controls``: one frame per item of
-        ``params["controls"]``, in order, each the size of the region."""
+        ``send_timeout`` 0 never waits: no connected daemon raises at once."""
         jid = job_id or self.new_id()
-        frames = [f for f in (image, mask) if f is not None] + list(controls)
-        specs = [f.spec(role) for role, f in (("image", image), ("mask", mask)) if f is not None]
-        specs += [f.spec("control") for f in controls]
-        header = protocol.submit_header(jid, kind, params, specs, offset, size, result_format,
-                                        preview, live, scale)
-        buffers = [f.data for f in frames]
+        frames = request.frames()
+        header = protocol.submit_header(jid, request.kind, request.params,
+                                        [f.spec(role) for role, f in frames], request.offset,
+                                        request.size, request.result_format, request.preview,
+                                        request.live, request.scale)
+        buffers = [f.data for _, f in frames]
         protocol.parse_submit(header, buffers, self.limits)  # raises ProtocolError
-        job = Job(jid, kind)
+        job = Job(jid, request.kind)
         self._send(header, buffers, timeout=send_timeout)
         self.jobs[jid] = job
         return job

@@ -16,14 +16,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import hosts, launcher, protocol
+from . import launcher, offers, shared
 from .client import DaemonError, Job, JobState
 from .expand import Expansion
+from .limits import Limits
 from .live import Live, LiveTarget
+from .localdaemon import LocalDaemon
 from .protocol import ProtocolError
 from .session import ControlLayer, Document, GenerationSettings, Session, UnsupportedDocument
 from .session import job_progress as _session_progress
@@ -84,18 +86,6 @@ def client_id(read: Read, write: Write, index: int = 0) -> str:
     return base if index == 0 else f"{base}-{index + 1}"
 
 
-def log_tail(path: Path, size: int = 400) -> str:
-    """The last line of a log file ("" when there is none)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - size))
-            lines = f.read().decode(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
-
-
 def job_progress(job: Job) -> tuple[float, str]:
     """The session's words for a job on its way, and the bar's fraction (0 while unknown);
     a job whose connection dropped says so."""
@@ -117,21 +107,19 @@ class Controller:
         """``read``/``write`` persist strings (kritarc in Krita); ``launch(endpoint)``
         starts a daemon process (something with ``poll()``, ``returncode`` and ``pid``)."""
         self._read, self._write = read, write
-        self._launch, self._daemon_log = launch, daemon_log
+        self.local = LocalDaemon(launch, daemon_log)   # "Start local daemon"
         self.client_id = client_id(read, write, window_index)
         self.settings = GenerationSettings.from_json(read("settings") or None)
         self.message = Line()
         self.target: Target | None = None    # where the running job's result goes
         self.results: list[Result] = []
         self.last_seed: int | None = None
-        self.daemon_proc: Any = None         # the process "Start local daemon" began
         self.generation = 0                  # counts new sockets: the host re-watches filenos
         self._source_of: dict[Hashable, Any] = {}   # result layer/group -> the layer read
-        self._daemon_started = 0.0
         try:
-            self.session = Session(read("endpoint") or hosts.default_endpoint(), **self._options())
+            self.session = Session(read("endpoint") or shared.default_endpoint(), **self._options())
         except ValueError:   # a malformed endpoint in the store: start from the default
-            self.session = Session(hosts.default_endpoint(), **self._options())
+            self.session = Session(shared.default_endpoint(), **self._options())
         self.live = Live(self.session)
         #: set when the host should open its key fields; the host clears it once shown
         self.reveal_keys = bool(self.server_key or self.session.key_error)
@@ -210,7 +198,7 @@ class Controller:
             secure = " (CurveZMQ)" if s.uses_keys else ""
             cluster = info.get("cluster")
             where = (f"{info.get('device', '?')} ({info.get('dtype', '?')})" if not cluster
-                     else hosts.cluster_text(cluster))
+                     else shared.cluster_text(cluster))
             return Line(f"Connected to {s.endpoint}{secure} — {where}, default model "
                         f"{info.get('default_model') or 'none'}")
         why = self.refusal or s.last_error or f"connecting to {s.endpoint}…"
@@ -220,11 +208,16 @@ class Controller:
     def can_start_daemon(self) -> bool:
         """Whether "Start local daemon" makes sense: nothing answers on a local endpoint."""
         s = self.session
-        return not s.connected and not self.refusal and hosts.is_loopback(s.endpoint)
+        return not s.connected and not self.refusal and shared.is_loopback(s.endpoint)
 
     @property
     def starting_daemon(self) -> bool:
-        return bool(self._daemon_started)
+        return self.local.starting
+
+    @property
+    def daemon_proc(self) -> Any:
+        """The process "Start local daemon" began (None before)."""
+        return self.local.proc
 
     @property
     def running(self) -> bool:
@@ -244,49 +237,21 @@ class Controller:
         return job.preview if self.running and job is not None else None
 
     @property
-    def limits(self) -> protocol.Limits | None:
+    def hello(self) -> dict[str, Any]:
+        """The daemon's hello ({} while not connected): what its lists offer
+        (:mod:`.offers`)."""
+        return self.session.info or {}
+
+    @property
+    def limits(self) -> Limits | None:
         """The daemon's announced limits (the widgets' ranges), None while disconnected."""
-        given = (self.session.info or {}).get("limits")
-        if not isinstance(given, dict):
-            return None
-        known = {f.name for f in fields(protocol.Limits)}
-        try:
-            return protocol.Limits(**{k: v for k, v in given.items() if k in known})
-        except TypeError:
-            return None
+        return offers.limits(self.session.info)
 
     def daemon_choices(self, name: str) -> list[tuple[str, str]]:
-        """(value, label) for a selector whose choices the daemon offers (a row with
-        ``from_daemon``): the empty choice first (the daemon's default model; no upscaler
-        model), then what its hello lists, and the stored choice even when this daemon
-        does not offer it."""
-        info = self.session.info or {}
-        if name == "model":
-            default = info.get("default_model")
-            out = [("", f"Daemon default ({default})" if default else "Daemon default")]
-            names = self.session.models()
-        else:   # "upscaler"
-            out = [("", "Lanczos (no upscaler model)")]
-            offered = info.get("upscalers")
-            names = [n for n in offered if isinstance(n, str)] if isinstance(offered, list) \
-                else []
-        out += [(n, n) for n in names]
-        wanted = self.settings.values[name]
-        if wanted and wanted not in names:
-            out.append((wanted, f"{wanted} (not offered)"))
-        return out
-
-    def lora_choices(self) -> list[dict[str, Any]]:
-        """The LoRAs the daemon offers (name, arch, trigger words), from its hello."""
-        offered = (self.session.info or {}).get("loras")
-        return [lo for lo in offered if isinstance(lo, dict) and isinstance(lo.get("name"), str)
-                ] if isinstance(offered, list) else []
-
-    def controlnet_names(self) -> list[str]:
-        """The ControlNets the daemon offers, by name, from its hello."""
-        offered = (self.session.info or {}).get("controlnets")
-        return [n["name"] for n in offered if isinstance(n, dict)
-                and isinstance(n.get("name"), str)] if isinstance(offered, list) else []
+        """(value, label) for a list the daemon fills (``name``: a parameter row with
+        ``from_daemon``, or "controlnet"), with the stored choice kept even when this daemon
+        does not offer it (see :func:`.offers.choices`)."""
+        return offers.choices(self.session.info, name, self.settings.values.get(name))
 
     def filenos(self) -> list[int]:
         return self.session.filenos()
@@ -308,8 +273,9 @@ class Controller:
         job = self.session.job
         if job is not None and self.running:
             self._follow(job)
-        if self._daemon_started:
-            self._follow_daemon(now)
+        if self.local.starting:
+            text, error = self.local.follow(now, self.session.connected)
+            self.message = Line(text, error)
 
     def _follow(self, job: Job) -> None:
         if job.lost or not job.finished:
@@ -437,7 +403,7 @@ class Controller:
         if not self.session.connected:
             self.error(f"Live needs a daemon: none answers at {self.session.endpoint}.")
             return False
-        if "live" not in (self.session.info or {}).get("features", []):
+        if not offers.has_feature(self.session.info, "live"):
             self.error("This daemon has no live mode: update paintbridge where it runs.")
             return False
         try:
@@ -517,28 +483,8 @@ class Controller:
 
     def start_daemon(self) -> None:
         """Run ``paintbridge serve`` on the endpoint in the background."""
-        try:
-            self.daemon_proc = self._launch(self.session.endpoint)
-        except OSError as exc:   # FileNotFoundError: not installed with a daemon
-            self.error(f"Could not start the daemon: {exc}")
-            return
-        self._daemon_started = time.monotonic()
-        self.info(f"Starting the daemon on {self.session.endpoint} …")
-
-    def _follow_daemon(self, now: float) -> None:
-        elapsed = now - self._daemon_started
-        if self.session.connected:
-            self._daemon_started = 0.0
-            self.info(f"Daemon started ({elapsed:.0f} s).")
-            return
-        log = self._daemon_log()
-        tail = log_tail(log)
-        proc = self.daemon_proc
-        if proc.poll() is not None:
-            self._daemon_started = 0.0
-            self.error(f"The daemon exited (code {proc.returncode}): {tail}\nLog: {log}")
-            return
-        self.info(f"Starting the daemon … {elapsed:.0f} s" + (f"\n{tail}" if tail else ""))
+        text, error = self.local.start(self.session.endpoint, time.monotonic())
+        self.message = Line(text, error)
 
     def close(self) -> None:
         self.session.close()

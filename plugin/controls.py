@@ -52,7 +52,9 @@ MAX_NAME = 512
 
 @dataclass(frozen=True)
 class Field:
-    """One key of a control item: its type, range and default (the item's schema)."""
+    """One key of a control item: its type, range or choices, default and label (the item's
+    schema). The daemon's check, the hosts' widgets and the command line's help are built
+    from these rows, so a new key is one row here."""
 
     name: str
     type: type
@@ -60,19 +62,36 @@ class Field:
     lo: float | None = None
     hi: float | None = None
     help: str = ""
+    label: str = ""
+    #: value -> label, for a key that takes one of a few names (a host shows a list)
+    choices: dict[str, str] | None = None
+    required: bool = False
+    #: the daemon's hello lists this key's values (a key of plugin.offers.OFFERS)
+    offered: str = ""
+    #: what a host's empty choice says ("not set": the daemon decides)
+    unset_label: str = ""
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("type", str, None, help="what the control frame holds: " + ", ".join(TYPES)),
+    Field("type", str, None, help="what the control frame holds: " + ", ".join(TYPES),
+          label="Type", choices=TYPES, required=True),
     Field("model", str, None, help="a ControlNet's name; null: one that matches the type "
-          "and the model"),
-    Field("strength", float, 1.0, 0.0, MAX_STRENGTH, "how strongly it steers"),
-    Field("start", float, 0.0, 0.0, 1.0, "the fraction of the steps where it starts"),
-    Field("end", float, 1.0, 0.0, 1.0, "the fraction of the steps where it stops"),
+          "and the model", label="ControlNet", offered="controlnet"),
+    Field("strength", float, 1.0, 0.0, MAX_STRENGTH, "how strongly it steers",
+          label="Strength"),
+    Field("start", float, 0.0, 0.0, 1.0, "the fraction of the steps where it starts",
+          label="Start"),
+    Field("end", float, 1.0, 0.0, 1.0, "the fraction of the steps where it stops",
+          label="End"),
     Field("preprocess", str, None, help="what the daemon does to the frame first: "
-          + ", ".join(PREPROCESSORS) + "; null: the type's usual one"),
+          + ", ".join(PREPROCESSORS) + "; null: the type's usual one", label="Preprocess",
+          choices=PREPROCESSORS, unset_label="Usual for the type"),
 )
 BY_NAME = {f.name: f for f in FIELDS}
+#: key -> its choices (value -> label), for the keys that take one of a few names
+CHOICES: dict[str, dict[str, str]] = {f.name: f.choices for f in FIELDS if f.choices}
+#: the keys an item must have
+REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
 
 
 def preprocessor(item: dict[str, Any]) -> str:
@@ -103,13 +122,19 @@ def check_item(raw: Any, where: str = "controls[0]") -> dict[str, Any]:
     for f in FIELDS:
         value = raw.get(f.name)
         if value is None:
-            if f.name == "type":
-                raise ValueError(f"{where}.type is required: one of {', '.join(TYPES)}")
+            if f.required:
+                offered = f": one of {', '.join(f.choices)}" if f.choices else ""
+                raise ValueError(f"{where}.{f.name} is required{offered}")
             out[f.name] = f.default
             continue
         if f.type is str:
             if not isinstance(value, str) or not value or len(value) > MAX_NAME:
                 raise ValueError(f"{where}.{f.name} must be a non-empty string")
+            if f.name == "preprocess":   # annotators get their own advice
+                check_preprocess(value, f"{where}.preprocess")
+            elif f.choices is not None and value not in f.choices:
+                raise ValueError(f"{where}.{f.name} '{value}' is unknown; known: "
+                                 f"{', '.join(f.choices)}")
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value):
@@ -119,10 +144,6 @@ def check_item(raw: Any, where: str = "controls[0]") -> dict[str, Any]:
                 raise ValueError(f"{where}.{f.name} = {value:g} is outside {f.lo:g}..{f.hi:g}")
             value = float(value)
         out[f.name] = value
-    if out["type"] not in TYPES:
-        raise ValueError(f"{where}.type '{out['type']}' is unknown; known: {', '.join(TYPES)}")
-    if out["preprocess"] is not None:
-        check_preprocess(out["preprocess"], f"{where}.preprocess")
     if out["start"] >= out["end"]:
         raise ValueError(f"{where}: start ({out['start']:g}) must be before end "
                          f"({out['end']:g})")

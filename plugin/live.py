@@ -244,12 +244,9 @@ class Live:
         return key, job
 
     def _send(self, job: PreparedJob, prompt: str) -> None:
-        region = job.region
-        sent = self.session.client.submit(
-            job.kind, job.params, image=job.image, mask=job.mask, offset=(region.x, region.y),
-            size=(region.width, region.height),
-            result_format=job.image.format if job.image is not None else None,
-            send_timeout=0, live=True, controls=job.controls)
+        assert job.image is not None
+        sent = self.session.client.submit(job.request(job.image.format, live=True),
+                                          send_timeout=0)
         sent.info["prompt"] = prompt
         if self.job is not None:   # replaced at the daemon: its end is of no interest
             self._drop(self.job)

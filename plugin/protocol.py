@@ -20,28 +20,29 @@ from typing import Any
 from . import controls as _controls
 from . import loraspec
 from . import params as _params
+from .errors import VERSION, ErrorCode, ProtocolError
+from .frames import (
+    FORMATS,
+    IMAGE_FORMATS,
+    MASK_FORMATS,
+    FrameSpec,
+    check_frame_buffers,
+    frame_nbytes,
+    parse_frame_specs,
+)
 from .limits import Limits
 from .params import WireEnum
 
-VERSION = 1
+#: the wire's names in one place (frames, errors and limits live in their own modules)
+__all__ = ["DEFAULT_ENDPOINT", "DEFAULT_PORT", "EVENTS", "FORMATS", "IMAGE_FORMATS", "KINDS",
+           "MASK_FORMATS", "REQUEST_OPS", "SAMPLERS", "UPSCALE_FACTORS", "VERSION", "ErrorCode",
+           "Event", "FrameSpec", "Kind", "Limits", "Op", "PreprocessRequest", "ProtocolError",
+           "Stage", "SubmitRequest", "check_frame_buffers", "decode_header", "encode_header",
+           "frame_nbytes", "job_id", "parse_frame_specs", "parse_preprocess", "parse_submit",
+           "submit_header", "validate_params"]
 
 DEFAULT_PORT = 47610
 DEFAULT_ENDPOINT = f"tcp://127.0.0.1:{DEFAULT_PORT}"
-
-#: pixel format name -> (channels, bytes per channel). Byte orders are named in full:
-#: ``bgra8`` is Krita's 8-bit order; floats are little-endian IEEE 754.
-FORMATS: dict[str, tuple[int, int]] = {
-    "rgba8": (4, 1),
-    "bgra8": (4, 1),
-    "rgba16": (4, 2),
-    "bgra16": (4, 2),
-    "rgbaf32": (4, 4),
-    "gray8": (1, 1),
-    "gray16": (1, 2),
-    "grayf32": (1, 4),
-}
-IMAGE_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 4)
-MASK_FORMATS = tuple(f for f, (c, _) in FORMATS.items() if c == 1)
 
 KINDS = _params.KINDS
 Kind = _params.Kind
@@ -92,71 +93,6 @@ EVENTS = tuple(e.value for e in Event)
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
-class ErrorCode(WireEnum):
-    """Stable, machine-readable error codes carried by ``error`` events."""
-
-    BAD_MESSAGE = "bad_message"      # not multipart JSON, header not an object, not UTF-8
-    BAD_VERSION = "bad_version"      # unknown major protocol version
-    UNKNOWN_OP = "unknown_op"
-    BAD_FIELD = "bad_field"          # a header field or parameter is missing or invalid
-    BAD_FRAME = "bad_frame"          # frame count, size or format disagrees with the header
-    TOO_LARGE = "too_large"          # an image, prompt or message exceeds a documented limit
-    UNKNOWN_MODEL = "unknown_model"
-    MODEL_ERROR = "model_error"      # the model exists but cannot be loaded
-    BUSY = "busy"                    # the queue is full; retry later
-    DUPLICATE_JOB = "duplicate_job"  # this client already has an active job with this id
-    NOT_FOUND = "not_found"          # cancel/status of a job that is not known
-    OUT_OF_MEMORY = "out_of_memory"
-    UNAUTHORIZED = "unauthorized"    # the client's key was revoked while it was connected
-    INTERNAL = "internal"
-    # raised by the client only
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    DISCONNECTED = "disconnected"    # the connection dropped while the job was in flight
-
-
-class ProtocolError(Exception):
-    """A request or event that breaks the protocol; carries the code to send back."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def to_event(self, job: str | None = None) -> dict[str, Any]:
-        event: dict[str, Any] = {"v": VERSION, "event": "error", "code": self.code,
-                                 "message": self.message}
-        if job is not None:
-            event["job"] = job
-        if self.field is not None:
-            event["field"] = self.field
-        return event
-
-
-@dataclass(frozen=True)
-class FrameSpec:
-    """What the header says about one raw frame."""
-
-    role: str
-    width: int
-    height: int
-    format: str
-
-    @property
-    def nbytes(self) -> int:
-        return frame_nbytes(self.width, self.height, self.format)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"role": self.role, "width": self.width, "height": self.height,
-                "format": self.format}
-
-
-def frame_nbytes(width: int, height: int, fmt: str) -> int:
-    channels, depth = FORMATS[fmt]
-    return width * height * channels * depth
-
-
 # --------------------------------------------------------------------------- encoding
 
 
@@ -198,62 +134,6 @@ def job_id(header: Mapping[str, Any], required: bool) -> str | None:
         raise ProtocolError(ErrorCode.BAD_FIELD,
                             "'job' must be 1-64 characters of letters, digits, _ . : -", "job")
     return job
-
-
-# --------------------------------------------------------------------------- frames
-
-
-def _int_field(obj: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
-    value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.{key} must be an integer", key)
-    if not lo <= value <= hi:
-        raise ProtocolError(ErrorCode.TOO_LARGE if value > hi else ErrorCode.BAD_FIELD,
-                            f"{where}.{key} = {value} is outside {lo}..{hi}", key)
-    return value
-
-
-def parse_frame_specs(header: Mapping[str, Any], limits: Limits) -> list[FrameSpec]:
-    """Validate the ``frames`` list (sizes, formats, limits) before any buffer is touched."""
-    raw = header.get("frames", [])
-    if not isinstance(raw, list):
-        raise ProtocolError(ErrorCode.BAD_FIELD, "'frames' must be a list", "frames")
-    if len(raw) > limits.max_frames:
-        raise ProtocolError(ErrorCode.TOO_LARGE,
-                            f"{len(raw)} frames declared; limit {limits.max_frames}", "frames")
-    specs = []
-    for i, item in enumerate(raw):
-        where = f"frames[{i}]"
-        if not isinstance(item, dict):
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"{where} must be an object", "frames")
-        role = item.get("role")
-        if not isinstance(role, str) or not role:
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.role must be a string", "role")
-        fmt = item.get("format")
-        if fmt not in FORMATS:
-            raise ProtocolError(ErrorCode.BAD_FIELD,
-                                f"{where}.format must be one of {', '.join(FORMATS)}", "format")
-        width = _int_field(item, "width", 1, limits.max_side, where)
-        height = _int_field(item, "height", 1, limits.max_side, where)
-        if width * height > limits.max_pixels:
-            raise ProtocolError(ErrorCode.TOO_LARGE,
-                                f"{where} is {width}x{height} = {width * height} pixels; "
-                                f"limit {limits.max_pixels}", "frames")
-        specs.append(FrameSpec(role, width, height, fmt))
-    return specs
-
-
-def check_frame_buffers(specs: Sequence[FrameSpec], buffers: Sequence[Any]) -> None:
-    """Frame count and every frame length must match the header exactly."""
-    if len(buffers) != len(specs):
-        raise ProtocolError(ErrorCode.BAD_FRAME,
-                            f"header describes {len(specs)} frames but {len(buffers)} arrived")
-    for i, (spec, buf) in enumerate(zip(specs, buffers, strict=True)):
-        size = len(buf)
-        if size != spec.nbytes:
-            raise ProtocolError(ErrorCode.BAD_FRAME,
-                                f"frame {i + 1} ({spec.role}) is {size} bytes; "
-                                f"{spec.width}x{spec.height} {spec.format} needs {spec.nbytes}")
 
 
 # --------------------------------------------------------------------------- parameters

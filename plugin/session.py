@@ -1,274 +1,36 @@
 """What a host plugin does between "Generate" and "new layers", with the host left out.
 
-A host implements :class:`Document` (a handful of reads and one write on its own API);
-everything else — which kind of job, which region to read, the request, the job's life,
-naming the result layers — lives here, where it is tested without a host.
+A host implements :class:`~.document.Document`; everything else — which kind of job, which
+region to read (:mod:`.generation`), the job's life (here), naming the result layers
+(:mod:`.naming`) — lives in plugin/, where it is tested without a host. The names hosts
+import are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from . import controls, hosts, protocol
-from .client import Client, DaemonError, Frame, Job, JobState, Patch
+from . import controls, shared
+from .client import Client, DaemonError
+from .document import ControlLayer, Document, UnsupportedDocument
+from .errors import ErrorCode
 from .expand import Expansion
-from .hosts import default_endpoint
-from .params import BY_NAME, PARAMS
-from .protocol import ErrorCode
-from .region import Rect, job_region
+from .generation import (
+    MODES,
+    GenerationSettings,
+    PreparedJob,
+    prepare,
+    prepare_expand,
+    prepare_upscale,
+)
+from .job import Job, JobState, Patch
+from .naming import control_map_name, group_name, job_progress, layer_name, upscaled_title
+from .shared import default_endpoint
 
-MODES = ("auto", *protocol.KINDS)
-
-
-class UnsupportedDocument(Exception):
-    """The document cannot be sent (e.g. CMYK, Lab, grayscale): say so, send nothing."""
-
-
-class Document(Protocol):
-    """The host's side: implemented by krita/ and gimp/ on their own APIs."""
-
-    def canvas(self) -> Rect: ...
-
-    def selection_bounds(self) -> Rect | None:
-        """Bounding box of the selection, or None when nothing is selected."""
-
-    def pixel_format(self) -> str:
-        """The active layer's wire format (rgba8, bgra8, rgba16, bgra16, rgbaf32);
-        raises UnsupportedDocument for colour models the daemon cannot take."""
-
-    def read_pixels(self, rect: Rect) -> bytes:
-        """The active layer's pixels in ``rect``, in ``pixel_format()``."""
-
-    def read_selection(self, rect: Rect) -> Frame:
-        """The selection's values in ``rect`` (gray8/gray16/grayf32), soft edges kept."""
-
-    def add_results(self, patches: list[Patch], names: list[str], group: str | None) -> Any:
-        """New layers above the active layer; in a new layer group named ``group`` when
-        there are several (``group`` is None for one)."""
-
-    def image_rect(self) -> Rect:
-        """The whole image (Expand grows it; ``canvas`` may be just the layer's part)."""
-
-    def expand_canvas(self, expansion: Expansion) -> None:
-        """Grow the canvas by ``expansion`` (the host's own resize, which the user can undo);
-        the layers keep their pixels where they were in the picture."""
-
-    def open_image(self, width: int, height: int, patches: list[Patch], names: list[str],
-                   group: str | None, title: str) -> Any:
-        """A new image (document) of ``width`` × ``height`` in the source layer's colour
-        space, holding the patches as layers (as add_results does), shown to the user where
-        the host has a window. This document is not touched."""
-
-    def layer_key(self) -> str:
-        """The identity of the layer jobs read from (as ``read_layer`` takes it)."""
-
-    def read_layer(self, key: str, rect: Rect) -> Frame:
-        """Another layer's pixels in ``rect`` (a control layer's drawing), in its own wire
-        format; ValueError when the layer is gone or cannot be read."""
-
-
-@dataclass
-class ControlLayer:
-    """One control the artist set up: the layer its drawing is on, and how it steers.
-    The layer is never the one edited; its pixels go as a ``control`` frame."""
-
-    layer: str                      # the host's key of the layer (Document.read_layer)
-    type: str = "scribble"
-    model: str | None = None        # None: the daemon picks one for the type and model
-    strength: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
-    preprocess: str | None = None   # None: the type's usual one
-    name: str = ""                  # the layer's name, for messages
-
-    def item(self) -> dict[str, Any]:
-        """The wire item, checked (ValueError naming what is wrong)."""
-        return controls.check_item({"type": self.type, "model": self.model or None,
-                                    "strength": self.strength, "start": self.start,
-                                    "end": self.end, "preprocess": self.preprocess or None},
-                                   f"control '{self.name or self.layer}'")
-
-
-class GenerationSettings:
-    """Everything the user chooses in the docker or dialog; persisted by the host.
-
-    One attribute per row of :data:`params.PARAMS` (None = the daemon's or model's default,
-    where the row allows it) plus ``mode`` ("auto" picks inpaint with a selection, img2img
-    without)."""
-
-    def __init__(self, mode: str = "auto", **values: Any) -> None:
-        unknown = set(values) - set(BY_NAME)
-        if unknown:
-            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        object.__setattr__(self, "mode", mode)
-        object.__setattr__(self, "values", {p.name: p.start for p in PARAMS})
-        for name, value in values.items():
-            setattr(self, name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in BY_NAME:
-            self.values[name] = BY_NAME[name].coerce(value)
-        elif name == "mode":
-            object.__setattr__(self, name, value)
-        else:
-            raise AttributeError(f"no setting {name!r}")
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, GenerationSettings) and self.mode == other.mode
-                and self.values == other.values)
-
-    def __repr__(self) -> str:
-        return f"GenerationSettings(mode={self.mode!r}, {self.values!r})"
-
-    def to_json(self) -> str:
-        return json.dumps({"mode": self.mode, **self.values})
-
-    @classmethod
-    def from_json(cls, text: str | None) -> GenerationSettings:
-        """Tolerant: unknown keys and values of the wrong type keep their defaults, so an
-        old or hand-edited settings file never stops the plugin from loading."""
-        out = cls()
-        try:
-            data = json.loads(text or "{}")
-        except ValueError:
-            return out
-        if not isinstance(data, dict):
-            return out
-        for name in BY_NAME:
-            if name in data:
-                try:
-                    setattr(out, name, data[name])
-                except ValueError:
-                    pass
-        if data.get("mode") in MODES:
-            out.mode = data["mode"]
-        return out
-
-    def kind(self, has_selection: bool) -> str:
-        if self.mode != "auto":
-            return self.mode
-        return "inpaint" if has_selection else "img2img"
-
-    def params(self, kind: str) -> dict[str, Any]:
-        """The submit's ``params`` for ``kind``: the rows the kind uses, with a value."""
-        wire = {p.name: p.wire_value(self.values[p.name]) for p in PARAMS if kind in p.kinds}
-        return {name: value for name, value in wire.items() if value is not None}
-
-
-@dataclass
-class PreparedJob:
-    kind: str
-    region: Rect
-    params: dict[str, Any]
-    image: Frame | None
-    mask: Frame | None
-    scale: int | None = None    # an upscale's factor
-    controls: list[Frame] = field(default_factory=list)   # one per params["controls"]
-
-
-
-def prepare(doc: Document, settings: GenerationSettings,
-            area: Callable[[], Rect] | None = None,
-            control_layers: Sequence[ControlLayer] = ()) -> PreparedJob:
-    """Read exactly the region the job needs from the document; raise ValueError or
-    UnsupportedDocument with a message for the user when nothing can be sent. ``area``
-    gives the region when nothing is selected (default: the whole layer). Each control
-    layer's pixels in the same region go along as a control frame."""
-    items = [c.item() for c in control_layers]
-    active = doc.layer_key() if control_layers else None
-    for c in control_layers:
-        if c.layer == active:
-            raise ValueError(f"'{c.name or 'This layer'}' is a control layer: its drawing "
-                             "steers the job. Select the layer to paint on.")
-    fmt = doc.pixel_format()
-    canvas = doc.canvas()
-    bounds = doc.selection_bounds()
-    if bounds is not None and bounds.is_empty:
-        bounds = None
-    kind = settings.kind(bounds is not None)
-    if kind == "inpaint" and bounds is None:
-        raise ValueError("Inpaint needs a selection: select the area to repaint first.")
-    if bounds is None and area is not None:
-        region = area()
-    else:
-        region = job_region(kind, canvas, bounds, settings.padding, settings.grow)
-    image = None
-    if kind != "txt2img":
-        image = Frame(region.width, region.height, fmt, doc.read_pixels(region))
-    mask = doc.read_selection(region) if bounds is not None else None
-    params = settings.params(kind)
-    if items:
-        params["controls"] = items
-    frames = [doc.read_layer(c.layer, region) for c in control_layers]
-    return PreparedJob(kind, region, params, image, mask, controls=frames)
-
-
-def control_map_name(control: ControlLayer) -> str:
-    """The layer "Preprocess to layer" makes."""
-    return f"Control map: {control.name or 'layer'} ({control.preprocess or control.type})"
-
-
-def prepare_expand(doc: Document, settings: GenerationSettings,
-                   expansion: Expansion) -> PreparedJob:
-    """An Expand job (plugin.expand): the new strips and the picture beside them, the new
-    area transparent and selected, in the grown canvas's coordinates. Nothing is resized."""
-    fmt = doc.pixel_format()
-    canvas = doc.image_rect()
-    region = expansion.region(canvas, settings.padding)
-    image = expansion.image(region, canvas, fmt, doc.read_pixels)
-    return PreparedJob("inpaint", region, settings.params("inpaint"), image,
-                       expansion.mask(region, canvas))
-
-
-def prepare_upscale(doc: Document, settings: GenerationSettings, scale: int) -> PreparedJob:
-    """An upscale job: the selection's bounding box, or the whole layer, to be enlarged
-    ``scale`` times into a new image (the selection's shape does not matter)."""
-    if scale not in protocol.UPSCALE_FACTORS:
-        raise ValueError(f"Upscale by {', '.join(map(str, protocol.UPSCALE_FACTORS))} only.")
-    fmt = doc.pixel_format()
-    bounds = doc.selection_bounds()
-    region = bounds if bounds is not None and not bounds.is_empty else doc.canvas()
-    image = Frame(region.width, region.height, fmt, doc.read_pixels(region))
-    return PreparedJob("upscale", region, settings.params("upscale"), image, None, scale)
-
-
-def upscaled_title(prompt: str, scale: int) -> str:
-    """The new image's title, and its layer's name before the seed."""
-    text = " ".join(prompt.split())
-    return f"Upscaled ×{scale}" + (f": {_short(text, 40)}" if text else "")
-
-
-def job_progress(job: Job) -> tuple[float | None, str]:
-    """A job on its way as the fraction done (None while it cannot be known: queued, or
-    loading its model) and a few words, the same in every host."""
-    stage = job.stage or ("queued" if job.state is JobState.QUEUED else None)
-    text = hosts.stage_text(stage, job.step, job.total, job.model, job.position, job.retries)
-    known = stage not in ("queued", "loading", "retrying") and job.total
-    return (job.step / job.total if known else None), text
-
-
-def _short(prompt: str, limit: int = 60) -> str:
-    text = " ".join(prompt.split()) or "(no prompt)"
-    return text[: limit - 1] + "…" if len(text) > limit else text
-
-
-def layer_name(prompt: str, seed: int) -> str:
-    """A result layer's name: the prompt (shortened) and the seed to reuse."""
-    return f"{_short(prompt)} [seed {seed}]"
-
-
-def group_name(prompt: str, count: int) -> str:
-    """The name of the layer group that holds a batch's variations."""
-    return f"{_short(prompt)} [{count} variations]"
+__all__ = ["MODES", "ControlLayer", "Document", "GenerationSettings", "PreparedJob", "Session",
+           "UnsupportedDocument", "control_map_name", "group_name", "job_progress",
+           "layer_name", "prepare", "prepare_expand", "prepare_upscale", "upscaled_title"]
 
 
 class Session:
@@ -304,7 +66,7 @@ class Session:
         try:
             return self._factory(endpoint, **options), None
         except DaemonError as exc:   # unusable keys
-            return None, hosts.keys_unusable(exc.message)
+            return None, shared.keys_unusable(exc.message)
 
     @property
     def client(self) -> Client:
@@ -351,7 +113,7 @@ class Session:
             return self.key_error
         if self.auth_refused or refused:
             failure = self._client.handshake_failure if self._client is not None else None
-            return hosts.handshake_failed(self.endpoint, where, failure, self.uses_keys)
+            return shared.handshake_failed(self.endpoint, where, failure, self.uses_keys)
         return None
 
     def reconnect(self, endpoint: str | None = None, **client_options: Any) -> None:
@@ -442,18 +204,14 @@ class Session:
             prepared = prepare_upscale(doc, settings, upscale)
         else:
             prepared = prepare(doc, settings, control_layers=control_layers)
-        region = prepared.region
-        self.job = self.client.submit(prepared.kind, prepared.params, image=prepared.image,
-                                      mask=prepared.mask, offset=(region.x, region.y),
-                                      size=(region.width, region.height),
-                                      result_format=prepared.image.format if prepared.image
-                                      else doc.pixel_format(), preview=True,
-                                      send_timeout=send_timeout, scale=prepared.scale,
-                                      controls=prepared.controls)
+        fmt = prepared.image.format if prepared.image else doc.pixel_format()
+        self.job = self.client.submit(prepared.request(fmt, preview=True),
+                                      send_timeout=send_timeout)
         self.job.info["prompt"] = settings.prompt
         if expansion is not None:
             self.job.info["expansion"] = expansion
         if prepared.scale is not None:
+            region = prepared.region
             self.job.info["upscaled"] = (region.width * prepared.scale,
                                          region.height * prepared.scale, prepared.scale)
         return self.job

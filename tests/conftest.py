@@ -22,6 +22,26 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 TINY_KINDS = ("v1", "inpainting", "xl_base", "xl_inpaint")
 
+#: The tiers beyond ``fast`` (pyproject lists them): ``host`` drives the real Krita or GIMP,
+#: ``cluster`` needs Ray, ``daemon`` is the rest (a real daemon process, no host). A host
+#: test elsewhere says so itself (``@pytest.mark.host``); test_layout checks that none hides.
+HOST_MODULES = frozenset({"test_krita_ui", "test_krita_document", "test_krita_auth",
+                          "test_gimp", "test_gimp_auth"})
+CLUSTER_MODULES = frozenset({"test_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("fast"):
+            continue
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in HOST_MODULES:
+            item.add_marker(pytest.mark.host)
+        if module in CLUSTER_MODULES:
+            item.add_marker(pytest.mark.cluster)
+        if not (item.get_closest_marker("host") or item.get_closest_marker("cluster")):
+            item.add_marker(pytest.mark.daemon)
+
 
 @dataclass
 class TinyModels:

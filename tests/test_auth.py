@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from paintbridge.backend.door import keys
-from paintbridge.plugin.client import Client, DaemonError, Frame, JobState
+from paintbridge.plugin.client import Client, DaemonError, Frame, JobRequest, JobState
 
 from .conftest import free_port, start_daemon
 
@@ -55,8 +55,8 @@ def secure_daemon(tiny_models, key_dirs, tmp_path_factory):
 
 def tiny_job(client: Client) -> JobState:
     img = np.full((32, 32, 4), 200, np.uint8)
-    job = client.submit("img2img", {"steps": 2, "seed": 1},
-                        image=Frame(32, 32, "rgba8", img.tobytes()))
+    job = client.submit(JobRequest("img2img", {"steps": 2, "seed": 1},
+                                   image=Frame(32, 32, "rgba8", img.tobytes())))
     return client.wait(job, timeout=60).state
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paintbridge.plugin.client import Client, DaemonError, Frame, Job, JobState
+from paintbridge.plugin.client import Client, DaemonError, Frame, Job, JobRequest, JobState
 from paintbridge.plugin.protocol import ErrorCode
 from tools.training import data
 from tools.training.control import control_map, shape_iou
@@ -69,9 +69,9 @@ def outline_layer(kind: str, box: tuple[int, int, int, int]) -> Frame:
 
 def run(client: Client, kind: str, params: dict, controls: list[Frame] = (),
         image: Frame | None = None, mask: Frame | None = None, timeout: float = 240) -> Job:
-    job = client.submit(kind, params, image=image, mask=mask,
-                        size=(SIDE, SIDE) if image is None and mask is None else None,
-                        controls=list(controls))
+    job = client.submit(JobRequest(kind, params, image=image, mask=mask,
+                                   size=(SIDE, SIDE) if image is None and mask is None else None,
+                                   controls=list(controls)))
     client.wait(job, timeout=timeout)
     return job
 

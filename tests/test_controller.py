@@ -16,9 +16,9 @@ from paintbridge.backend.door import keys
 from paintbridge.plugin import protocol
 from paintbridge.plugin.client import Job, JobState, Patch
 from paintbridge.plugin.controller import CANCELLED, LOST, Controller, Line, job_progress
-from paintbridge.plugin.hosts import default_endpoint
 from paintbridge.plugin.region import Rect
 from paintbridge.plugin.session import GenerationSettings
+from paintbridge.plugin.shared import default_endpoint
 from tools import childdaemon
 
 from .conftest import DaemonProc, TinyModels, free_port, start_daemon

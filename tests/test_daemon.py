@@ -11,7 +11,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from paintbridge.plugin.client import Client, Frame, Job, JobState
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState
 from paintbridge.plugin.protocol import ErrorCode
 
 from .conftest import DaemonProc, start_daemon
@@ -49,7 +49,9 @@ def mask_frame(m: np.ndarray) -> Frame:
 
 def run(client: Client, kind: str, params: dict, image: Frame | None = None,
         mask: Frame | None = None, **kw: object) -> Job:
-    job = client.submit(kind, {"steps": 4, **params}, image=image, mask=mask, **kw)
+    outer = {k: kw.pop(k) for k in ("job_id", "send_timeout") if k in kw}
+    job = client.submit(JobRequest(kind, {"steps": 4, **params}, image=image, mask=mask, **kw),
+                        **outer)
     return client.wait(job, timeout=120)
 
 
@@ -158,8 +160,8 @@ def test_txt2img_fills_the_selection(client: Client, model: str) -> None:
 
 def test_progress_and_preview(client: Client) -> None:
     img, m = scene(), selection()
-    job = client.submit("inpaint", {"steps": 8, "seed": 1}, image=image_frame(img),
-                        mask=mask_frame(m), preview=True)
+    job = client.submit(JobRequest("inpaint", {"steps": 8, "seed": 1}, image=image_frame(img),
+                                   mask=mask_frame(m), preview=True))
     seen = []
     client.wait(job, timeout=120, on_update=lambda j: seen.append((j.state, j.step, j.total)))
     assert job.state is JobState.DONE
@@ -172,8 +174,8 @@ def test_progress_and_preview(client: Client) -> None:
 def test_cancel_running_and_queued(client: Client) -> None:
     img, m = scene(), selection()
     slow = {"steps": 200, "count": 8, "seed": 1}
-    running = client.submit("inpaint", slow, image=image_frame(img), mask=mask_frame(m))
-    queued = client.submit("inpaint", slow, image=image_frame(img), mask=mask_frame(m))
+    running = client.submit(JobRequest("inpaint", slow, image=image_frame(img), mask=mask_frame(m)))
+    queued = client.submit(JobRequest("inpaint", slow, image=image_frame(img), mask=mask_frame(m)))
     while running.state is not JobState.RUNNING:
         client.pump(100)
         assert not running.finished, running.error_message
@@ -272,11 +274,11 @@ def test_empty_mask_fails_cleanly(daemon: DaemonProc, client: Client) -> None:
 
 def test_duplicate_job_id(client: Client) -> None:
     img, m = scene(), selection()
-    job = client.submit("inpaint", {"steps": 50, "count": 4}, image=image_frame(img),
-                        mask=mask_frame(m), job_id="dup")
+    job = client.submit(JobRequest("inpaint", {"steps": 50, "count": 4}, image=image_frame(img),
+                                   mask=mask_frame(m)), job_id="dup")
     client.jobs.pop("dup")
-    again = client.submit("inpaint", {"steps": 2}, image=image_frame(img), mask=mask_frame(m),
-                          job_id="dup")
+    again = client.submit(JobRequest("inpaint", {"steps": 2}, image=image_frame(img),
+                                     mask=mask_frame(m)), job_id="dup")
     client.wait(again, timeout=30)
     assert again.state is JobState.FAILED and again.error_code == ErrorCode.DUPLICATE_JOB
     client.jobs["dup"] = job
@@ -300,12 +302,15 @@ def test_queue_full_is_busy(tiny_models, tmp_path) -> None:
         with Client(d.endpoint) as client:
             img, m = scene(), selection()
             slow = {"steps": 200, "count": 8}
-            jobs = [client.submit("inpaint", slow, image=image_frame(img), mask=mask_frame(m))]
+            jobs = [client.submit(JobRequest("inpaint", slow, image=image_frame(img),
+                                             mask=mask_frame(m)))]
             while jobs[0].state is not JobState.RUNNING:   # the first one leaves the queue
                 client.pump(100)
-            jobs += [client.submit("inpaint", slow, image=image_frame(img), mask=mask_frame(m))
+            jobs += [client.submit(JobRequest("inpaint", slow, image=image_frame(img),
+                                              mask=mask_frame(m)))
                      for _ in range(2)]                     # the queue is full now
-            over = client.submit("inpaint", slow, image=image_frame(img), mask=mask_frame(m))
+            over = client.submit(JobRequest("inpaint", slow, image=image_frame(img),
+                                            mask=mask_frame(m)))
             client.wait(over, timeout=30)
             assert over.state is JobState.FAILED and over.error_code == ErrorCode.BUSY
             assert [j.state for j in jobs[1:]] == [JobState.QUEUED, JobState.QUEUED]
@@ -328,8 +333,9 @@ def test_queue_full_is_busy(tiny_models, tmp_path) -> None:
 def test_sigterm_mid_job_exits_cleanly(tiny_models, tmp_path) -> None:
     d = start_daemon(tmp_path, "--models", str(tiny_models.models_dir), "--no-embedded")
     with Client(d.endpoint) as client:
-        job = client.submit("inpaint", {"steps": 200, "count": 8}, image=image_frame(scene()),
-                            mask=mask_frame(selection()))
+        job = client.submit(JobRequest("inpaint", {"steps": 200, "count": 8},
+                                       image=image_frame(scene()),
+                                       mask=mask_frame(selection())))
         while job.state is not JobState.RUNNING:
             client.pump(100)
         t0 = time.monotonic()
@@ -359,7 +365,7 @@ def test_no_models_is_said_clearly(tmp_path) -> None:
     d = start_daemon(tmp_path, "--no-embedded", "--models", str(tmp_path / "empty"))
     try:
         with Client(d.endpoint) as client:
-            job = client.submit("img2img", {}, image=image_frame(scene()))
+            job = client.submit(JobRequest("img2img", {}, image=image_frame(scene())))
             client.wait(job, timeout=30)
             assert job.error_code == ErrorCode.UNKNOWN_MODEL and "no usable model" in \
                 job.error_message

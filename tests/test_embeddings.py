@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
 from paintbridge.backend.models.embeddings import EmbeddingLibrary, beside_checkpoints
-from paintbridge.plugin.client import Client, JobState
+from paintbridge.plugin.client import Client, JobRequest, JobState
 from paintbridge.plugin.protocol import ErrorCode
 
 from .conftest import DaemonProc, start_daemon
@@ -89,8 +89,8 @@ def daemon(installs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def job(client: Client, prompt: str) -> object:
     image, mask, _ = canvas()
-    j = client.submit("inpaint", {"prompt": prompt, "seed": 5, "count": 2, "steps": 8},
-                      image=image, mask=mask)
+    j = client.submit(JobRequest("inpaint", {"prompt": prompt, "seed": 5, "count": 2, "steps": 8},
+                                 image=image, mask=mask))
     return client.wait(j, timeout=300)
 
 

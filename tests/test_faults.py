@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from paintbridge.plugin.client import HEARTBEAT_MS, Client, Frame, Job, JobState
+from paintbridge.plugin.client import HEARTBEAT_MS, Client, Frame, Job, JobRequest, JobState
 from paintbridge.plugin.protocol import ErrorCode
 
 from .conftest import start_daemon
@@ -42,7 +42,7 @@ def models_args(tiny_models) -> list[str]:
 def test_daemon_killed_mid_job(tmp_path, models_args) -> None:
     d = start_daemon(tmp_path, *models_args)
     with Client(d.endpoint) as client:
-        job = client.submit("img2img", {"steps": 200, "count": 8}, image=image())
+        job = client.submit(JobRequest("img2img", {"steps": 200, "count": 8}, image=image()))
         until(client, job, JobState.RUNNING)
         t0 = time.monotonic()
         d.proc.kill()                                   # SIGKILL, for real
@@ -58,7 +58,8 @@ def test_daemon_killed_mid_job(tmp_path, models_args) -> None:
                 client.pump(100)
                 assert time.monotonic() < deadline, d2.output()
             assert job.state is JobState.FAILED and "restarted" in job.error_message
-            again = client.wait(client.submit("img2img", {"steps": 2}, image=image()), 60)
+            again = client.wait(client.submit(JobRequest("img2img", {"steps": 2},
+                                                         image=image())), 60)
             assert again.state is JobState.DONE
         finally:
             d2.stop()
@@ -69,7 +70,8 @@ def test_frozen_daemon_is_detected_by_heartbeat_and_its_job_resumes(tmp_path,
     d = start_daemon(tmp_path, *models_args)
     try:
         with Client(d.endpoint) as client:
-            job = client.submit("img2img", {"steps": 60, "count": 2, "seed": 4}, image=image())
+            job = client.submit(JobRequest("img2img", {"steps": 60, "count": 2, "seed": 4},
+                                           image=image()))
             until(client, job, JobState.RUNNING)
             d.proc.send_signal(signal.SIGSTOP)          # alive but silent: only heartbeats see it
             detected = until(client, job, JobState.FAILED, timeout=HEARTBEAT_TIMEOUT + 2)
@@ -87,7 +89,7 @@ def test_client_vanishes_and_fetches_its_result_later(tmp_path, models_args) -> 
     d = start_daemon(tmp_path, *models_args)
     try:
         with Client(d.endpoint, client_id="laptop-7") as client:
-            job = client.submit("img2img", {"steps": 30, "seed": 2}, image=image(),
+            job = client.submit(JobRequest("img2img", {"steps": 30, "seed": 2}, image=image()),
                                 job_id="night-sky")
             until(client, job, JobState.RUNNING)
         # the client is gone (socket closed mid-job); the daemon finishes the job anyway
@@ -110,7 +112,7 @@ def test_out_of_memory_is_an_error_with_advice(tmp_path, models_args) -> None:
     d = start_daemon(tmp_path, *models_args)
     try:
         with Client(d.endpoint) as client:
-            assert client.wait(client.submit("img2img", {"steps": 2}, image=image()),
+            assert client.wait(client.submit(JobRequest("img2img", {"steps": 2}, image=image())),
                                60).state is JobState.DONE
             vm = int(next(line.split()[1] for line in open(f"/proc/{d.proc.pid}/status")
                           if line.startswith("VmSize:"))) * 1024
@@ -119,10 +121,10 @@ def test_out_of_memory_is_an_error_with_advice(tmp_path, models_args) -> None:
                            check=True)
             side = 6000
             big = Frame(side, side, "rgba8", bytes(side * side * 4))
-            job = client.wait(client.submit("img2img", {"steps": 2}, image=big), 120)
+            job = client.wait(client.submit(JobRequest("img2img", {"steps": 2}, image=big)), 120)
             assert job.state is JobState.FAILED and job.error_code == ErrorCode.OUT_OF_MEMORY
             assert "smaller region" in job.error_message
-            ok = client.wait(client.submit("img2img", {"steps": 2}, image=image()), 60)
+            ok = client.wait(client.submit(JobRequest("img2img", {"steps": 2}, image=image())), 60)
             assert ok.state is JobState.DONE
     finally:
         d.stop()

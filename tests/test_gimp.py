@@ -13,28 +13,34 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pytest
 
-from paintbridge.plugin.hosts import stage_text
+from paintbridge.plugin import controls
 from paintbridge.plugin.params import INT32_MAX, PARAMS
+from paintbridge.plugin.shared import stage_text
 
 from .conftest import DaemonProc, free_port, start_daemon
+from .gimp.harness import (
+    GIMP_TIMEOUT_S,
+    assert_changed_inside_only,
+    assert_one_result_above,
+    assert_untouched,
+    daemon_args,
+    ensure_chroot,
+    fresh_profile,
+    paintbridge,
+    popen_gimp,
+    result,
+    run_gimp,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-ENSURE = ROOT / "scripts" / "ensure_gimp_chroot.sh"
-CASES = Path(__file__).resolve().parent / "gimp" / "cases.py"
-UI_CASES = Path(__file__).resolve().parent / "gimp" / "ui_cases.py"
-EMBEDDED = ROOT / "backend" / "default_model" / "model_index.json"
 SEL_BOX = [32, 24, 56, 44]           # tests/gimp/cases.py SEL as x1, y1, x2, y2
-GIMP_TIMEOUT_S = 300
 GIMP_ARGS = ("run-mode", "image", "num-drawables", "drawables")   # every image procedure's
 DAEMON_ARGS = ["endpoint", "server-key", "client-key"]
 
@@ -42,15 +48,9 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
                                 reason="the GIMP 3 chroot needs root (debootstrap, chroot)")
 
 
-def ensure_chroot() -> Path:
-    out = subprocess.run(["sh", str(ENSURE)], capture_output=True, text=True, timeout=3600)
-    assert out.returncode == 0, f"ensure_gimp_chroot.sh failed:\n{out.stdout}\n{out.stderr}"
-    chroot = Path(out.stdout.strip().splitlines()[-1])
-    assert (chroot / "usr" / "bin" / "gimp-console-3.0").exists(), out.stdout
-    return chroot
-
-
-CONTROL_ARGS = ["control-drawable", "control-type", "control-model", "control-strength"]
+#: the control layer, then one argument per key of plugin/controls.py
+CONTROL_ARGS = ["control-drawable", *(f"control-{f.name.replace('_', '-')}"
+                                      for f in controls.FIELDS)]
 CONTROL_SIDE, CONTROL_BOX = 64, (10, 8, 50, 48)
 
 
@@ -65,61 +65,6 @@ def _control_outline() -> tuple[Any, Any]:
 def _control_case() -> dict[str, Any]:
     outline = _control_outline()[1]
     return {"side": CONTROL_SIDE, "outline": "".join("1" if v else "0" for v in outline.ravel())}
-
-
-def daemon_args(request: pytest.FixtureRequest) -> list[str]:
-    """The embedded default model when it is there (PAINTBRIDGE_GIMP_MODEL=tiny overrides);
-    else the tiny inpainting model."""
-    if EMBEDDED.is_file() and os.environ.get("PAINTBRIDGE_GIMP_MODEL") != "tiny":
-        return []
-    tiny = request.getfixturevalue("tiny_models")
-    return ["--models", str(tiny.models_dir), "--default-model", "tiny-inpainting",
-            "--no-embedded"]
-
-
-def paintbridge(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "paintbridge.backend", *args], capture_output=True,
-                          text=True, timeout=60)
-
-
-def gimp_command(chroot: Path, inside: str, script: str, env: dict[str, str]) -> list[str]:
-    """gimp-console-3.0 in the chroot with a clean environment, running ``script`` (a path
-    inside the chroot) in GIMP's Python batch interpreter."""
-    base = {"HOME": f"{inside}/home", "PB_OUT": inside,
-            "PB_PLUG_IN_DIR": f"{inside}/home/.config/GIMP/3.0/plug-ins",
-            "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    return ["chroot", str(chroot), "env", "-i",
-            *(f"{k}={v}" for k, v in {**base, **env}.items()),
-            "gimp-console-3.0", "-i", "--batch-interpreter", "python-fu-eval", "-b",
-            f"exec(open('{script}').read())", "--quit"]
-
-
-def run_gimp(chroot: Path, inside: str, script: str, env: dict[str, str]
-             ) -> subprocess.CompletedProcess:
-    return subprocess.run(gimp_command(chroot, inside, script, env), capture_output=True,
-                          text=True, timeout=GIMP_TIMEOUT_S)
-
-
-def popen_gimp(chroot: Path, inside: str, script: str, env: dict[str, str], log: IO[bytes]
-               ) -> subprocess.Popen:
-    """Like run_gimp, but returns at once (for tests that act while GIMP runs)."""
-    return subprocess.Popen(gimp_command(chroot, inside, script, env), stdout=log,
-                            stderr=subprocess.STDOUT)
-
-
-def fresh_profile(chroot: Path, prefix: str) -> tuple[Path, str, Path]:
-    """A work folder inside the chroot with a GIMP profile holding the plug-in (installed by
-    the CLI) and the batch scripts: (work, the same folder seen from inside, plug-ins)."""
-    work = Path(tempfile.mkdtemp(prefix=prefix, dir=chroot / "tmp"))
-    inside = "/" + str(work.relative_to(chroot))           # the same folder seen from inside
-    plug_ins = work / "home" / ".config" / "GIMP" / "3.0" / "plug-ins"
-    installed = paintbridge("install", "gimp", "--plug-ins", str(plug_ins))
-    if installed.returncode != 0:
-        shutil.rmtree(work, ignore_errors=True)
-    assert installed.returncode == 0, installed.stderr
-    shutil.copy(CASES, work / "cases.py")
-    shutil.copy(UI_CASES, work / "ui_cases.py")
-    return work, inside, plug_ins
 
 
 @pytest.fixture(scope="module")
@@ -208,29 +153,6 @@ def ui(gimp: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def result(cases: dict[str, Any], name: str) -> dict[str, Any]:
-    res = cases["results"][name]
-    assert "exception" not in res, res["exception"]
-    return res
-
-
-def assert_untouched(res: dict[str, Any]) -> None:
-    """The user's layers, layer mask, selection, size and precision are as before."""
-    assert res["after"] == res["before"]
-
-
-def assert_one_result_above(res: dict[str, Any], below: str) -> str:
-    names = [n["name"] for n in res["tree"]]
-    assert len(names) == 3 and names[names.index(below) - 1] not in ("top", "bottom"), names
-    return names[names.index(below) - 1]
-
-
-def assert_changed_inside_only(res: dict[str, Any]) -> None:
-    c = res["changes"]
-    assert c["outside"] == 0, c
-    assert c["inside"] >= 0.9 * c["inside_total"], c
-
-
 def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
     """Each procedure has one argument per row of plugin/params.py, in order, named, labelled,
     ranged and defaulted by the row (strength per procedure; GIMP's 32-bit ints narrow the
@@ -260,6 +182,48 @@ def test_arguments_are_the_parameter_table(cases: dict[str, Any]) -> None:
         assert args["seed"]["maximum"] == INT32_MAX and args["seed"]["default_value"] == -1
         assert args["grow"]["default_value"] == 4 and args["sampler"]["default_value"] == \
             "default"
+
+
+def test_control_arguments_are_the_control_table(cases: dict[str, Any]) -> None:
+    """The generating procedures' control arguments: the layer, then one per key of
+    plugin/controls.py, labelled, ranged and defaulted by its row; a key with choices is a
+    list of them (an optional one starts at "not set")."""
+    procs = result(cases, "arguments")
+    for proc in ("paintbridge-inpaint", "paintbridge-img2img", "paintbridge-generate"):
+        args = {a["name"]: a for a in procs[proc]}
+        assert "Drawable" in args["control-drawable"]["type"], args["control-drawable"]
+        for f, name in zip(controls.FIELDS, CONTROL_ARGS[1:], strict=True):
+            arg = args[name]
+            assert arg["help"] == f.help and f.label.lower() in arg["label"].lower(), arg
+            if f.choices:
+                offered = arg["choices"]
+                assert offered[len(offered) - len(f.choices):] == list(f.choices), arg
+                assert len(offered) == len(f.choices) + (not f.required), arg
+                start = f.default if f.default is not None else offered[0]
+                assert arg["default_value"] == start, arg
+            elif f.type is str:
+                assert arg["default_value"] == (f.default or ""), arg
+            else:
+                assert (arg["minimum"], arg["maximum"], arg["default_value"]) == \
+                    (f.lo, f.hi, f.default), arg
+        assert args["control-type"]["default_value"] == "scribble"
+
+
+def test_control_arguments_read_back_as_a_control_layer(cases: dict[str, Any]) -> None:
+    """No control layer: no control. With one: its id and name, every key's default ("not
+    set" as empty, so the daemon chooses), then the values set, as the wire item."""
+    res = result(cases, "controls")
+    assert res["none"] == []
+    default = res["default"]
+    assert (default["layer"], default["name"]) == (default["top"], "top")
+    unset = {f.name: "" if f.default is None and not f.required else f.default
+             for f in controls.FIELDS}
+    assert default["values"] == {**unset, "type": "scribble"}
+    assert default["item"] == controls.check_item({"type": "scribble"})
+    chosen = {"type": "canny", "model": "my-canny", "strength": 0.5, "start": 0.1,
+              "end": 0.8, "preprocess": "none"}
+    assert res["set"]["values"] == chosen
+    assert res["set"]["item"] == controls.check_item(chosen)
 
 
 def test_arguments_read_back_as_settings(cases: dict[str, Any]) -> None:
@@ -494,7 +458,7 @@ def test_cancel_leaves_the_image_unchanged(ui: dict[str, Any]) -> None:
     res = ui["cancel"]
     assert "exception" not in res, res.get("exception")
     assert res["seen"] == ["Paintbridge: Inpainting"]
-    assert res["state"] == "cancelled" and res["step"] < res["total"]
+    assert res["state"] == "cancelled" and res["step"] < res["total"] and res["cancelled"]
     assert res["delivered"] == [] and res["layers"] == ["bottom"]
 
 

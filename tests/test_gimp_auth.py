@@ -19,19 +19,19 @@ from typing import Any
 import pytest
 
 from paintbridge.backend.door import keys
-from paintbridge.plugin.hosts import SECURITY_DOC
+from paintbridge.plugin.shared import SECURITY_DOC
 
 from .conftest import start_daemon
-from .test_gimp import (
+from .gimp.harness import (
     assert_changed_inside_only,
     assert_one_result_above,
     assert_untouched,
     ensure_chroot,
     fresh_profile,
-    pytestmark,  # noqa: F401  (the same skip without root)
     result,
     run_gimp,
 )
+from .test_gimp import pytestmark  # noqa: F401  (the same skip without root)
 
 
 def wait_for_keyed_daemon(endpoint: str, server_key: str, client_key: Path, proc: Any,

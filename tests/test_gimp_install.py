@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from paintbridge.plugin import controls
 from paintbridge.plugin.params import PARAMS, SAMPLERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def test_install_lays_out_a_gimp3_plug_in_and_uninstall_removes_it(tmp_path: Pat
     assert script.read_bytes() == SCRIPT.read_bytes()
     assert script.read_text().startswith("#!/usr/bin/env python3\n")
     assert os.access(script, os.X_OK)
-    for name in ("gimp_document.py", "gimp_dialogs.py", "paintbridge_errors.py",
+    for name in ("gimp_document.py", "gimp_dialogs.py", "gimp_host.py", "plugin/oneshot.py",
                  "plugin/client.py", "plugin/session.py", "plugin/launcher.py"):
         assert (folder / name).is_file(), name
     record = json.loads((folder / "paintbridge-install.json").read_text())
@@ -139,3 +140,19 @@ def test_vendoring_failure_is_reported(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
     out = install("--plug-ins", str(tmp_path / "plug-ins"))
     assert out.returncode == 1 and "could not download pyzmq" in out.stderr
+
+
+def test_the_plug_in_has_no_control_table_of_its_own() -> None:
+    """The control arguments come from plugin/controls.py alone: no source of the plug-in
+    spells a control key's argument, label or choice, so a new key (one row of
+    controls.FIELDS) is a GIMP argument without a change in gimp/."""
+    spelled = {f"control-{f.name.replace('_', '-')}" for f in controls.FIELDS}
+    spelled |= {f.label for f in controls.FIELDS} | {f.help for f in controls.FIELDS}
+    spelled |= {c for f in controls.FIELDS if f.choices for c in f.choices}
+    spelled |= {label for f in controls.FIELDS if f.choices for label in f.choices.values()}
+    found = []
+    for source in sorted(SCRIPT.parent.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Constant) and node.value in spelled:
+                found.append(f"{source.name}:{node.lineno}: {node.value!r}")
+    assert found == []

@@ -38,9 +38,11 @@ def test_install_layout_and_uninstall_removes_exactly_that(tmp_path: Path) -> No
     pk = res / "pykrita"
     assert (pk / "paintbridge.desktop").is_file()
     assert not (pk / "__init__.py").exists()
-    for name in ("__init__.py", "docker.py", "document.py", "extension.py",
+    for name in ("__init__.py", "docker.py", "document.py", "extension.py", "connection.py",
+                 "form.py", "rows.py", "widgets.py",
                  "plugin/__init__.py", "plugin/client.py", "plugin/session.py",
-                 "paintbridge-install.json"):
+                 "plugin/controller.py", "plugin/editors.py", "plugin/offers.py",
+                 "plugin/localdaemon.py", "paintbridge-install.json"):
         assert (pk / "paintbridge" / name).is_file(), name
     assert "Ctrl+Shift+Return" in (res / "actions" / "paintbridge.action").read_text()
     record = json.loads((pk / "paintbridge" / "paintbridge-install.json").read_text())

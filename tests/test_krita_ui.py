@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from paintbridge.plugin import controls
+from paintbridge.plugin.editors import CHOICE, CONTROL_EDITORS, TEXT, control_values
 from paintbridge.plugin.params import INT32_MAX, PARAMS
 from paintbridge.plugin.protocol import Limits
 from tests.conftest import TinyModels, start_daemon
@@ -93,7 +95,8 @@ def ui(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> dic
     artifacts = os.environ.get("PAINTBRIDGE_TEST_ARTIFACTS")
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-        for name in ("docker.png", "docker-batch.png", "window.png", "result.json"):
+        for name in ("docker.png", "docker-batch.png", "docker-control.png", "window.png",
+                     "result.json"):
             if (out / name).is_file():
                 shutil.copy(out / name, Path(artifacts) / f"krita-{name}")
     return result
@@ -188,6 +191,23 @@ def test_docker_is_built_from_the_param_table(ui: dict[str, Any]) -> None:
     assert ui["steps_range"] == [0, Limits().max_steps] and ui["advanced_folded"]
     assert ui["models"][0].startswith("Daemon default (") and len(ui["models"]) > 1
     assert ui["upscalers"][0] == "Lanczos (no upscaler model)"
+
+
+def test_control_row_is_built_from_the_control_fields(ui: dict[str, Any]) -> None:
+    """A control row has one widget per key of plugin/controls.py's FIELDS, of the kind
+    plugin/editors.py says, with the key's help; a fresh row is the fields' defaults."""
+    assert ui.get("ok"), ui.get("error")
+    kinds = {CHOICE: "QComboBox", TEXT: "QLineEdit"}
+    assert ui["control_widgets"] == {
+        e.name: kinds.get(e.kind, "QSpinBox" if e.integer else "QDoubleSpinBox")
+        for e in CONTROL_EDITORS}
+    assert list(ui["control_widgets"]) == [f.name for f in controls.FIELDS]
+    assert ui["control_tips"] == {e.name: e.help for e in CONTROL_EDITORS}
+    assert ui["control_layer_picked"] and ui["control_rows_left"] == 0
+    fresh = ui["control_fresh"]
+    assert fresh["name"] == "Background"
+    assert fresh["values"] == control_values({})
+    assert fresh["item"] == controls.check_item({"type": "scribble"})
 
 
 def test_loras_from_the_daemon_steer_the_result(ui: dict[str, Any]) -> None:

@@ -182,3 +182,62 @@ def test_every_room_is_in_the_wheel() -> None:
                  ["packages"])
     rooms = {_module_name(p) for top in PACKAGES for p in (REPO / top).rglob("__init__.py")}
     assert rooms - listed == set()
+
+
+#: how big a module or a function may grow before it is two concepts (the house's rule)
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 100
+#: the product's code: what a newcomer reads (tests, benches and dev tools have their own pace)
+PRODUCT = ("backend", "plugin", "krita", "gimp")
+
+
+def _product_files() -> list[Path]:
+    return sorted(p for top in PRODUCT for p in (REPO / top).rglob("*.py"))
+
+
+def _long_functions(path: Path, limit: int) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    where = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    return [f"{where}:{node.lineno} {node.name} "
+            f"({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno is not None and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_no_module_or_function_outgrows_its_room() -> None:
+    big = [f"{p.relative_to(REPO)} ({n} lines)" for p in _product_files()
+           if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    long = [f for p in _product_files() for f in _long_functions(p, MAX_FUNCTION_LINES)]
+    assert big == [] and long == []
+
+
+def test_the_size_rule_sees_a_long_function(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\ndef f():\n{body}\n")
+    assert [f.split()[1] for f in _long_functions(tmp_path / "m.py", MAX_FUNCTION_LINES)] \
+        == ["f"]
+
+
+#: what drives a real host from a test
+HOST_CALLS = {"require_krita", "run_krita_gui", "run_kritarunner", "ensure_chroot", "run_gimp"}
+
+
+def test_every_host_test_is_in_the_host_tier() -> None:
+    """`make quick` leaves the host tier out: a test that starts Krita or GIMP must be in it
+    (its module is a host module, or it is marked ``host``)."""
+    from .conftest import HOST_MODULES
+
+    hidden = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        if path.stem in HOST_MODULES:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+                continue
+            calls = {n.func.id for n in ast.walk(node)
+                     if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            marked = any("host" in ast.unparse(d) for d in node.decorator_list)
+            if calls & HOST_CALLS and not marked:
+                hidden.append(f"{path.name}::{node.name}")
+    assert hidden == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from paintbridge.backend.door.fairqueue import FairQueue
-from paintbridge.plugin.client import Client, Job, JobState
+from paintbridge.plugin.client import Client, Job, JobRequest, JobState
 from paintbridge.plugin.protocol import (
     ErrorCode,
     Limits,
@@ -25,8 +25,8 @@ QUICK = {"steps": 4, "seed": 1}
 
 
 def submit(client: Client, params: dict, live: bool = False) -> Job:
-    return client.submit("inpaint", params, image=image_frame(scene()),
-                         mask=mask_frame(selection()), live=live)
+    return client.submit(JobRequest("inpaint", params, image=image_frame(scene()),
+                                    mask=mask_frame(selection()), live=live))
 
 
 def until(client: Client, job: Job, state: JobState, timeout: float = 60) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paintbridge.plugin.client import Client, Frame, Job, JobState
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState
 from paintbridge.plugin.protocol import ErrorCode
 from tools.training.lora import COLOURS
 
@@ -58,8 +58,8 @@ def canvas() -> tuple[Frame, Frame, np.ndarray]:
 
 def inpaint(client: Client, prompt: str = "a red circle", **params: object) -> Job:
     image, mask, _ = canvas()
-    job = client.submit("inpaint", {"prompt": prompt, "seed": 11, "count": 4, "grow": 0,
-                                    "feather": 0, **params}, image=image, mask=mask)
+    job = client.submit(JobRequest("inpaint", {"prompt": prompt, "seed": 11, "count": 4, "grow": 0,
+                                    "feather": 0, **params}, image=image, mask=mask))
     return client.wait(job, timeout=300)
 
 
@@ -120,8 +120,8 @@ def test_what_cannot_be_used_is_refused_with_the_field(daemon: DaemonProc, param
                                                        field: str, words: str) -> None:
     with Client(daemon.endpoint) as client:
         image, mask, _ = canvas()
-        job = client.submit("inpaint", {"prompt": "a red circle", "steps": 2, **params},
-                            image=image, mask=mask)
+        job = client.submit(JobRequest("inpaint", {"prompt": "a red circle", "steps": 2, **params},
+                                       image=image, mask=mask))
         client.wait(job, timeout=60)
     assert job.state is JobState.FAILED and job.error_code == ErrorCode.BAD_FIELD
     assert words in (job.error_message or ""), job.error_message
@@ -138,7 +138,7 @@ def test_the_wire_form_is_checked_before_sending() -> None:
                              ("gray", "must be a list")):
             with pytest.raises(ProtocolError, match=words.replace("(", r"\(")
                                .replace(")", r"\)")) as info:
-                client.submit("inpaint", {"loras": loras}, image=image, mask=mask)
+                client.submit(JobRequest("inpaint", {"loras": loras}, image=image, mask=mask))
             assert info.value.field == "loras"
 
 
@@ -147,8 +147,8 @@ def test_a_lora_of_another_width_fails_in_the_worker_and_leaves_nothing(
     with Client(daemon.endpoint) as client:
         before = inpaint(client)
         image, mask, _ = canvas()
-        job = client.wait(client.submit("inpaint", {"prompt": "x", "steps": 2, "loras": [
-            {"name": "sd15-style", "weight": 1.0}]}, image=image, mask=mask), timeout=60)
+        job = client.wait(client.submit(JobRequest("inpaint", {"prompt": "x", "steps": 2, "loras": [
+            {"name": "sd15-style", "weight": 1.0}]}, image=image, mask=mask)), timeout=60)
         assert job.error_code == ErrorCode.BAD_FIELD
         assert "trained for a cross-attention width of 768; model 'default' has 64" in \
             (job.error_message or "")
@@ -165,12 +165,13 @@ def evaluator_hit(client: Client, colour: str, shape: str, loras: list | None) -
     cases = inpaint_cases(colour if colour != "gray" else "white", 6, 4242)
     for case in cases:
         img = np.concatenate([case.scene.image, np.full((SIDE, SIDE, 1), 255, np.uint8)], -1)
-        job = client.submit("inpaint", {"prompt": prompt_text(colour, shape), "seed": case.seed,
+        job = client.submit(JobRequest("inpaint",
+                                       {"prompt": prompt_text(colour, shape), "seed": case.seed,
                                         "grow": 0, "feather": 0, "colour_match": "off",
                                         **({"loras": loras} if loras else {})},
-                            image=Frame(SIDE, SIDE, "rgba8", img.tobytes()),
-                            mask=Frame(SIDE, SIDE, "gray8",
-                                       (case.mask * 255).astype(np.uint8).tobytes()))
+                                       image=Frame(SIDE, SIDE, "rgba8", img.tobytes()),
+                                       mask=Frame(SIDE, SIDE, "gray8",
+                                       (case.mask * 255).astype(np.uint8).tobytes())))
         client.wait(job, timeout=300)
         assert job.state is JobState.DONE, job.error_message
         p = job.patches[0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from paintbridge.backend.jobs import seams, tiling
-from paintbridge.plugin.client import Client, Frame, JobState
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState
 from tools import quality
 
 from .conftest import DaemonProc, start_daemon
@@ -66,9 +66,10 @@ def test_a_transparent_strip_is_filled_opaquely(embedded: DaemonProc, side: int)
     mask = np.zeros((side, side), np.uint8)
     mask[:, side - new:] = 255
     with Client(embedded.endpoint) as c:
-        job = c.wait(c.submit("inpaint", {"prompt": "", "seed": 1, "grow": 4, "feather": 4},
-                              image=Frame(side, side, "rgba8", picture.tobytes()),
-                              mask=Frame(side, side, "gray8", mask.tobytes())), 600)
+        job = c.wait(c.submit(JobRequest("inpaint",
+                                         {"prompt": "", "seed": 1, "grow": 4, "feather": 4},
+                                         image=Frame(side, side, "rgba8", picture.tobytes()),
+                                         mask=Frame(side, side, "gray8", mask.tobytes()))), 600)
     assert job.state is JobState.DONE, job.error_message
     p = job.patches[0]
     px = np.frombuffer(p.data, np.uint8).reshape(p.height, p.width, 4)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from paintbridge.backend.jobs import seams
-from paintbridge.plugin.client import Client, Frame, JobState
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState
 
 from .conftest import DaemonProc, start_daemon
 
@@ -88,7 +88,7 @@ def test_colour_matching_hides_the_patch_edge(embedded: DaemonProc) -> None:
             for seed in (1, 2):
                 params = {"prompt": "", "strength": 0.3, "seed": seed, "grow": 4,
                           "feather": 4, **({"colour_match": cm} if cm == "off" else {})}
-                job = c.wait(c.submit("img2img", params, image=frame, mask=mask), 300)
+                job = c.wait(c.submit(JobRequest("img2img", params, image=frame, mask=mask)), 300)
                 assert job.state is JobState.DONE, job.error_message
                 p = job.patches[0]
                 px = np.frombuffer(p.data, np.uint8).reshape(p.height, p.width, 4) / 255.0

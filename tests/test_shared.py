@@ -1,4 +1,4 @@
-"""What every end shares (plugin/hosts.py) and what the command line takes from the tables."""
+"""What every end shares (plugin/shared.py) and what the command line takes from the tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from paintbridge.backend import cli
 from paintbridge.backend.door import keys
 from paintbridge.backend.models.device import is_out_of_memory
-from paintbridge.plugin import hosts
+from paintbridge.plugin import shared
 from paintbridge.plugin.params import PARAMS
 
 pytestmark = pytest.mark.fast
@@ -24,20 +24,20 @@ pytestmark = pytest.mark.fast
     ("tcp://[::1:1", False), ("nonsense", False),
 ])
 def test_one_loopback_rule(endpoint: str, local: bool) -> None:
-    assert hosts.is_loopback(endpoint) is local
+    assert shared.is_loopback(endpoint) is local
 
 
 def test_user_folder_and_keys_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert hosts.config_dir({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "paintbridge"
+    assert shared.config_dir({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "paintbridge"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert keys.default_dir() == hosts.keys_dir() == tmp_path / "paintbridge" / "keys"
+    assert keys.default_dir() == shared.keys_dir() == tmp_path / "paintbridge" / "keys"
     assert cli.config_path() == tmp_path / "paintbridge" / "config.json"
 
 
 def test_stage_words() -> None:
-    assert hosts.stage_text("loading", model="sd15") == "Loading model sd15…"
-    assert hosts.stage_text("denoising", 3, 20) == "Step 3/20"
-    assert hosts.stage_text(None) == "Starting…"
+    assert shared.stage_text("loading", model="sd15") == "Loading model sd15…"
+    assert shared.stage_text("denoising", 3, 20) == "Step 3/20"
+    assert shared.stage_text(None) == "Starting…"
 
 
 def test_edit_options_are_the_parameter_table() -> None:

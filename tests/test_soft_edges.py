@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from paintbridge.backend.jobs import differential
-from paintbridge.plugin.client import Client, Frame, JobState
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState
 from tools import quality
 
 from .conftest import DaemonProc, start_daemon
@@ -75,11 +75,11 @@ def change_by_selection(c: Client, soft: str, seed: int) -> list[float]:
     rises from 0 (left) to 1 (right)."""
     picture = quality.smooth_picture(SIDE)
     ramp = quality.ramp_selection(SIDE)
-    job = c.wait(c.submit("inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0,
+    job = c.wait(c.submit(JobRequest("inpaint", {"prompt": "a red circle", "seed": seed, "grow": 0,
                                       "feather": 0, "soft_edges": soft,
                                       "colour_match": "off"},
-                          image=Frame(SIDE, SIDE, "rgba8", picture.tobytes()),
-                          mask=Frame(SIDE, SIDE, "gray8", ramp.tobytes())), 300)
+                                     image=Frame(SIDE, SIDE, "rgba8", picture.tobytes()),
+                                     mask=Frame(SIDE, SIDE, "gray8", ramp.tobytes()))), 300)
     assert job.state is JobState.DONE, job.error_message
     out = quality.placed(job.patches[0], SIDE, SIDE)
     return quality.change_by_band(out, picture / 255.0)

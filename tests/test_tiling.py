@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from paintbridge.backend.jobs import pixels, recipe, tiling
-from paintbridge.plugin.client import Client, Frame, JobState
+from paintbridge.backend.jobs import grid, pixels, recipe, tiling
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState
 from paintbridge.plugin.params import Kind
 from paintbridge.plugin.protocol import FrameSpec, SubmitRequest
 from tools import quality
@@ -26,7 +26,7 @@ NATIVE = 64
                                                        (200, 40, 64, 16), (64, 64, 64, 16)])
 def test_the_grid_covers_the_region_with_at_least_the_overlap(width: int, height: int,
                                                               tile: int, overlap: int) -> None:
-    tiles = tiling.grid(width, height, tile, overlap)
+    tiles = grid.grid(width, height, tile, overlap)
     covered = np.zeros((height, width), int)
     for t in tiles:
         covered[t.y:t.y + t.height, t.x:t.x + t.width] += 1
@@ -44,11 +44,11 @@ def test_the_grid_covers_the_region_with_at_least_the_overlap(width: int, height
 
 @pytest.mark.fast
 def test_a_tile_takes_over_in_the_middle_of_its_overlap() -> None:
-    t = tiling.Tile(48, 0, 64, 64, left=16, top=0)
-    w = tiling.ramp(t)[0, :, 0]
+    t = grid.Tile(48, 0, 64, 64, left=16, top=0)
+    w = grid.ramp(t)[0, :, 0]
     assert (w[:4] == 0).all() and (w[12:] == 1).all()         # the outer quarters: one tile
     assert np.all(np.diff(w) >= 0) and 0.4 < w[8] < 0.6
-    assert (tiling.ramp(tiling.Tile(0, 0, 64, 64, 0, 0)) == 1).all()
+    assert (grid.ramp(grid.Tile(0, 0, 64, 64, 0, 0)) == 1).all()
 
 
 def _request(width: int, height: int, mask: np.ndarray | None, grow: int, feather: int,
@@ -103,12 +103,12 @@ def _run(c: Client, kind: str, picture: np.ndarray | None, params: dict,
          mask: np.ndarray | None = None, fmt: str = "rgba8", size: int | None = None
          ) -> tuple[np.ndarray, object]:
     side = size or (picture.shape[0] if picture is not None else 0)
-    job = c.wait(c.submit(kind, {"prompt": "", "seed": 3, **params},
-                          image=Frame(side, side, "rgba8", picture.tobytes())
-                          if picture is not None else None,
-                          mask=Frame(side, side, "gray8", mask.tobytes())
-                          if mask is not None else None,
-                          size=(side, side), result_format=fmt), 600)
+    job = c.wait(c.submit(JobRequest(kind, {"prompt": "", "seed": 3, **params},
+                                     image=Frame(side, side, "rgba8", picture.tobytes())
+                                     if picture is not None else None,
+                                     mask=Frame(side, side, "gray8", mask.tobytes())
+                                     if mask is not None else None,
+                                     size=(side, side), result_format=fmt)), 600)
     assert job.state is JobState.DONE, job.error_message
     p = job.patches[0]
     dtype = np.uint16 if fmt == "rgba16" else np.uint8
@@ -132,7 +132,7 @@ def test_image_to_image_keeps_the_fine_structure_without_tile_seams(
     assert job.step == job.total > 0
     d_off, d_on = quality.detail(off, source), quality.detail(on, source)
     assert d_off < 0.05 and d_on > d_off + 0.12, (d_off, d_on)
-    tiles = tiling.grid(side, side, NATIVE, 16)
+    tiles = grid.grid(side, side, NATIVE, 16)
     xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
     ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
     assert quality.tile_seam_ratio(on, xs, ys) < 1.3
@@ -158,9 +158,10 @@ def test_inpainting_a_large_region_repaints_the_selection_only(embedded: DaemonP
 
 def test_text_to_image_and_variations_at_full_resolution(embedded: DaemonProc) -> None:
     with Client(embedded.endpoint) as c:
-        job = c.wait(c.submit("txt2img", {"prompt": "a red circle", "seed": 1, "count": 2,
+        job = c.wait(c.submit(JobRequest("txt2img",
+                                         {"prompt": "a red circle", "seed": 1, "count": 2,
                                           "steps": 4, "refine_strength": 0.5},
-                              size=(160, 128)), 600)
+                                         size=(160, 128))), 600)
     assert job.state is JobState.DONE, job.error_message
     assert [(p.width, p.height) for p in job.patches] == [(160, 128)] * 2
     assert job.patches[0].data != job.patches[1].data
@@ -174,9 +175,9 @@ def test_live_jobs_are_drafts_and_stay_scaled(embedded: DaemonProc) -> None:
     side = 256
     picture = quality.test_picture(side)
     with Client(embedded.endpoint) as c:
-        job = c.wait(c.submit("img2img", {"prompt": "", "seed": 1, "strength": 0.5,
+        job = c.wait(c.submit(JobRequest("img2img", {"prompt": "", "seed": 1, "strength": 0.5,
                                           "steps": 8},
-                              image=Frame(side, side, "rgba8", picture.tobytes()),
-                              live=True), 300)
+                                         image=Frame(side, side, "rgba8", picture.tobytes()),
+                                         live=True)), 300)
     assert job.state is JobState.DONE, job.error_message
     assert job.total == 4    # 8 steps at strength 0.5; refined, it would count 25 tiles more

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paintbridge.backend.jobs import tiling
+from paintbridge.backend.jobs import grid
 from paintbridge.plugin import protocol
-from paintbridge.plugin.client import Client, Frame, Job, JobState, Patch
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState, Patch
 from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError
 from paintbridge.plugin.region import Rect
 from paintbridge.plugin.session import GenerationSettings, Session
@@ -82,8 +82,9 @@ def with_upscalers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonP
 def _upscale(c: Client, picture: np.ndarray, params: dict, scale: int = 2
              ) -> tuple[np.ndarray, Job]:
     h, w = picture.shape[:2]
-    job = c.wait(c.submit("upscale", {"prompt": "", "seed": 3, **params},
-                          image=Frame(w, h, "rgba8", picture.tobytes()), scale=scale), 600)
+    job = c.wait(c.submit(JobRequest("upscale", {"prompt": "", "seed": 3, **params},
+                                     image=Frame(w, h, "rgba8", picture.tobytes()),
+                                     scale=scale)), 600)
     assert job.state is JobState.DONE, job.error_message
     p = job.patches[0]
     assert (p.x, p.y, p.width, p.height) == (0, 0, w * scale, h * scale)
@@ -118,7 +119,7 @@ def test_an_upscale_keeps_the_picture_and_adds_detail_without_seams(
     fine = np.abs((refined[..., :3] - _blur(refined)) - (lanczos[..., :3] - _blur(lanczos)))
     print("coarse", coarse, "fine", fine.mean(), "psnr", quality.psnr(refined, truth / 255.0),
           quality.psnr(lanczos, truth / 255.0))
-    tiles = tiling.grid(256, 256, NATIVE, 16)
+    tiles = grid.grid(256, 256, NATIVE, 16)
     xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
     ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
     print("seam", quality.tile_seam_ratio(refined, xs, ys),
@@ -147,8 +148,8 @@ def test_an_upscaler_model_does_the_first_enlargement(with_upscalers: DaemonProc
     with Client(with_upscalers.endpoint) as c:
         model, _ = _upscale(c, source, {"refine": "off", "upscaler": "pb-compact-x2"})
         plain, _ = _upscale(c, source, {"refine": "off"})
-        bad = c.wait(c.submit("upscale", {"upscaler": "nope"},
-                              image=Frame(96, 96, "rgba8", source.tobytes())), 60)
+        bad = c.wait(c.submit(JobRequest("upscale", {"upscaler": "nope"},
+                                         image=Frame(96, 96, "rgba8", source.tobytes()))), 60)
     print("psnr", quality.psnr(model, truth / 255.0), quality.psnr(plain, truth / 255.0))
     assert quality.psnr(model, truth / 255.0) > quality.psnr(plain, truth / 255.0) + 5
     assert bad.state is JobState.FAILED and bad.error_code == "bad_field"

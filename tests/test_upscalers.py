@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from paintbridge.backend.models import upscalers
-from paintbridge.plugin.client import Client, Frame, JobState
+from paintbridge.plugin.client import Client, Frame, JobRequest, JobState
 from tools import quality
 
 from .conftest import DaemonProc, start_daemon
@@ -110,13 +110,14 @@ def test_a_full_resolution_job_uses_the_upscaler(with_upscalers: DaemonProc) -> 
         assert [u["name"] for u in header["upscalers"]] == ["pb-compact-x2"]
         outs = {}
         for name in ("", "pb-compact-x2"):
-            job = c.wait(c.submit("img2img", {"prompt": "", "seed": 2, "strength": 0.7,
+            job = c.wait(c.submit(JobRequest("img2img", {"prompt": "", "seed": 2, "strength": 0.7,
                                               "steps": 4, "upscaler": name},
-                                  image=Frame(side, side, "rgba8", picture.tobytes())), 600)
+                                             image=Frame(side, side, "rgba8",
+                                                         picture.tobytes()))), 600)
             assert job.state is JobState.DONE, job.error_message
             outs[name] = job.patches[0].data
         assert outs[""] != outs["pb-compact-x2"]
-        bad = c.wait(c.submit("img2img", {"upscaler": "nope"},
-                              image=Frame(side, side, "rgba8", picture.tobytes())), 60)
+        bad = c.wait(c.submit(JobRequest("img2img", {"upscaler": "nope"},
+                                         image=Frame(side, side, "rgba8", picture.tobytes()))), 60)
         assert bad.state is JobState.FAILED and bad.error_code == "bad_field"
         assert bad.error_message == "unknown upscaler 'nope'; known: pb-compact-x2"

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from paintbridge.plugin.client import Client, Frame, Job, JobState
+from paintbridge.plugin.client import Client, Frame, Job, JobRequest, JobState
 from paintbridge.plugin.protocol import ErrorCode
 
 from .conftest import DaemonProc, TinyModels, start_daemon
@@ -90,7 +90,7 @@ def _run(client: Client, model: str, steps: int | None = 2, kind: str = "img2img
          prompt: str = "") -> Job:
     params = {"model": model, "seed": 1, "prompt": prompt} | ({"steps": steps} if steps else {})
     image = None if kind == "txt2img" else _image()
-    job = client.submit(kind, params, image=image, size=(32, 32))
+    job = client.submit(JobRequest(kind, params, image=image, size=(32, 32)))
     client.wait(job, timeout=180)
     return job
 

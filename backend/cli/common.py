@@ -9,9 +9,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from paintbridge.plugin import hosts
-from paintbridge.plugin.hosts import ENDPOINT_ENV
+from paintbridge.plugin import shared
 from paintbridge.plugin.protocol import DEFAULT_ENDPOINT
+from paintbridge.plugin.shared import ENDPOINT_ENV
 
 
 class ExitCode(IntEnum):
@@ -38,7 +38,7 @@ def fail(message: str, code: ExitCode = ExitCode.USAGE) -> ExitCode:
 
 
 def config_path() -> Path:
-    return hosts.config_dir() / "config.json"
+    return shared.config_dir() / "config.json"
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,9 +65,9 @@ def client_options(c: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the daemon to answer (default 10)")
     c.add_argument("--server-key", help="a remote daemon's public key (or its server.key "
                                         "file); turns on CurveZMQ "
-                                        f"(env {hosts.SERVER_KEY_ENV})")
+                                        f"(env {shared.SERVER_KEY_ENV})")
     c.add_argument("--client-key", help="this client's secret key file "
-                                        f"(env {hosts.CLIENT_KEY_ENV})")
+                                        f"(env {shared.CLIENT_KEY_ENV})")
 
 
 class ClientUnusable(Exception):
@@ -83,4 +83,4 @@ def open_client(args: argparse.Namespace) -> Any:
         source = "--endpoint" if args.endpoint else f"${ENDPOINT_ENV}"
         raise ClientUnusable(f"{source} {exc}") from None
     except DaemonError as exc:  # the keys
-        raise ClientUnusable(hosts.keys_unusable(exc.message)) from None
+        raise ClientUnusable(shared.keys_unusable(exc.message)) from None

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from paintbridge.plugin import controls
-from paintbridge.plugin.client import DaemonError, Frame, Job, JobState, Patch
+from paintbridge.plugin.client import DaemonError, Frame, Job, JobRequest, JobState, Patch
 from paintbridge.plugin.params import PARAMS
 from paintbridge.plugin.protocol import KINDS, UPSCALE_FACTORS, ErrorCode, ProtocolError, Stage
 from paintbridge.plugin.region import Rect, job_region
@@ -228,11 +228,11 @@ def _submit_and_wait(args: argparse.Namespace, client: Any, image: np.ndarray,
     bar = _Bar()
     try:
         client.hello(timeout=args.timeout)   # the daemon's limits, checked before sending
-        job = client.submit(kind, params, image=None if kind == "txt2img" else rgba,
-                            mask=sel, offset=(region.x, region.y),
-                            size=(region.width, region.height), result_format="rgba8",
-                            scale=args.scale if upscaling else None,
-                            controls=control_frames)
+        job = client.submit(JobRequest(kind, params, image=None if kind == "txt2img" else rgba,
+                                       mask=sel, offset=(region.x, region.y),
+                                       size=(region.width, region.height), result_format="rgba8",
+                                       scale=args.scale if upscaling else None,
+                                       controls=control_frames))
     except ProtocolError as exc:
         raise EditFailed(f"invalid request: {exc.message}", ExitCode.USAGE) from None
     except DaemonError as exc:

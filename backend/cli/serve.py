@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paintbridge.plugin import __version__, hosts
-from paintbridge.plugin.hosts import ENDPOINT_ENV, is_loopback
+from paintbridge.plugin import __version__, shared
 from paintbridge.plugin.limits import Limits
 from paintbridge.plugin.protocol import DEFAULT_ENDPOINT
+from paintbridge.plugin.shared import ENDPOINT_ENV, is_loopback
 
 from .. import settings
 from .common import ExitCode, config_path, fail
@@ -142,7 +142,7 @@ def _endpoint(s: settings.Resolved) -> tuple[str, Any]:
     from ..door import keys
 
     bind = s["bind"] or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
-    problem = hosts.endpoint_problem(bind)
+    problem = shared.endpoint_problem(bind)
     if problem:
         raise Refused(f"{s.given_by.get('bind', f'${ENDPOINT_ENV}')} {problem}")
     if not (s["auth"] or not is_loopback(bind)):

@@ -89,9 +89,7 @@ def main(argv: list[str]) -> int:
                         router.send_multipart([ident, json.dumps(ray.info).encode()])
                     elif kind == b"run":
                         payload = pickle.loads(rest[0])
-                        job = ActiveJob(ident, payload["request"], loras=payload["loras"],
-                                        embeddings=payload["embeddings"],
-                                        controls=payload["controls"])
+                        job = ActiveJob(ident, payload["admitted"])
                         running[ident] = job
                         threading.Thread(target=work, args=(ident, job), daemon=True).start()
                     elif kind == b"cancel" and ident in running:

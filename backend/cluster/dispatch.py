@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zmq
 
 from paintbridge.plugin.protocol import ErrorCode, Stage
 
-from ..jobs.job import ActiveJob, Emit, JobRecipe
+from ..jobs.job import ActiveJob, Emit, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class ReplicaSetup:
     env: dict[str, str] = field(default_factory=dict)
     cache_size: int = 2    # models each replica keeps loaded (--cache-size)
 
-    def recipe(self) -> JobRecipe:
+    def runner(self) -> JobRunner:
         from ..models import device as dev
         from ..models.registry import ModelRegistry
         from ..models.upscalers import Upscalers
@@ -90,7 +89,7 @@ class ReplicaSetup:
                                  self.default, self.cache_size)
         registry.scan()
         choice = dev.choose(self.device, self.dtype)
-        return JobRecipe(registry, choice, Upscalers(self.upscaler_roots, choice.device),
+        return JobRunner(registry, choice, Upscalers(self.upscaler_roots, choice.device),
                          dtype_forced=bool(self.dtype))
 
 
@@ -202,16 +201,16 @@ class RayCluster:
     # ------------------------------------------------------------------ one job
 
     def run(self, job: ActiveJob, emit: Emit) -> None:
-        """The job (its frames already arrays: :func:`_portable`) on a replica, its events
-        handed to ``emit`` as the recipe made them; retried where its replica died. Ends
+        """The job (its frames already arrays: :meth:`AdmittedJob.portable`) on a replica,
+        its events handed to ``emit`` as the recipe made them; retried where its replica
+        died. Ends
         with exactly one ``end`` event; a cancelled job's is a bare ``cancelled`` (the
         daemon says why)."""
         from ray.exceptions import ActorUnavailableError, RayActorError
         from ray.serve.exceptions import RequestCancelledError
 
-        payload = {"request": job.request, "loras": job.loras, "embeddings": job.embeddings,
-                   "controls": job.controls}
-        model = job.request.params["model"]   # the daemon resolved it at submit
+        payload = {"admitted": job.admitted}
+        model = job.admitted.model   # the daemon resolved it at submit
         replica = None   # the one running the job, as its events say
         for attempt in range(RETRIES + 1):
             if job.cancel.is_set():
@@ -249,7 +248,7 @@ class RayCluster:
                 return
             except Exception as exc:   # Ray itself gone: the daemon keeps serving
                 log.exception("job %s: the cluster failed", job.request.job)
-                JobRecipe.fail(emit, ErrorCode.INTERNAL,
+                JobRunner.fail(emit, ErrorCode.INTERNAL,
                                f"the cluster failed to run the job: {type(exc).__name__}: "
                                f"{exc}")
                 return
@@ -263,18 +262,6 @@ def _cancel_when(job: ActiveJob, done: threading.Event, stream: Any) -> None:
         if job.cancel.wait(0.05):
             stream.cancel()
             return
-
-
-def _portable(job: ActiveJob) -> Any:
-    """The request with its frames as arrays (ZeroMQ frames do not travel through Ray)."""
-    req = job.request
-
-    def array(data: Any) -> Any:
-        return None if data is None else np.frombuffer(memoryview(data), np.uint8).copy()
-
-    return dataclasses.replace(req, params=dict(req.params), image_data=array(req.image_data),
-                               mask_data=array(req.mask_data),
-                               control_data=[array(d) for d in req.control_data])
 
 
 # --------------------------------------------------------------------------- daemon side
@@ -372,9 +359,10 @@ class Cluster:
         with self._held_lock:
             return sorted({name for held in self._held.values() for name in held})
 
-    def _note(self, header: dict[str, Any]) -> None:
-        """Takes the daemon's keys (``_…``) off a replica's event: what it holds, and a
-        replica that died."""
+    def _note(self, job: ActiveJob, header: dict[str, Any], where: Any) -> Any:
+        """Takes the daemon's keys (``_…``) off a replica's event: what it holds, a replica
+        that died, and who runs the job (logged when it changes: the process to look at, or
+        to stop). Returns who runs it now."""
         ours = {k: header.pop(k) for k in [k for k in header if k.startswith("_")]}
         replica, held, lost = (ours.get(k) for k in ("_replica", "_loaded", "_lost"))
         with self._held_lock:
@@ -382,6 +370,10 @@ class Cluster:
                 self._held.pop(lost, None)
             if replica is not None and held is not None:
                 self._held[replica] = held
+        runs = (replica, ours.get("_pid"), ours.get("_host")) if replica is not None else where
+        if runs != where:
+            log.info("job %s runs on replica %s (pid %s on %s)", job.request.job, *runs)
+        return runs
 
     def _socket(self) -> zmq.Socket:
         sock = getattr(self._local, "sock", None)
@@ -406,13 +398,13 @@ class Cluster:
         try:
             self._ensure()
         except ClusterError as exc:
-            JobRecipe.fail(emit, ErrorCode.INTERNAL, f"the cluster is not running: {exc}")
+            JobRunner.fail(emit, ErrorCode.INTERNAL, f"the cluster is not running: {exc}")
             return
         sock = self._socket()
-        payload = {"request": _portable(job), "loras": job.loras,
-                   "embeddings": job.embeddings, "controls": job.controls}
+        payload = {"admitted": job.admitted.portable()}
         sock.send_multipart([b"run", pickle.dumps(payload, protocol=5)])
         cancel_sent = False
+        where = None   # the replica running it, as its events say
         while True:
             if job.cancel.is_set() and not cancel_sent:
                 sock.send(b"cancel")
@@ -420,7 +412,7 @@ class Cluster:
             if sock.poll(50):
                 parts = sock.recv_multipart(copy=False)
                 header = json.loads(parts[0].bytes)
-                self._note(header)
+                where = self._note(job, header, where)
                 end = parts[1].bytes == b"1"
                 if header.get("event") == "progress":
                     job.stage = Stage(header["stage"])
@@ -436,7 +428,7 @@ class Cluster:
                     return
             elif not self._alive():
                 self._drop_socket()
-                JobRecipe.fail(emit, ErrorCode.INTERNAL,
+                JobRunner.fail(emit, ErrorCode.INTERNAL,
                                f"the cluster at {self.address} stopped while running the job "
                                "(it is started again with the next job)")
                 return

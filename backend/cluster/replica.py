@@ -6,8 +6,9 @@ Serve's router, decides what runs next) and streams the recipe's events back as 
 Serve's model multiplexing routes a job to a replica that already holds its model; the
 recipe's registry does the loading, so the client still sees "loading model …".
 
-Every event carries ``_replica`` (this replica's name) and a job's last one ``_loaded`` (the
-models it holds now): keys starting with ``_`` are for the daemon, which takes them off
+Every event carries ``_replica`` (this replica's name), ``_pid`` and ``_host`` (the process
+that runs the job, which the daemon logs) and a job's last one ``_loaded`` (the models it
+holds now): keys starting with ``_`` are for the daemon, which takes them off
 before the client sees the event.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,14 +24,16 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from ..jobs.job import ActiveJob, JobRecipe
+from ..jobs.job import ActiveJob, JobRunner
+
+HOST = socket.gethostname()
 
 
 class Replica:
     def __init__(self, setup: Any) -> None:   # cluster.ReplicaSetup
         for key, value in setup.env.items():
             os.environ.setdefault(key, value)
-        self.recipe: JobRecipe = setup.recipe()
+        self.runner: JobRunner = setup.runner()
         context = serve.get_replica_context()
         self.name = str(getattr(context.replica_id, "unique_id", context.replica_id))
 
@@ -41,22 +45,21 @@ class Replica:
         """(header, frames as arrays, end) for every event of the job, as they come; a
         cancelled call stops the job at its next step."""
         await self.hold(serve.get_multiplexed_model_id())
-        job = ActiveJob(b"", payload["request"], loras=payload["loras"],
-                        embeddings=payload["embeddings"], controls=payload["controls"])
+        job = ActiveJob(b"", payload["admitted"])
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[dict, list, bool]] = asyncio.Queue()
 
         def emit(header: dict[str, Any], frames: list[Any], end: bool) -> None:
-            header = {**header, "_replica": self.name}
+            header = {**header, "_replica": self.name, "_pid": os.getpid(), "_host": HOST}
             if end:
-                header["_loaded"] = self.recipe.registry.loaded_names()
+                header["_loaded"] = self.runner.registry.loaded_names()
                 if header.get("event") == "result":
                     header["replica"] = self.name
             arrays = [np.frombuffer(memoryview(f), np.uint8) for f in frames]
             loop.call_soon_threadsafe(events.put_nowait, (header, arrays, end))
 
-        worker = threading.Thread(target=self.recipe.run, args=(job, emit), daemon=True,
-                                  name=f"job-{payload['request'].job}")
+        worker = threading.Thread(target=self.runner.run, args=(job, emit), daemon=True,
+                                  name=f"job-{job.request.job}")
         worker.start()
         try:
             while True:

@@ -20,19 +20,19 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from paintbridge.plugin import __version__, controls, loraspec, protocol
-from paintbridge.plugin.hosts import is_loopback
-from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError, SubmitRequest
+from paintbridge.plugin import __version__, controls, protocol
+from paintbridge.plugin.protocol import ErrorCode, Limits, ProtocolError
+from paintbridge.plugin.shared import is_loopback
 
 from ..cluster.dispatch import Cluster
-from ..jobs.job import ActiveJob, Emit, JobRecipe
-from ..models.adapters import JobLora
-from ..models.controlnets import AskedControl, ControlNetLibrary
+from ..jobs.job import ActiveJob, Emit, JobRunner
+from ..models.controlnets import ControlNetLibrary
 from ..models.device import DeviceChoice
-from ..models.embeddings import EmbeddingEntry, EmbeddingLibrary
+from ..models.embeddings import EmbeddingLibrary
 from ..models.loras import LoraLibrary
-from ..models.registry import ModelEntry, ModelRegistry
-from ..models.upscalers import UpscalerError, Upscalers
+from ..models.registry import ModelRegistry
+from ..models.upscalers import Upscalers
+from .admission import Admission
 from .fairqueue import FairQueue, QueueFull
 from .keys import AuthorizedKeys, ServerKeys
 from .retention import ResultStore
@@ -46,11 +46,6 @@ HEARTBEAT_MS = 1000  # ZMQ heartbeats; a silent peer is dropped after 3 interval
 #: preprocess requests running or waiting (one at a time, off the main thread); more are
 #: refused busy, so a flood of 4096² maps cannot pile up
 MAX_PREPROCESS = 4
-
-
-def _width(arch: Any, cross_dim: int | None) -> str:
-    """An architecture in words, with the width ControlNets must match."""
-    return f"{arch or 'unknown'}, cross-attention width {cross_dim}"
 
 
 class Worker(threading.Thread):
@@ -81,7 +76,7 @@ class Worker(threading.Thread):
                     self._run_job(job, emit)
                 except Exception as exc:   # whatever went wrong, the next job still runs
                     log.exception("job %s failed outside its stages", job.request.job)
-                    JobRecipe.fail(emit, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+                    JobRunner.fail(emit, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
                 finally:
                     self.current = None
         finally:
@@ -96,7 +91,7 @@ class Worker(threading.Thread):
                              *(frames or [])], copy=False)
 
     def _run_job(self, job: ActiveJob, emit: Emit) -> None:
-        self.d.recipe.run(job, emit)
+        self.d.runner.run(job, emit)
 
 
 class ClusterWorker(Worker):
@@ -109,7 +104,7 @@ class ClusterWorker(Worker):
         self.cluster = cluster
 
     def _run_job(self, job: ActiveJob, emit: Emit) -> None:
-        self.cluster.run(job, emit, self.d.recipe.cancelled)
+        self.cluster.run(job, emit, self.d.runner.cancelled)
 
 
 class Daemon:
@@ -168,7 +163,9 @@ class Daemon:
         self._stop = threading.Event()
         self._preprocessor = ThreadPoolExecutor(1, thread_name_prefix="paintbridge-preprocess")
         self._preprocess_slots = threading.BoundedSemaphore(MAX_PREPROCESS)
-        self.recipe = JobRecipe(registry, device, self.upscalers, dtype_forced,
+        self.admission = Admission(registry, self.loras, self.embeddings, self.controlnets,
+                                   self.upscalers, self.limits)
+        self.runner = JobRunner(registry, device, self.upscalers, dtype_forced,
                                 stopping=self._stop.is_set)
         self.cluster = cluster
         self.workers: list[Worker] = ([ClusterWorker(self, cluster, i)
@@ -359,32 +356,17 @@ class Daemon:
                 ) -> None:
         if (client, job) in self.active:
             raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job '{job}' is already active", "job")
-        request = protocol.parse_submit(header, frames, self.limits)
+        admitted = self.admission.admit(protocol.parse_submit(header, frames, self.limits))
+        active = ActiveJob(client, admitted)
         try:
-            entry = self.registry.resolve(request.params["model"])
-        except KeyError as exc:
-            raise ProtocolError(ErrorCode.UNKNOWN_MODEL, exc.args[0], "model") from None
-        if entry.error:
-            raise ProtocolError(ErrorCode.MODEL_ERROR, f"model '{entry.name}': {entry.error}",
-                                "model")
-        request.params["model"] = entry.name
-        if request.params.get("upscaler"):
-            try:
-                self.upscalers.entry(request.params["upscaler"])
-            except UpscalerError as exc:
-                raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "upscaler") from None
-        active = ActiveJob(client, request, loras=self._resolve_loras(request, entry),
-                           embeddings=self._embeddings_named(request, entry),
-                           controls=self._resolve_controls(request, entry))
-        try:
-            position = (self._replace_live(client, job, active) if request.live
+            position = (self._replace_live(client, job, active) if admitted.request.live
                         else self.queue.put(client, job, active))
         except QueueFull as exc:
             raise ProtocolError(ErrorCode.BUSY, f"{exc}; try again when a job finishes"
                                 ) from None
         self.active[(client, job)] = active
         self._send(client, {"event": "accepted", "job": job, "position": self._ahead(position),
-                            "model": entry.name})
+                            "model": admitted.model})
 
     def _replace_live(self, client: bytes, job: str, active: ActiveJob) -> int:
         """Queue a live job in place of the client's previous one: a queued one hands over
@@ -414,78 +396,6 @@ class Daemon:
         if self.live.get(client) == job:
             del self.live[client]
         return self.active.pop((client, job), None)
-
-    def _resolve_loras(self, request: SubmitRequest, model: ModelEntry) -> list[JobLora]:
-        """``params.loras`` and the prompt's ``<lora:NAME:W>`` tags (taken out of the text
-        the encoder sees), each name looked up; ProtocolError naming the field."""
-        try:
-            prompt, tagged = loraspec.from_prompt(request.params["prompt"])
-        except ValueError as exc:
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"prompt: {exc}", "prompt") from None
-        asked = list(request.params["loras"] or []) + tagged
-        if not asked:
-            return []
-        try:
-            asked = loraspec.check(asked, self.limits.max_loras)
-        except ValueError as exc:
-            raise ProtocolError(ErrorCode.BAD_FIELD, str(exc), "loras") from None
-        request.params["prompt"] = prompt
-        out = []
-        for item in asked:
-            try:
-                entry = self.loras.resolve(item["name"])
-            except KeyError as exc:
-                raise ProtocolError(ErrorCode.BAD_FIELD, exc.args[0], "loras") from None
-            if entry.error:
-                raise ProtocolError(ErrorCode.BAD_FIELD,
-                                    f"LoRA '{entry.name}' is not usable: {entry.error}", "loras")
-            if entry.arch == "sdxl" and not model.xl or entry.arch in ("sd1", "sd2") \
-                    and model.xl:
-                raise ProtocolError(ErrorCode.BAD_FIELD,
-                                    f"LoRA '{entry.name}' is for {entry.arch}; model "
-                                    f"'{model.name}' is {model.arch}", "loras")
-            out.append(JobLora(entry, item["weight"], item.get("text_encoder_weight")))
-        request.params["loras"] = [{"name": lo.entry.name, "weight": lo.weight} for lo in out]
-        return out
-
-    def _resolve_controls(self, request: SubmitRequest, model: ModelEntry
-                          ) -> list[AskedControl]:
-        """Each control's ControlNet: the one named, or one of its type made for the model's
-        architecture (the cross-attention width tells it); ProtocolError naming the field."""
-        items = request.params["controls"] or []
-        if not items:
-            return []
-        width = model.cross_dim
-        out = []
-        for i, item in enumerate(items):
-            where = f"controls[{i}]"
-            if item["model"] is None:
-                entry = self.controlnets.pick(item["type"], width)
-                if entry is None:
-                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}: no {item['type']} "
-                                        f"ControlNet for model '{model.name}' "
-                                        f"({_width(model.arch, width)}): put one in a "
-                                        "ControlNet folder (paintbridge serve --controlnets "
-                                        "DIR) or name one in 'model'", "controls")
-            else:
-                try:
-                    entry = self.controlnets.resolve(item["model"])
-                except KeyError as exc:
-                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.model: {exc.args[0]}",
-                                        "controls") from None
-                if entry.error:
-                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.model: ControlNet "
-                                        f"'{entry.name}' is not usable: {entry.error}",
-                                        "controls")
-                if entry.cross_dim != width:
-                    made_for = _width(entry.arch, entry.cross_dim)
-                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.model: ControlNet "
-                                        f"'{entry.name}' is for {made_for}; model "
-                                        f"'{model.name}' is {_width(model.arch, width)}",
-                                        "controls")
-            item["model"] = entry.name
-            out.append(AskedControl(item, entry))
-        return out
 
     def _preprocess(self, client: bytes, header: dict[str, Any], frames: list[Any],
                     reply: dict[str, Any]) -> None:
@@ -547,20 +457,6 @@ class Daemon:
             log.exception("could not send a reply to %r", client)
         finally:
             push.close(linger=1000)
-
-    def _embeddings_named(self, request: SubmitRequest, model: ModelEntry
-                          ) -> list[EmbeddingEntry]:
-        """The embeddings whose names the prompts use as words (A1111's rule)."""
-        named = self.embeddings.named_in(request.params["prompt"],
-                                         request.params["negative_prompt"])
-        for e in named:
-            if e.error:
-                raise ProtocolError(ErrorCode.BAD_FIELD,
-                                    f"embedding '{e.name}' is not usable: {e.error}", "prompt")
-            if e.arch is not None and (e.arch == "sdxl") != model.xl:
-                raise ProtocolError(ErrorCode.BAD_FIELD, f"embedding '{e.name}' is for "
-                                    f"{e.arch}; model '{model.name}' is {model.arch}", "prompt")
-        return named
 
     def _fetch(self, client: bytes, job: str | None) -> None:
         """Where a job stands, for a client that lost its connection: a queued job answers

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zmq.auth
 
-from paintbridge.plugin import hosts
+from paintbridge.plugin import shared
 
 #: a client's name becomes file names and appears in commands: keep it shell- and path-safe
 CLIENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -38,7 +38,7 @@ def check_client_name(name: str) -> str:
 
 
 def default_dir() -> Path:
-    return hosts.keys_dir()
+    return shared.keys_dir()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ one ``result``, ``error`` or ``cancelled`` with ``end`` true. Nothing here knows
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -15,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from paintbridge.plugin.protocol import ErrorCode, Stage, SubmitRequest
 
@@ -37,33 +40,66 @@ OOM_LOADING_ADVICE = ("out of memory loading model '{}': use a smaller model, ke
                       "models loaded (--cache-size 1), or --dtype float16 on a GPU")
 
 
+@dataclass(frozen=True)
+class AdmittedJob:
+    """A submit as the daemon resolved it at the door (backend/door/admission.py): the
+    request with its params as they will run (the model's name, the prompt without its
+    ``<lora:…>`` tags, each LoRA and control named) and what those names found. The worker,
+    a cluster replica and ``fetch`` read it; nothing rewrites it."""
+
+    request: SubmitRequest
+    loras: tuple[JobLora, ...] = ()
+    embeddings: tuple[EmbeddingEntry, ...] = ()   # the ones the prompts name
+    controls: tuple[AskedControl, ...] = ()
+
+    @property
+    def model(self) -> str:
+        return self.request.params["model"]
+
+    def portable(self) -> AdmittedJob:
+        """The same job with its frames as arrays: ZeroMQ frames do not travel through Ray
+        or pickle (a cluster replica's payload)."""
+        req = self.request
+
+        def array(data: Any) -> Any:
+            return None if data is None else np.frombuffer(memoryview(data), np.uint8).copy()
+
+        return dataclasses.replace(self, request=dataclasses.replace(
+            req, image_data=array(req.image_data), mask_data=array(req.mask_data),
+            control_data=[array(d) for d in req.control_data]))
+
+
 @dataclass
 class ActiveJob:
+    """An admitted job on its way: where it stands, and the flag that cancels it."""
+
     client: bytes
-    request: SubmitRequest
+    admitted: AdmittedJob
     cancel: threading.Event = field(default_factory=threading.Event)
     stage: Stage | None = None  # written by the worker, read by fetch
     step: int = 0
     total: int = 0
-    loras: list[JobLora] = field(default_factory=list)   # resolved at submit
-    embeddings: list[EmbeddingEntry] = field(default_factory=list)   # named in the prompts
-    controls: list[AskedControl] = field(default_factory=list)   # resolved at submit
     replaced_by: str | None = None   # the live job that took over from this one
     retries: int = 0   # times a cluster replica died under it (backend/cluster/dispatch.py)
+
+    @property
+    def request(self) -> SubmitRequest:
+        return self.admitted.request
 
     def progress_event(self) -> dict[str, Any]:
         """Where the running job stands: loading its model, or at a denoising step."""
         if self.stage == Stage.LOADING:
             return {"event": "progress", "stage": Stage.LOADING,
-                    "model": self.request.params["model"]}
+                    "model": self.admitted.model}
         if self.stage == Stage.RETRYING:
             return {"event": "progress", "stage": Stage.RETRYING, "retry": self.retries}
         return {"event": "progress", "stage": Stage.DENOISING, "step": self.step,
                 "total": self.total}
 
 
-class JobRecipe:
-    """The job recipe on one device: its registry (a model cache), upscalers and dtype."""
+class JobRunner:
+    """Runs jobs on one device (the recipe, jobs/recipe.py, is what it runs): its registry (a
+    model cache), upscalers and dtype."""
 
     def __init__(self, registry: ModelRegistry, device: DeviceChoice, upscalers: Upscalers,
                  dtype_forced: bool = False,
@@ -119,14 +155,14 @@ class JobRecipe:
         try:
             nets = [recipe.JobControl(c.item, self.controlnets.get(
                         c.entry, self.device.device, self.model_dtype(entry)))
-                    for c in job.controls]
+                    for c in job.admitted.controls]
         except ControlNetError as exc:
             self.fail(emit, ErrorCode.BAD_FIELD, str(exc), field="controls")
             return
         try:
             job.stage = Stage.DENOISING
-            results = recipe.run(req, loaded, job.cancel, progress, job.loras, job.embeddings,
-                                 self.upscalers, nets)
+            results = recipe.run(req, loaded, job.cancel, progress, list(job.admitted.loras),
+                                 list(job.admitted.embeddings), self.upscalers, nets)
         except recipe.JobCancelled:
             emit(self.cancelled(job), [], True)
             return

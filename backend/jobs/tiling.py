@@ -32,6 +32,7 @@ from paintbridge.plugin.protocol import FORMATS, SubmitRequest
 
 from ..models import upscalers
 from . import pixels, seams
+from .grid import Tile, grid, ramp
 
 #: refine when the region's side (square root of its area) is at least this many times the
 #: model's: below it the model still sees more than half the region's resolution, and
@@ -102,49 +103,6 @@ def variation_steps(req: SubmitRequest, native: int, steps: int) -> int:
     first = steps if req.kind == "txt2img" else pass_steps(steps, params["strength"])
     refine = params["refine_strength"] if composes(req) else params["strength"]
     return first + len(grid(width, height, *tile_side(req, native))) * pass_steps(steps, refine)
-
-
-@dataclass(frozen=True)
-class Tile:
-    x: int
-    y: int
-    width: int
-    height: int
-    left: int    # px shared with the tile before it in its row (0 for the first)
-    top: int     # px shared with the row of tiles above (0 for the first row)
-
-
-def starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one side: evenly spread, every overlap at least ``overlap``."""
-    if length <= tile:
-        return [0]
-    count = math.ceil((length - tile) / (tile - overlap)) + 1
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
-
-
-def grid(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
-    """Tiles covering the region in raster order (the order they are refined in)."""
-    overlap = max(0, min(overlap, tile // 2))
-    xs, ys = starts(width, tile, overlap), starts(height, tile, overlap)
-    tw, th = min(tile, width), min(tile, height)
-    return [Tile(x, y, tw, th, xs[i - 1] + tw - x if i else 0, ys[j - 1] + th - y if j else 0)
-            for j, y in enumerate(ys) for i, x in enumerate(xs)]
-
-
-def ramp(tile: Tile) -> np.ndarray:
-    """(h, w, 1) weight of a tile over what earlier tiles left: 0 → 1 across the middle half
-    of each overlap, so neither tile's outermost pixels (where a model's padding shows)
-    reach the picture."""
-    def side(n: int, shared: int) -> np.ndarray:
-        w = np.ones(n, np.float32)
-        if shared:
-            margin = shared // 4
-            span = shared - 2 * margin
-            w[:shared] = np.clip((np.arange(shared, dtype=np.float32) - margin + 0.5) / span,
-                                 0.0, 1.0)
-        return w
-    return (side(tile.height, tile.top)[:, None] * side(tile.width, tile.left)[None, :]
-            )[..., None]
 
 
 def tile_side(req: SubmitRequest, native: int) -> tuple[int, int]:

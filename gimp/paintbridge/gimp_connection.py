@@ -1,7 +1,8 @@
 """The plug-in's connection to the daemon: the endpoint and CurveZMQ key arguments, their
 values (or the environment's), a session that uses them, and messages that say what to fix
-when no daemon answers. The rules and words are plugin.hosts's, shared with Krita. No GimpUi
-here: batch runs import it too."""
+when no daemon answers, and :func:`connect`, which brings them together for one run. The rules
+and words are plugin.shared's, shared with Krita. No GimpUi here (the dialogs are imported
+only when the user is there): batch runs import it too."""
 
 from __future__ import annotations
 
@@ -12,44 +13,45 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GObject  # noqa: E402
-from paintbridge_errors import PaintbridgeError  # noqa: E402
 
-from plugin import hosts  # noqa: E402
+from plugin import shared  # noqa: E402
+from plugin.oneshot import PaintbridgeError  # noqa: E402
 from plugin.protocol import DEFAULT_ENDPOINT  # noqa: E402
 
 #: the connection's arguments, shown in the dialog's "Daemon" expander
 DAEMON_FIELDS = ["endpoint", "server-key", "client-key"]
-#: where this host takes the keys, for plugin.hosts's messages
+#: where this host takes the keys, for plugin.shared's messages
 KEYS_WHERE = ("the filter's Server key and Client key arguments (under \"Daemon\" in its "
               "dialog)")
 RW = GObject.ParamFlags.READWRITE
+START_WAIT_S = 120.0     # how long a freshly started daemon may take to answer
 
 
 def add_arguments(proc: Gimp.Procedure) -> None:
     proc.add_string_argument("endpoint", "Daemon _endpoint", "ZeroMQ endpoint of the daemon; "
-                             f"empty: ${hosts.ENDPOINT_ENV} or {DEFAULT_ENDPOINT}", "", RW)
+                             f"empty: ${shared.ENDPOINT_ENV} or {DEFAULT_ENDPOINT}", "", RW)
     proc.add_string_argument("server-key", "Ser_ver key", "The daemon's public key (40 Z85 "
                              "characters, printed by `paintbridge serve`, or its server.key "
                              "file) for a daemon that requires keys; empty: "
-                             f"${hosts.SERVER_KEY_ENV}, or none for a local daemon", "", RW)
+                             f"${shared.SERVER_KEY_ENV}, or none for a local daemon", "", RW)
     # A string, not a file argument: GIMP itself refuses a missing file with an unreadable
     # "value out of range", where the plug-in says which file and why; the dialog adds a
     # file chooser button to its entry.
     proc.add_string_argument("client-key", "C_lient key", "This machine's secret key file "
                              "(NAME.key_secret from `paintbridge keys client NAME`); empty: "
-                             f"${hosts.CLIENT_KEY_ENV}", "", RW)
+                             f"${shared.CLIENT_KEY_ENV}", "", RW)
 
 
 def connection_from_config(config: Gimp.ProcedureConfig) -> tuple[str, str, str]:
     """(endpoint, server key, client key file) from the arguments, each falling back to its
     environment variable when empty; "" where neither gives one."""
-    from plugin.hosts import default_endpoint
+    from plugin.shared import default_endpoint
 
     endpoint = (config.get_property("endpoint") or "").strip() or default_endpoint()
     server_key = ((config.get_property("server-key") or "").strip()
-                  or os.environ.get(hosts.SERVER_KEY_ENV, "").strip())
+                  or os.environ.get(shared.SERVER_KEY_ENV, "").strip())
     client_key = ((config.get_property("client-key") or "").strip()
-                  or os.environ.get(hosts.CLIENT_KEY_ENV, "").strip())
+                  or os.environ.get(shared.CLIENT_KEY_ENV, "").strip())
     client_key = os.path.expanduser(client_key) if client_key else ""
     return endpoint, server_key, client_key
 
@@ -99,7 +101,7 @@ def refusal(session) -> str | None:
 def can_offer_start(endpoint: str, server_key: str, session=None) -> bool:
     """Only a local daemon without keys can be started from the plug-in, and only where
     none runs yet (not where one that requires keys refused us)."""
-    if server_key or not hosts.is_loopback(endpoint):
+    if server_key or not shared.is_loopback(endpoint):
         return False
     return session is None or not handshake_refused(session)
 
@@ -114,3 +116,55 @@ def not_connected(session, offered: bool) -> str:
         return (f"{message} (or run this filter from the Filters ▸ Paintbridge menu, which "
                 "offers to start it).")
     return f"{message}."
+
+
+def connect(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig,
+            run_mode: Gimp.RunMode):  # -> Session | None
+    """A session whose daemon answers, or None when the user cancelled. From the menu (a
+    dialog, or Repeat with the last values) a daemon that does not answer is offered to be
+    started (loopback, no keys); in the dialog the user can still correct the endpoint and
+    the keys, so there a connection problem is shown in it. Scripts and batch runs are never
+    asked anything: the problem is their error."""
+    with_user = run_mode != Gimp.RunMode.NONINTERACTIVE
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    session, problem, ready = None, None, False
+    try:
+        connection = connection_from_config(config)
+        session = open_session(*connection)
+    except PaintbridgeError as exc:
+        if not interactive:
+            raise
+        connection, problem = None, str(exc)
+    try:
+        if with_user and session is not None and not session.check(timeout=1.0):
+            endpoint, server_key, _ = connection
+            if can_offer_start(endpoint, server_key, session):
+                import gimp_dialogs
+
+                if not gimp_dialogs.offer_daemon(session, endpoint, START_WAIT_S):
+                    return None
+            elif interactive:
+                problem = not_connected(session, False)
+            else:
+                raise PaintbridgeError(not_connected(session, False))
+        if interactive:
+            import gimp_dialogs
+
+            if not gimp_dialogs.settings_dialog(procedure, config, session, problem):
+                return None
+            changed = connection_from_config(config)
+            if session is None or changed != connection:
+                if session is not None:
+                    session.close()
+                    session = None
+                connection = changed
+                session = open_session(*connection)
+        endpoint, server_key, _ = connection
+        if not session.connected and not session.check(timeout=2.0):
+            raise PaintbridgeError(not_connected(session, can_offer_start(endpoint, server_key,
+                                                                          session)))
+        ready = True
+        return session
+    finally:
+        if session is not None and not ready:
+            session.close()

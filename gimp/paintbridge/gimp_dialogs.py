@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 import gi
 
@@ -13,8 +12,6 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 from gi.repository import Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
-
-from plugin.client import JobState  # noqa: E402
 
 _ui_ready = False
 
@@ -36,10 +33,9 @@ def offer_daemon(session, endpoint: str, wait_s: float) -> bool:
     """No daemon answers: say so and, on a loopback endpoint, offer to start one that outlives
     GIMP. True once a daemon answers, False when the user declines; raises the plug-in's
     error when the started daemon does not come up."""
-    from paintbridge_errors import PaintbridgeError
-
     from plugin import launcher
-    from plugin.hosts import is_loopback
+    from plugin.oneshot import PaintbridgeError
+    from plugin.shared import is_loopback
 
     _init_ui()
     text = f"No paintbridge daemon answers at {endpoint}."
@@ -181,11 +177,11 @@ def _add_file_button(dialog, config, prop: str) -> None:
 
 class CancelWindow:
     """A small window with the step count and a Cancel button while the job runs (GIMP's own
-    progress bar shows the same; this one can stop the job)."""
+    progress bar shows the same; this one can stop the job): ``cancelled`` turns True when
+    the user presses Cancel or closes it."""
 
-    def __init__(self, title: str, cancel: Callable[[], None]) -> None:
+    def __init__(self, title: str) -> None:
         _init_ui()
-        self._cancel = cancel
         self.cancelled = False
         self.window = Gtk.Dialog(title=f"Paintbridge: {title}")
         self.window.add_button("_Cancel", Gtk.ResponseType.CANCEL)
@@ -203,18 +199,19 @@ class CancelWindow:
         if not self.cancelled:
             self.cancelled = True
             self.bar.set_text("Cancelling…")
-            self._cancel()
 
-    def iterate(self, job) -> None:
-        from plugin.session import job_progress
+    def show(self, fraction: float | None, text: str) -> None:
+        """The job's state (``fraction`` None: not known yet, the bar pulses)."""
+        if self.cancelled:
+            return
+        self.bar.set_text(text)
+        if fraction is None:
+            self.bar.pulse()
+        else:
+            self.bar.set_fraction(fraction)
 
-        if not self.cancelled and job.state is not JobState.SENT:
-            done, text = job_progress(job)
-            self.bar.set_text(text)
-            if done is None:
-                self.bar.pulse()
-            else:
-                self.bar.set_fraction(done)
+    def pump(self) -> None:
+        """Let GTK draw the window and take the button's click."""
         _pump_events()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GObject  # noqa: E402
 
+from plugin import controls  # noqa: E402
 from plugin.params import INT32_MAX, PARAMS, Param  # noqa: E402
 
 RW = GObject.ParamFlags.READWRITE
@@ -111,31 +112,57 @@ def upscale_from_config(config: Gimp.ProcedureConfig) -> int:
     return int(config.get_property("upscale-factor"))
 
 
-#: the control arguments of the generating procedures (one control layer; plugin/controls.py)
-CONTROL_FIELDS = ["control-drawable", "control-type", "control-model", "control-strength"]
+def control_arg(f: controls.Field) -> str:
+    """A control key's argument: ``control-`` and its name with dashes."""
+    return "control-" + f.name.replace("_", "-")
+
+
+#: the "not set" value of a control key's list (an optional key's choices): the daemon's
+#: choice (the type's usual preprocessor...)
+UNSET_CHOICE = "default"
+#: the control arguments of the generating procedures, in order: the layer, then one per key
+#: of plugin.controls.FIELDS (one control layer)
+CONTROL_FIELDS = ["control-drawable", *(control_arg(f) for f in controls.FIELDS)]
+
+
+def control_label(f: controls.Field) -> str:
+    """"Control strength", "ControlNet": the key's label, said to be the control's."""
+    if f.label.lower().startswith("control"):
+        return f.label
+    return f"Control {f.label[:1].lower()}{f.label[1:]}"
 
 
 def add_control_arguments(proc: Gimp.Procedure) -> None:
-    """A layer whose drawing steers the job (ControlNet), what it holds, which ControlNet
-    (empty: one the daemon has for the type and the model) and how strongly."""
-    from plugin.controls import MAX_STRENGTH, TYPES
-
+    """A layer whose drawing steers the job (ControlNet), then one argument per key of
+    plugin.controls.FIELDS: a list for a key with choices (an optional one starts at "not
+    set"), text for a name (empty: not set), a number in the key's range."""
     proc.add_drawable_argument("control-drawable", "_Control layer",
                                "A layer with your drawing (scribble, line art, depth…) that "
                                "steers the result; it is never changed. None: no control",
                                True, RW)
-    proc.add_choice_argument("control-type", "Control _type",
-                             "What the control layer holds", _choice(TYPES), "scribble", RW)
-    proc.add_string_argument("control-model", "Control_Net",
-                             "A ControlNet's name (`paintbridge models` lists them); empty: "
-                             "one the daemon has for the type and the model", "", RW)
-    proc.add_double_argument("control-strength", "Control st_rength",
-                             "How strongly the control layer steers (0-2)", 0.0,
-                             MAX_STRENGTH, 1.0, RW)
+    for f in controls.FIELDS:
+        name, label = control_arg(f), control_label(f)
+        if f.type is str and f.choices:
+            choices = dict(f.choices)
+            if not f.required:
+                if UNSET_CHOICE in choices:
+                    raise ValueError(f"control key {f.name}: '{UNSET_CHOICE}' is a choice")
+                choices = {UNSET_CHOICE: "Default (the daemon's choice)", **choices}
+            start = f.default if f.default is not None else next(iter(choices))
+            proc.add_choice_argument(name, label, f.help, _choice(choices), start, RW)
+        elif f.type is str:
+            proc.add_string_argument(name, label, f.help, f.default or "", RW)
+        elif f.type in (int, float):
+            add = proc.add_int_argument if f.type is int else proc.add_double_argument
+            add(name, label, f.help, f.type(f.lo), f.type(f.hi), f.type(f.default), RW)
+        else:
+            raise TypeError(f"no GIMP argument type for control key {f.name} "
+                            f"({f.type.__name__})")
 
 
 def controls_from_config(config: Gimp.ProcedureConfig) -> list:  # -> [ControlLayer]
-    """The control layer the arguments name, as plugin/'s ControlLayer (none when unset)."""
+    """The control layer the arguments name, as plugin/'s ControlLayer (none when unset):
+    one value per key, "" where a key is not set."""
     from plugin.session import ControlLayer
 
     if config.find_property("control-drawable") is None:
@@ -143,7 +170,23 @@ def controls_from_config(config: Gimp.ProcedureConfig) -> list:  # -> [ControlLa
     drawable = config.get_property("control-drawable")
     if drawable is None:
         return []
-    return [ControlLayer(str(drawable.get_id()), config.get_property("control-type"),
-                         config.get_property("control-model") or None,
-                         float(config.get_property("control-strength")),
-                         name=drawable.get_name())]
+    values = {}
+    for f in controls.FIELDS:
+        value = config.get_property(control_arg(f))
+        unset = f.choices is not None and not f.required and value == UNSET_CHOICE
+        values[f.name] = "" if f.type is str and (unset or not value) else value
+    return [ControlLayer(str(drawable.get_id()), name=drawable.get_name(), **values)]
+
+
+def job_from_config(config: Gimp.ProcedureConfig, kind: str, expanding: bool):
+    """(GenerationSettings, plugin.oneshot.JobSpec) from the procedure's arguments; a value
+    that cannot be used is the plug-in's error."""
+    from plugin.oneshot import JobSpec, PaintbridgeError
+
+    try:
+        return settings_from_config(config, kind), JobSpec(
+            expansion=expansion_from_config(config) if expanding else None,
+            upscale=upscale_from_config(config) if kind == "upscale" else 0,
+            control_layers=controls_from_config(config))
+    except ValueError as exc:
+        raise PaintbridgeError(str(exc)) from exc

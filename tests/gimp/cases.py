@@ -6,7 +6,6 @@ itself: every number the assertions need is recorded. With PB_SUITE=auth it runs
 cases of tests/test_gimp_auth.py instead (against a daemon that requires CurveZMQ keys).
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -19,10 +18,21 @@ ENDPOINT = os.environ["PB_ENDPOINT"]
 DEAD_ENDPOINT = os.environ.get("PB_DEAD_ENDPOINT", "")
 PLUG_IN_DIR = os.environ["PB_PLUG_IN_DIR"]
 PDB = Gimp.get_pdb()
-W, H = 96, 72
 SEL = (32, 24, 24, 20)  # x, y, w, h
 #: the control case's outline, drawn by tests/test_gimp.py (PB_CONTROL)
 CONTROL = json.loads(os.environ.get("PB_CONTROL", "{}"))
+sys.path.insert(0, OUT)    # the scripts beside this one (tests/gimp/), copied there with it
+from images import (  # noqa: E402
+    alpha_stats,
+    changes,
+    composite,
+    digest,
+    make_image,
+    raw,
+    state,
+    tree,
+    walk,
+)
 
 
 def plug_in_modules():
@@ -30,86 +40,6 @@ def plug_in_modules():
     folder = os.path.join(PLUG_IN_DIR, "paintbridge")
     if folder not in sys.path:
         sys.path.insert(0, folder)
-
-
-def gradient(w, h):
-    """An 8-bit RGBA test picture with a different value in every pixel."""
-    return bytes(v for y in range(h) for x in range(w)
-                 for v in ((x * 255) // max(1, w - 1), (y * 255) // max(1, h - 1),
-                           (x * y) % 256, 255))
-
-
-def make_image(precision=Gimp.Precision.U8_NON_LINEAR, gray=False, grouped=False):
-    """Two layers, "bottom" (with a layer mask) and "top" (smaller, offset), bottom active;
-    ``grouped`` puts "bottom" into a layer group "folder"."""
-    base = Gimp.ImageBaseType.GRAY if gray else Gimp.ImageBaseType.RGB
-    kind = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
-    img = Gimp.Image.new_with_precision(W, H, base, precision)
-    bottom = Gimp.Layer.new(img, "bottom", W, H, kind, 100.0, Gimp.LayerMode.NORMAL)
-    parent = None
-    if grouped:
-        parent = Gimp.GroupLayer.new(img, "folder")
-        img.insert_layer(parent, None, 0)
-    img.insert_layer(bottom, parent, 0)
-    buf = bottom.get_buffer()
-    buf.set(Gegl.Rectangle.new(0, 0, W, H), "R'G'B'A u8", gradient(W, H))
-    buf.flush()
-    mask = bottom.create_mask(Gimp.AddMaskType.WHITE)
-    bottom.add_mask(mask)
-    top = Gimp.Layer.new(img, "top", 40, 30, kind, 60.0, Gimp.LayerMode.NORMAL)
-    img.insert_layer(top, None, 0)
-    top.set_offsets(4, 6)
-    tb = top.get_buffer()
-    tb.set(Gegl.Rectangle.new(0, 0, 40, 30), "R'G'B'A u8", gradient(40, 30)[::-1])
-    tb.flush()
-    img.set_selected_layers([bottom])
-    return img, bottom, top
-
-
-def raw(drawable):
-    """All of a drawable's pixels as float (lossless for every precision: identity checks)."""
-    buf = drawable.get_buffer()
-    fmt = "Y float" if isinstance(drawable, Gimp.Channel) else "RGBA float"
-    return bytes(buf.get(Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height()),
-                         1.0, fmt, Gegl.AbyssPolicy.NONE))
-
-
-def composite(img):
-    """The visible image as 8-bit RGBA, row-major."""
-    dup = img.duplicate()
-    merged = dup.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
-    _, ox, oy = merged.get_offsets()
-    data = bytes(merged.get_buffer().get(Gegl.Rectangle.new(-ox, -oy, W, H), 1.0,
-                                         "R'G'B'A u8", Gegl.AbyssPolicy.NONE))
-    dup.delete()
-    return data
-
-
-def tree(items):
-    out = []
-    for item in items:
-        entry = {"name": item.get_name()}
-        if item.is_group_layer():
-            entry["children"] = tree(item.get_children())
-        else:
-            _, x, y = item.get_offsets()
-            entry.update(x=x, y=y, w=item.get_width(), h=item.get_height())
-        out.append(entry)
-    return out
-
-
-def digest(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def state(img, bottom, top):
-    """Everything the plug-in must leave alone, fingerprinted."""
-    sel = Gimp.Selection.bounds(img)
-    return {"bottom": digest(raw(bottom)), "bottom_mask": digest(raw(bottom.get_mask())),
-            "top": digest(raw(top)), "selection": list(sel[1:]),
-            "selection_px": digest(raw(img.get_selection())),
-            "size": [img.get_width(), img.get_height()],
-            "precision": img.get_precision().value_nick}
 
 
 def run_procedure(name, img, drawable, **args):
@@ -124,43 +54,6 @@ def run_procedure(name, img, drawable, **args):
     status = result.index(0)
     message = result.index(1) if result.length() > 1 else None
     return status.value_nick, message
-
-
-def alpha_stats(layer, img):
-    """Where a result layer is opaque, in canvas coordinates, and whether its values use
-    the depth of the image (16-bit values that are not 8-bit values scaled)."""
-    w, h = layer.get_width(), layer.get_height()
-    _, ox, oy = layer.get_offsets()
-    a8 = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8",
-                                      Gegl.AbyssPolicy.NONE))
-    alpha = [(ox + i % w, oy + i // w) for i in range(w * h) if a8[4 * i + 3]]
-    xs, ys = [p[0] for p in alpha] or [0], [p[1] for p in alpha] or [0]
-    out = {"name": layer.get_name(), "opaque": len(alpha),
-           "box": [min(xs), min(ys), max(xs) + 1, max(ys) + 1]}
-    if not img.get_precision().value_nick.startswith("u8"):
-        import struct
-
-        d16 = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0,
-                                           "R'G'B'A u16", Gegl.AbyssPolicy.NONE))
-        vals = struct.unpack(f"<{len(d16) // 2}H", d16)
-        rgb = [v for i, v in enumerate(vals) if i % 4 != 3 and vals[i - i % 4 + 3] == 65535]
-        out["not_8bit"] = sum(v % 257 != 0 for v in rgb)
-        out["rgb_values"] = len(rgb)
-    return out
-
-
-def changes(before, after, box):
-    """Pixels of the composite that changed inside and outside ``box`` (x1, y1, x2, y2)."""
-    inside = outside = n_in = 0
-    for i in range(W * H):
-        x, y = i % W, i // W
-        diff = before[4 * i:4 * i + 4] != after[4 * i:4 * i + 4]
-        if box[0] <= x < box[2] and box[1] <= y < box[3]:
-            n_in += 1
-            inside += diff
-        else:
-            outside += diff
-    return {"inside": inside, "inside_total": n_in, "outside": outside}
 
 
 COMMON = {"prompt": "a red apple", "steps": 3, "seed": 7, "grow": 0, "feather": 0,
@@ -279,14 +172,6 @@ def control_case():
     return res
 
 
-def walk(items):
-    for item in items:
-        if item.is_group_layer():
-            yield from walk(item.get_children())
-        else:
-            yield item
-
-
 def undo_group_trace():
     """Drive the plug-in's own GimpDocument.add_results on a real image through a proxy that
     records the calls: every change must fall between one undo_group_start/end pair."""
@@ -371,12 +256,14 @@ def settings_read_back():
 
 
 def progress_texts():
-    """A real job through the plug-in's own wait loop with GIMP's progress calls recorded:
-    on a fresh daemon the job first loads its model, and the bar says which."""
+    """A real job through the plug-in's own flow (plugin.oneshot with gimp_host's progress
+    bar) with GIMP's progress calls recorded: on a fresh daemon the job first loads its
+    model, and the bar says which."""
     plug_in_modules()
-    import gimp_job
     from gimp_document import GimpDocument
+    from gimp_host import GimpProgress
 
+    from plugin import oneshot
     from plugin.session import GenerationSettings, Session
 
     img, bottom, _ = make_image()
@@ -393,17 +280,39 @@ def progress_texts():
     try:
         session.check(timeout=30.0)
         doc = GimpDocument(img, bottom)
-        job = session.submit(doc, GenerationSettings(
-            mode="inpaint", prompt="a red apple", steps=3, seed=7, grow=0, feather=0,
-            padding=8))
-        gimp_job.wait(session, job, "inpaint", False)
-        delivered = session.deliver(doc)
+        with GimpProgress("inpaint", False) as shown:
+            outcome = oneshot.run(session, doc, GenerationSettings(
+                mode="inpaint", prompt="a red apple", steps=3, seed=7, grow=0, feather=0,
+                padding=8), progress=shown.progress, cancelled=shown.cancelled)
     finally:
         Gimp.progress_set_text = original
         session.close()
     img.delete()
-    return {"texts": texts, "state": job.state.value, "model": job.model,
-            "delivered": delivered}
+    return {"texts": texts, "state": outcome.job.state.value, "model": outcome.job.model,
+            "delivered": outcome.names}
+
+
+def controls_read_back():
+    """The plug-in's reading of its control arguments into plugin/'s ControlLayer: none
+    without a layer; with one, the defaults ("not set" as empty), then set values."""
+    plug_in_modules()
+    from gimp_params import controls_from_config
+
+    img, bottom, top = make_image()
+    config = PDB.lookup_procedure("paintbridge-generate").create_config()
+    out = {"none": [repr(c) for c in controls_from_config(config)]}
+    config.set_property("control-drawable", top)
+    (default,) = controls_from_config(config)
+    out["default"] = {"layer": default.layer, "top": str(top.get_id()), "name": default.name,
+                      "values": default.values, "item": default.item()}
+    for key, value in {"control-type": "canny", "control-model": "my-canny",
+                       "control-strength": 0.5, "control-start": 0.1, "control-end": 0.8,
+                       "control-preprocess": "none"}.items():
+        config.set_property(key, value)
+    (chosen,) = controls_from_config(config)
+    out["set"] = {"values": chosen.values, "item": chosen.item()}
+    img.delete()
+    return out
 
 
 def main():
@@ -411,7 +320,7 @@ def main():
     only = os.environ.get("PB_ONLY")
     # first: the daemon has loaded no model yet
     for name, fn in (("progress", progress_texts), ("arguments", arguments),
-                     ("settings", settings_read_back)):
+                     ("settings", settings_read_back), ("controls", controls_read_back)):
         if only and name not in only.split(","):
             continue
         try:

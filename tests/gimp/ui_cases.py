@@ -15,9 +15,10 @@ from gi.repository import Gegl, Gimp, GLib, GObject, Gtk  # noqa: E402
 OUT = os.environ["PB_OUT"]
 sys.path.insert(0, os.path.join(os.environ["PB_PLUG_IN_DIR"], "paintbridge"))
 import gimp_dialogs  # noqa: E402
-import gimp_job  # noqa: E402
 from gimp_document import GimpDocument  # noqa: E402
+from gimp_host import GimpProgress  # noqa: E402
 
+from plugin import oneshot  # noqa: E402
 from plugin.params import PARAMS  # noqa: E402
 from plugin.session import GenerationSettings, Session  # noqa: E402
 
@@ -182,17 +183,18 @@ def cancel_running_job():
     try:
         session.check()
         doc = GimpDocument(img, layer)
-        job = session.submit(doc, GenerationSettings(prompt="slow", mode="inpaint", steps=200,
-                                                     seed=1))
         press(Gtk.ResponseType.CANCEL, seen, after_ms=500)
-        gimp_job.wait(session, job, "inpaint", True)
-        delivered = session.deliver(doc)
+        with GimpProgress("inpaint", True) as shown:
+            outcome = oneshot.run(session, doc, GenerationSettings(
+                prompt="slow", mode="inpaint", steps=200, seed=1), progress=shown.progress,
+                cancelled=shown.cancelled)
     finally:
         session.close()
     layers = [lay.get_name() for lay in img.get_layers()]
     img.delete()
+    job = outcome.job
     return {"seen": seen, "state": job.state.value, "step": job.step, "total": job.total,
-            "delivered": delivered, "layers": layers}
+            "cancelled": outcome.cancelled, "delivered": outcome.names, "layers": layers}
 
 
 def plug_in_run():

@@ -43,11 +43,11 @@ def _refused_generate(docker, doc, layer, source, before, tag):
 def script(cfg):
     app = Krita.instance()
     doc, layer, source = yield from ui.open_document("paintbridge-auth")
-    from paintbridge import docker as docker_module
+    from paintbridge import connection as connection_module
 
     docker = ui.show_docker()
     c = docker.controller
-    RES["box_hidden_at_start"] = not docker.connection_box.isVisible()
+    RES["box_hidden_at_start"] = not docker.connection.connection_box.isVisible()
     _type = ui._type
     _type(docker.widgets["prompt"], "a blue pear")
     docker.widgets["steps"].setValue(3)
@@ -59,28 +59,28 @@ def script(cfg):
     _refused_generate(docker, doc, layer, source, before, "plain")
 
     # --- 2. the right server key, but a client key the daemon never authorized
-    RES["box_opened_by_refusal"] = docker.connection_box.isVisible()
-    if not docker.connection_toggle.isChecked():
-        ui._click(docker.connection_toggle)
-    RES["box_shown"] = docker.connection_box.isVisible()
-    _enter(docker.server_key_edit, cfg["server_key"])
-    RES["server_key_typed"] = docker.server_key_edit.text() == cfg["server_key"]
-    _enter(docker.client_key_edit, cfg["wrong_key"])
+    RES["box_opened_by_refusal"] = docker.connection.connection_box.isVisible()
+    if not docker.connection.connection_toggle.isChecked():
+        ui._click(docker.connection.connection_toggle)
+    RES["box_shown"] = docker.connection.connection_box.isVisible()
+    _enter(docker.connection.server_key_edit, cfg["server_key"])
+    RES["server_key_typed"] = docker.connection.server_key_edit.text() == cfg["server_key"]
+    _enter(docker.connection.client_key_edit, cfg["wrong_key"])
     yield "wrong key refused", lambda: "refused this client's keys" in \
         docker.status_label.text(), 60
     _refused_generate(docker, doc, layer, source, before, "wrong")
 
     # --- 3. a client key file that is no key at all: said at once, nothing is sent
-    _enter(docker.client_key_edit, cfg["bad_key"])
+    _enter(docker.connection.client_key_edit, cfg["bad_key"])
     RES["message_bad_set"] = docker.message_label.text()
     RES["key_error"] = c.session.key_error
     _refused_generate(docker, doc, layer, source, before, "bad")
 
     # --- 4. the right key, chosen with the file picker: connected, Generate works
-    docker_module.QFileDialog.getOpenFileName = staticmethod(
+    connection_module.QFileDialog.getOpenFileName = staticmethod(
         lambda *a, **k: (cfg["right_key"], ""))
-    ui._click(docker.client_key_button)
-    RES["client_key_picked"] = docker.client_key_edit.text()
+    ui._click(docker.connection.client_key_button)
+    RES["client_key_picked"] = docker.connection.client_key_edit.text()
     yield "connected with keys", lambda: c.session.connected, 60
     RES["status_ok"] = docker.status_label.text()
     RES["key_error_ok"] = c.session.key_error

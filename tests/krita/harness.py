@@ -93,6 +93,14 @@ def run_krita_gui(home: KritaHome, env: dict[str, str], limit: int) -> tuple[int
     it); returns the exit code and the log."""
     env = dict(env)
     env.pop("QT_QPA_PLATFORM", None)
+    # Krita is a single application by default: a second krita (another test's, or a
+    # developer's) hands its arguments to the first through a local socket and exits 0, so
+    # the driver never runs. Each test's Krita is its own instance.
+    home.config.mkdir(parents=True, exist_ok=True)
+    display_rc = home.config / "kritadisplayrc"
+    if "EnableSingleApplication" not in (display_rc.read_text() if display_rc.is_file() else ""):
+        with open(display_rc, "a") as rc_file:
+            rc_file.write("[General]\nEnableSingleApplication=false\n")
     rc, log = 0, ""
     for _attempt in range(2):   # a display number taken by a parallel Xvfb: retry
         display = str(random.randint(100, 900))

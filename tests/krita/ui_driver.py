@@ -16,7 +16,6 @@ import time
 import traceback
 
 from PyQt5.QtCore import QByteArray, Qt, QTimer
-from PyQt5.QtWidgets import QToolButton
 
 from krita import Krita, Selection
 
@@ -219,7 +218,18 @@ def script(cfg):
     RES["special_texts"] = {p.name: docker.widgets[p.name].specialValueText() for p in PARAMS
                             if hasattr(docker.widgets[p.name], "specialValueText")}
     RES["steps_range"] = [docker.widgets["steps"].minimum(), docker.widgets["steps"].maximum()]
-    RES["advanced_folded"] = not docker.advanced_box.isVisible()
+    RES["advanced_folded"] = not docker.form.advanced_box.isVisible()
+    row = docker.controls.add_row()              # a control row: a widget per controls key
+    RES["control_widgets"] = {n: type(w).__name__ for n, w in row.editors.items()}
+    RES["control_tips"] = {n: w.toolTip() for n, w in row.editors.items()}
+    RES["control_layer_picked"] = row.layer.pick("Background")
+    yield "control row shown", lambda: row.isVisible(), 10   # Qt shows it on the next turn
+    docker.grab().save(os.path.join(cfg["out"], "docker-control.png"))
+    fresh = row.control()
+    RES["control_fresh"] = {"name": fresh.name, "values": fresh.values,
+                            "item": fresh.item()}
+    docker.controls.remove_row(row)
+    RES["control_rows_left"] = len(docker.controls.rows)
 
     # --- 1. generate into the selection
     before = _projection(doc)
@@ -281,7 +291,7 @@ def script(cfg):
     RES["unchanged_after_crash"] = _projection(doc) == after
     yield "disconnected", lambda: not c.session.connected, 60
     RES["status_down"] = docker.status_label.text()
-    RES["start_button_visible"] = docker.start_button.isVisible()
+    RES["start_button_visible"] = docker.connection.start_button.isVisible()
     docker.widgets["steps"].setValue(4)
     docker.widgets["count"].setValue(2)
     _click(docker.generate_button)
@@ -289,7 +299,7 @@ def script(cfg):
     RES["layers_down"] = _layers(doc)
 
     # --- 4. "Start local daemon": it comes back, the docker reconnects and works
-    _click(docker.start_button)
+    _click(docker.connection.start_button)
     RES["start_message"] = docker.message_label.text()
     yield "reconnected", lambda: c.session.connected, 150
     RES["daemon2_pid"] = c.daemon_proc.pid if c.daemon_proc else None
@@ -316,7 +326,7 @@ def script(cfg):
     RES["action_toggles"] = last.visible() != was
     docker.widgets["seed"].setValue(-1)                     # "Random"
     RES["random_seed"] = [docker.widgets["seed"].text(), docker.settings().seed]
-    _click(docker.reuse_button)
+    _click(docker.form.reuse_button)
     RES["reused_seed"] = [docker.widgets["seed"].text(), docker.settings().seed]
 
     # --- 5. a LoRA from the daemon's list steers the result; then it is removed again
@@ -326,10 +336,10 @@ def script(cfg):
     prompt = docker.widgets["prompt"]
     prompt.setPlainText("")
     lora._add_chosen(lora.add_combo.findData("gray-kohya"))   # as picking it in the list
-    lora.rows[0][2].setValue(1.0)
+    lora.rows[0].editors["weight"].setValue(1.0)
     RES["lora_text"] = lora.text()
     RES["lora_saved"] = json.loads(app.readSetting("paintbridge", "settings", "{}"))["loras"]
-    lora._insert("gray-kohya")                                 # the "T" button
+    lora.insert("gray-kohya")                                 # the "T" button
     RES["prompt_with_triggers"] = prompt.toPlainText()
     prompt.setPlainText("a gray circle on a blue background")
     docker.widgets["steps"].setValue(0)                        # the model's default
@@ -342,8 +352,7 @@ def script(cfg):
         RES[f"lora_message_{label}"] = c.message.text
         RES[f"gray_share_{label}"] = _word_share(doc, c.results[-1].layer)
         if label == "with":
-            remove = lora.rows[0][1].findChildren(QToolButton)[-1]
-            _click(remove)
+            _click(lora.rows[0].remove_button)
             RES["lora_text_removed"] = lora.text()
     prompt.setPlainText("a red apple")                         # as the settings test expects
 
@@ -458,15 +467,16 @@ def _control_step(app, doc, layer, docker, c, cfg):
 
     yield "the source layer active", source_active, 20
     source, res = bytes(layer.pixelData(0, 0, W, H)), {}
-    docker.mode_combo.setCurrentIndex(docker.mode_combo.findData("txt2img"))
+    docker.form.mode_combo.setCurrentIndex(docker.form.mode_combo.findData("txt2img"))
     docker.widgets["prompt"].setPlainText("a red shape on a white background")
     docker.widgets["seed"].setValue(7)
     docker.widgets["count"].setValue(1)
-    row = docker.add_control()
+    row = docker.controls.add_row()
     res["layer_offered"] = row.layer.pick("lines")
-    res["type"] = row.type.currentData()
-    yield "ControlNets offered", lambda: row.model.count() > 1, 30
-    res["models_offered"] = [row.model.itemData(i) for i in range(row.model.count())]
+    res["type"] = row.editors["type"].currentData()
+    models = row.editors["model"]                # editors made from plugin.controls.FIELDS
+    yield "ControlNets offered", lambda: models.count() > 1, 30
+    res["models_offered"] = [models.itemData(i) for i in range(models.count())]
     n_layers = len(_layers(doc))
     _click(row.map_button)
     res["map_message"] = c.message.text
@@ -494,12 +504,12 @@ def _control_step(app, doc, layer, docker, c, cfg):
     from paintbridge.document import KritaDocument
 
     c.generate(docker.settings(), lambda: KritaDocument(doc, lines),
-               control_layers=docker.control_layers())
+               control_layers=docker.controls.layers())
     res["refused_message"] = c.message.text
     res["refused_running"] = c.running
-    docker.remove_control(row)
+    docker.controls.remove_row(row)
     doc.setActiveNode(layer)
-    docker.mode_combo.setCurrentIndex(docker.mode_combo.findData("auto"))
+    docker.form.mode_combo.setCurrentIndex(docker.form.mode_combo.findData("auto"))
     docker.widgets["prompt"].setPlainText("a red apple")
     RES["control"] = res
 
