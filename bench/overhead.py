@@ -74,8 +74,7 @@ def load_bare(model_dir: Path, dtype_name: str) -> Any:
         str(model_dir), torch_dtype=getattr(torch, dtype_name), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False, local_files_only=True)
     pipe.to("cpu")
-    pipe.unet.to(memory_format=torch.channels_last)
-    pipe.vae.to(memory_format=torch.channels_last)
+    pipe.unet.to(memory_format=torch.channels_last)   # the VAE stays plain on the CPU
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("transfer", "overhead", "canvas", "hardening", "loras", "controls",
-              "edit_memory", "live", "detail", "cluster")
+              "edit_memory", "live", "detail", "fidelity", "cluster")
 
 
 def main(argv: list[str] | None = None) -> int:

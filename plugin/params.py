@@ -248,7 +248,8 @@ PARAMS: tuple[Param, ...] = (
           "upscale of a full-resolution job; empty: Lanczos", hi=512, from_daemon=True,
           advanced=True),
     Param("tile_size", int, "T_ile size",
-          "Side of a full-resolution tile in pixels; the model's own size when unset",
+          "Side of a full-resolution tile in pixels; the model's own size when unset (set, "
+          "low-strength image to image runs in tiles too rather than in one call)",
           lo=64, hi=2048, unset=0, unset_text="Model's size", advanced=True),
 )
 

@@ -122,13 +122,14 @@ def test_image_to_image_keeps_the_fine_structure_without_tile_seams(
         embedded: DaemonProc) -> None:
     """A 256² region (4 × the model's side) at low strength: scaled down to 64² and back,
     the 1-px lines are gone (fine-structure correlation near 0); refined in tiles at 1:1
-    they are kept, and the tile boundaries step no more than the picture does elsewhere."""
+    (a tile size asked for: else this region would run whole, in one call) they are kept,
+    and the tile boundaries step no more than the picture does elsewhere."""
     side = 256
     picture = quality.test_picture(side)
     source = picture / 255.0
     with Client(embedded.endpoint) as c:
         off, _ = _run(c, "img2img", picture, {"strength": 0.15, "refine": "off"})
-        on, job = _run(c, "img2img", picture, {"strength": 0.15})   # on by default
+        on, job = _run(c, "img2img", picture, {"strength": 0.15, "tile_size": NATIVE})
     assert job.step == job.total > 0
     d_off, d_on = quality.detail(off, source), quality.detail(on, source)
     assert d_off < 0.05 and d_on > d_off + 0.12, (d_off, d_on)

@@ -122,3 +122,82 @@ def placed(patch: Any, width: int, height: int) -> np.ndarray:
     px = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
     out[patch.y:patch.y + patch.height, patch.x:patch.x + patch.width] = px / 255.0
     return out
+
+
+# ------------------------------------------------------------------ measures an artist sees
+
+#: a pixel is on an edge of the source when its luminance gradient is in this top fraction
+EDGE_FRACTION = 0.05
+#: a source pixel is flat when its 3 × 3 neighbourhood has no luminance step above this (0..1)
+FLAT_STEP = 1.0 / 255
+COLOUR_RADIUS = 8   # px: colour drift is measured on colours averaged over 17 × 17
+
+
+def _gradient(t: torch.Tensor) -> torch.Tensor:
+    """|∇| of a (1, 1, h, w) luminance by central differences (edges replicated)."""
+    p = F.pad(t, (1, 1, 1, 1), mode="replicate")
+    gx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
+    gy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+    return torch.sqrt(gx * gx + gy * gy)
+
+
+def edge_steepness(result: np.ndarray, source: np.ndarray) -> float:
+    """How steep the source's edges still are in ``result``: the mean gradient over the
+    source's steepest pixels (:data:`EDGE_FRACTION`), result's over the source's (1 = kept,
+    lower = blurred). Images (h, w, ≥3) in [0, 1]."""
+    gs, gr = _gradient(_luma(source)), _gradient(_luma(result))
+    cut = torch.quantile(gs.flatten()[:: max(1, gs.numel() // 1_000_000)], 1 - EDGE_FRACTION)
+    edges = gs >= max(float(cut), 1e-6)
+    return float(gr[edges].mean() / gs[edges].mean())
+
+
+def flat_texture(result: np.ndarray, source: np.ndarray) -> float:
+    """The mean luminance gradient of ``result`` (in 0..255 steps) where the source is flat:
+    what a tile grid, noise or blotches add to areas that had nothing."""
+    ls = _luma(source)
+    step = F.max_pool2d(_gradient(ls), 3, stride=1, padding=1)
+    flat = step <= FLAT_STEP
+    if not bool(flat.any()):
+        return 0.0
+    return float(_gradient(_luma(result))[flat].mean()) * 255
+
+
+def colour_drift(result: np.ndarray, source: np.ndarray, radius: int = COLOUR_RADIUS) -> float:
+    """Mean distance (0..255, RGB) between the two pictures' local colours (averaged over
+    (2·radius+1)² px): yellow turned orange shows here, fine detail does not."""
+    def local(img: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(img[..., :3].astype(np.float32)))
+        return _box(t.permute(2, 0, 1)[None], radius)
+
+    d = local(result) - local(source)
+    return float(torch.sqrt((d * d).sum(1)).mean()) * 255
+
+
+def flat_shapes(side: int, seed: int = 3) -> np.ndarray:
+    """(side, side, 4) uint8: flat coloured shapes with sharp edges on a flat ground (the
+    embedded model's own world; where a tile grid or blotches show at once)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (side, side), (224, 208, 64))
+    draw = ImageDraw.Draw(image)
+    rng = np.random.default_rng(seed)
+    for i in range(10):
+        x, y = (int(v) for v in rng.integers(side // 8, side - side // 8, 2))
+        r = int(rng.integers(side // 14, side // 6))
+        colour = tuple(int(v) for v in rng.integers(20, 235, 3))
+        (draw.ellipse if i % 2 else draw.rectangle)([x - r, y - r, x + r, y + r], fill=colour)
+    return np.asarray(image.convert("RGBA"))
+
+
+def sample_photo(side: int, name: str = "china.jpg") -> np.ndarray:
+    """(side, side, 4) uint8: a photo no one here took (scikit-learn's sample images), its
+    middle square resized to ``side`` (Lanczos)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    rgb = load_sample_image(name)
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    square = Image.fromarray(np.ascontiguousarray(rgb[y:y + s, x:x + s]))
+    return np.asarray(square.resize((side, side), Image.Resampling.LANCZOS).convert("RGBA"))

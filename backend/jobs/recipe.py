@@ -26,7 +26,7 @@ from ..models.adapters import JobLora, LoraError
 from ..models.embeddings import EmbeddingEntry
 from ..models.registry import LCM_DEFAULTS, LoadedModel
 from ..models.upscalers import UpscalerError, Upscalers
-from . import differential, failpoints, pixels, preprocess, schedulers, seams, tiling
+from . import differential, failpoints, paths, pixels, preprocess, schedulers, seams, tiling
 
 #: model defaults when neither the request nor the model's paintbridge.json says
 FALLBACK_STEPS = 20
@@ -180,6 +180,16 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         raise StageFailed(stages.now) from exc
 
 
+#: the paths that make one pipeline call for the whole region (paths.plan)
+ONE_CALL = ("scaled", "whole")
+
+
+def _pad(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(h, w, c) grown to (height, width) by repeating its last row and column."""
+    h, w = array.shape[:2]
+    return np.pad(array, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
+
+
 class _Recipe:
     """One job on one loaded model. :meth:`run` is the recipe, step by step; :meth:`denoise`
     is one pipeline call, which the tiles (``tiling.Denoise``) make as often as they need."""
@@ -190,7 +200,7 @@ class _Recipe:
         self._progress = progress
         self.controls = controls
         self.sampling = Sampling.resolve(req.params, model.entry.defaults)
-        self.plan = tiling.plan(req, model.native_size, self.sampling.steps)
+        self.plan = paths.plan(req, model.native_size, self.sampling.steps)
         self.pipes: dict[str, Any] = {}
         self.controlnet: Any = None
         self.maps: list[np.ndarray] = []
@@ -204,7 +214,7 @@ class _Recipe:
         req, params = self.req, self.req.params
         # 1. check the inputs (the scaled path decodes them whole; tiles band by band)
         failpoints.hit("decode", params["prompt"])
-        prep = prepare(req) if self.plan.path == "scaled" else None
+        prep = prepare(req) if self.plan.path in ONE_CALL else None
         if prep is None and req.mask is not None \
                 and not (pixels.frame_array(req.mask_data, req.mask) > 0).any():
             raise BadInput("the mask selects nothing")
@@ -275,7 +285,7 @@ class _Recipe:
         return self.pipes[kind]
 
     def _upscaler(self, upscalers: Upscalers | None) -> Any:
-        if self.plan.path == "scaled" or not self.req.params.get("upscaler"):
+        if self.plan.path in ONE_CALL or not self.req.params.get("upscaler"):
             return None
         if upscalers is None:
             raise UpscalerError("this daemon has no upscalers")
@@ -283,17 +293,25 @@ class _Recipe:
         return upscalers.get(self.req.params["upscaler"])
 
     def _scaled(self, prep: Prepared, seed: int) -> pixels.EncodedPatch:
-        """The region at the model's size, denoised, scaled back and cut to its alpha."""
+        """One pipeline call for the whole region, cut to its alpha: at the model's size and
+        back (``scaled``), or at the region's own size, padded to the model's multiple of 8
+        and cropped (``whole``: no resampling at all)."""
         req, params = self.req, self.req.params
         width, height = req.size
-        mw, mh = pixels.model_size(width, height, self.model.native_size)
-        image = pixels.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
-        mask = pixels.resize(prep.model_mask[..., None], mw, mh)[..., 0]
+        if self.plan.path == "whole":
+            mw, mh = -(-width // 8) * 8, -(-height // 8) * 8
+            image = _pad(prep.rgb, mw, mh) if prep.rgb is not None else None
+            mask = _pad(prep.model_mask[..., None], mw, mh)[..., 0]
+        else:
+            mw, mh = pixels.model_size(width, height, self.model.native_size)
+            image = pixels.resize(prep.rgb, mw, mh) if prep.rgb is not None else None
+            mask = pixels.resize(prep.model_mask[..., None], mw, mh)[..., 0]
         strength = params["strength"] if req.kind != "txt2img" else 1.0
         out = self.denoise(image, mask, mw, mh, strength, seed, req.kind, None)
         self.stages.now = "encoding the result"
         failpoints.hit("encode", params["prompt"])
-        rgb = pixels.resize(out, width, height)
+        rgb = (out[:height, :width] if self.plan.path == "whole"
+               else pixels.resize(out, width, height))
         if prep.rgb is not None and params["colour_match"] == "on":
             rgb = seams.match_edges(rgb, prep.rgb, prep.alpha)
         return pixels.make_patch(rgb, prep.alpha, req.offset, req.result_format)
@@ -323,7 +341,7 @@ class _Recipe:
         image_t = _to_tensor(image) if image is not None else torch.full((1, 3, h, w), 0.5)
         freeze, mask = self._soft_selection(pipe, image_t, image, mask, seed, kind)
         args = self._call_args(kind, image_t, mask, w, h, strength, box)
-        expected = steps if kind == "txt2img" else tiling.pass_steps(steps, strength)
+        expected = steps if kind == "txt2img" else paths.pass_steps(steps, strength)
         if self.cancel.is_set():
             raise JobCancelled
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -340,7 +358,7 @@ class _Recipe:
         if self.cancel.is_set():
             raise JobCancelled
         self.done += expected
-        self.stages.now = ("refining at full resolution" if self.plan.path != "scaled"
+        self.stages.now = ("refining at full resolution" if self.plan.path not in ONE_CALL
                            else "encoding the result")
         return np.asarray(out, np.float32)
 
@@ -406,7 +424,7 @@ class _Recipe:
         """The pipeline's step callback: cancel, soft selection, progress and previews."""
         before = self.done
         prompt = self.req.params["prompt"]
-        previews = self.req.preview and self.plan.path == "scaled"
+        previews = self.req.preview and self.plan.path in ONE_CALL
 
         def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict:
             if self.cancel.is_set():

@@ -1,16 +1,19 @@
 """Full resolution for regions larger than the model's own size.
 
-Scaling a 3000-px region down to a 512-px model and back blurs it. Instead a composition
-pass runs at the model's size as before. Where the job changes the picture's layout (text to
-image, inpainting, image to image above :data:`COMPOSE_ABOVE`) its result is upscaled (an
-upscaler model, then Lanczos) into a canvas at the region's own resolution, over the source;
-image to image at low strength keeps the source as the canvas, so its sharp structure stays.
-Then overlapping tiles of the model's size refine the canvas at 1:1, one after another, by
-image to image (inpainting for inpaint jobs, so what lies outside the selection stays the
-source). Each tile keeps only its detail finer than :data:`COLOUR_SCALE` over the
-composition's colours (every VAE pass shifts colours; tiles would drift apart), starts from
-the canvas as the tiles before it left it, and takes over across the middle half of its
-overlap: no seam.
+Scaling a 3000-px region down to a 512-px model and back blurs it. Image to image at low
+strength (up to :data:`WHOLE_UP_TO`) on a region that fits :data:`WHOLE_MAX_PIXELS` is one
+pipeline call on the region at its own size (``whole``: what the bare diffusers call
+does). Beyond that, tiles: where the job changes the picture's layout (text to image,
+inpainting, image to image above :data:`COMPOSE_ABOVE`) a composition pass runs at the
+model's size and its result is upscaled (an upscaler model, then Lanczos) into a canvas at
+the region's own resolution, over the source; image to image at low strength has no
+composition pass: the source is the canvas and its own colours the reference, so its sharp
+structure and its colours stay. Then overlapping tiles of the model's size refine the canvas
+at 1:1, one after another, by image to image (inpainting for inpaint jobs, so what lies
+outside the selection stays the source). Each tile keeps only its detail finer than
+:data:`COLOUR_SCALE` over the reference's colours (every VAE pass shifts colours; tiles
+would drift apart), starts from the canvas as the tiles before it left it, and takes over
+across the middle half of its overlap: no seam.
 
 Memory: every full-size array is 8-bit (the canvas, the grown selection) or a view of the
 request's frames; float work is done one tile or one band of rows at a time, and the VAE
@@ -22,8 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -33,13 +35,8 @@ from paintbridge.plugin.protocol import FORMATS, SubmitRequest
 from ..models import upscalers
 from . import pixels, seams
 from .grid import Tile, grid, ramp
+from .paths import Plan, composes, tile_side
 
-#: refine when the region's side (square root of its area) is at least this many times the
-#: model's: below it the model still sees more than half the region's resolution, and
-#: tiles (at least four, plus the composition) would cost five times as much for little
-REFINE_FROM = 2.0
-#: image to image stronger than this changes the layout: composition pass first
-COMPOSE_ABOVE = 0.5
 #: the tiles keep only detail finer than this many pixels (or the composition's own scale
 #: where it is coarser); colours and shapes come from the composition
 COLOUR_SCALE = 4.0
@@ -57,64 +54,12 @@ class Denoise(Protocol):
                  box: tuple[int, int, int, int] | None = None) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How a job is painted, and how many denoising steps one variation takes (the
-    progress bar's total): ``scaled`` (the region at the model's size and back), ``tiled``
-    (composition, then tiles at 1:1) or ``upscale``."""
-
-    path: Literal["scaled", "tiled", "upscale"]
-    steps_per_variation: int
-
-
-def plan(req: SubmitRequest, native: int, steps: int) -> Plan:
-    if req.kind == "upscale":
-        return Plan("upscale", upscale_steps(req, native, steps))
-    if applies(req, native) and not req.live:   # live jobs are drafts: the model's size
-        return Plan("tiled", variation_steps(req, native, steps))
-    return Plan("scaled", steps if req.kind == "txt2img"
-                else pass_steps(steps, req.params["strength"]))
-
-
 def paint(how: Plan, req: SubmitRequest, native: int, seed: int, denoise: Denoise,
           cancelled: Callable[[], bool], preview: Callable[[np.ndarray], None] | None,
           upscaler: Any = None) -> pixels.EncodedPatch:
     """One variation of a tiled or upscale job."""
     paint_one = upscale if how.path == "upscale" else run
     return paint_one(req, native, seed, denoise, cancelled, preview, upscaler)
-
-
-def applies(req: SubmitRequest, native: int) -> bool:
-    width, height = req.size
-    return req.params["refine"] == "on" and math.sqrt(width * height) >= REFINE_FROM * native
-
-
-def composes(req: SubmitRequest) -> bool:
-    """Whether the composition pass's result becomes the canvas (else the tiles refine the
-    source itself, and the composition gives only the colours)."""
-    return req.kind != "img2img" or req.params["strength"] > COMPOSE_ABOVE
-
-
-def variation_steps(req: SubmitRequest, native: int, steps: int) -> int:
-    """Denoising steps of one variation (progress totals): the composition pass, then every
-    tile (an upper bound for inpainting, which skips the tiles outside the selection)."""
-    params = req.params
-    width, height = req.size
-    first = steps if req.kind == "txt2img" else pass_steps(steps, params["strength"])
-    refine = params["refine_strength"] if composes(req) else params["strength"]
-    return first + len(grid(width, height, *tile_side(req, native))) * pass_steps(steps, refine)
-
-
-def tile_side(req: SubmitRequest, native: int) -> tuple[int, int]:
-    """(tile, overlap) in px: ``tile_size`` or the model's size; overlap a quarter."""
-    tile = req.params["tile_size"] or native
-    overlap = req.params["tile_overlap"] or max(16, tile // 4)
-    return tile, min(overlap, tile // 2)
-
-
-def pass_steps(steps: int, strength: float) -> int:
-    """Denoising steps diffusers runs for image to image at ``strength`` (progress totals)."""
-    return max(1, min(int(steps * strength), steps))
 
 
 class Region:
@@ -258,35 +203,49 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
     small_source = (np.asarray(Image.fromarray(source).reduce(match_scale))
                     if source is not None else None)
 
-    # the composition pass, at the model's size
-    mw, mh = pixels.model_size(width, height, native)
-    image = (_pil_resize(canvas, mw, mh).astype(np.float32) / 255.0
-             if source is not None else None)
-    mask = _pil_resize(grown, mw, mh).astype(np.float32) / 255.0 if grown is not None else None
-    strength = 1.0 if kind == "txt2img" else params["strength"]
-    small_f = denoise(image, mask, mw, mh, strength, seed, kind, None)
-    if mask is not None and image is not None and params["colour_match"] == "on":
-        # inpainting pastes only the selection over the source: its colours are matched to
-        # the ring of context the model saw (as the scaled path does), before upscaling
-        small_f = seams.match_edges(small_f, image, mask)
-    small = _to8(small_f)
-    if upscaler is not None:   # an upscaler model's ×2/×4 first; Lanczos the rest of the way
-        small = upscalers.upscale(upscaler, small)
-    if compose_pass:
-        _upscale_into(canvas, small, grown)
+    if compose_pass:   # the composition pass, at the model's size: the layout
+        small, scale = _compose(req, region, canvas, source, grown, native, seed, denoise,
+                                upscaler)
+        strength = params["refine_strength"]
+    else:   # low strength: the tiles refine the source, over its own colours (no VAE pass
+        # shifted them, nothing at the model's size blurred its edges)
+        small = _pil_resize(canvas, max(1, round(width / COLOUR_SCALE)),
+                            max(1, round(height / COLOUR_SCALE)))
+        scale, strength = COLOUR_SCALE, params["strength"]
     if cancelled():
         return _empty(req)
 
-    # refine at 1:1, tile after tile: each tile's detail over the composition's colours
-    # (at least COLOUR_SCALE: every pass through a VAE shifts colours a little)
-    scale = max(COLOUR_SCALE, math.sqrt(width * height / (mw * mh)))
-    strength = params["refine_strength"] if compose_pass else params["strength"]
+    # refine at 1:1, tile after tile: each tile's detail over the reference's colours
     tiles = [t for t in grid(width, height, tile, overlap)
              if grown is None or grown[t.y:t.y + t.height, t.x:t.x + t.width].any()]
     if not _refine(canvas, small, scale, tiles, strength, grown, seed,
                    "inpaint" if kind == "inpaint" else "img2img", denoise, cancelled, preview):
         return _empty(req)
     return _encode(req, region, canvas, small_source, match_scale)
+
+
+def _compose(req: SubmitRequest, region: Region, canvas: np.ndarray,
+             source: np.ndarray | None, grown: np.ndarray | None, native: int, seed: int,
+             denoise: Denoise, upscaler: Any) -> tuple[np.ndarray, float]:
+    """The composition pass at the model's size, upscaled into ``canvas`` (over the
+    source); returns it (the tiles' colours) and the scale below which the tiles keep their
+    own detail (at least COLOUR_SCALE: every pass through a VAE shifts colours a little)."""
+    width, height = region.width, region.height
+    mw, mh = pixels.model_size(width, height, native)
+    image = (_pil_resize(canvas, mw, mh).astype(np.float32) / 255.0
+             if source is not None else None)
+    mask = _pil_resize(grown, mw, mh).astype(np.float32) / 255.0 if grown is not None else None
+    strength = 1.0 if req.kind == "txt2img" else req.params["strength"]
+    small_f = denoise(image, mask, mw, mh, strength, seed, req.kind, None)
+    if mask is not None and image is not None and req.params["colour_match"] == "on":
+        # inpainting pastes only the selection over the source: its colours are matched to
+        # the ring of context the model saw (as the scaled path does), before upscaling
+        small_f = seams.match_edges(small_f, image, mask)
+    small = _to8(small_f)
+    if upscaler is not None:   # an upscaler model's ×2/×4 first; Lanczos the rest of the way
+        small = upscalers.upscale(upscaler, small)
+    _upscale_into(canvas, small, grown)
+    return small, max(COLOUR_SCALE, math.sqrt(width * height / (mw * mh)))
 
 
 def _refine(canvas: np.ndarray, small: np.ndarray, scale: float, tiles: list[Tile],
@@ -324,16 +283,6 @@ def _refine(canvas: np.ndarray, small: np.ndarray, scale: float, tiles: list[Til
         if cancelled():
             return False
     return True
-
-
-def upscale_steps(req: SubmitRequest, native: int, steps: int) -> int:
-    """Denoising steps of one upscale variation (progress totals; 1 for the plain upscale
-    when it is not refined)."""
-    if req.params["refine"] != "on":
-        return 1
-    width, height = req.result_size
-    tiles = len(grid(width, height, *tile_side(req, native)))
-    return tiles * pass_steps(steps, req.params["refine_strength"])
 
 
 def upscale(req: SubmitRequest, native: int, seed: int, denoise: Denoise,

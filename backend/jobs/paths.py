@@ -1,0 +1,109 @@
+"""Which way a job is painted, decided before any model work, and how many denoising steps
+one variation takes (the progress bar's total): the region at the model's size and back
+(``scaled``), at its own size in one call (``whole``), in tiles (``tiled``, backend/jobs/
+tiling.py) or enlarged (``upscale``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from paintbridge.plugin.protocol import SubmitRequest
+
+from .grid import grid
+
+#: refine when the region's side (square root of its area) is at least this many times the
+#: model's: below it the model still sees more than half the region's resolution, and
+#: tiles (at least four, plus the composition) would cost five times as much for little
+REFINE_FROM = 2.0
+#: image to image stronger than this changes the layout: composition pass first
+COMPOSE_ABOVE = 0.5
+#: image to image up to this strength refines the source itself: the region at its own
+#: resolution in one pipeline call, as the bare diffusers call would. Measured
+#: (bench/fidelity.py, 512², the embedded model): the composition pass and the tiles'
+#: colour split lost 3-5 dB PSNR to that call at 0.1, 0.3 and 0.6, and at 0.6 kept 0.12 of
+#: the edges' steepness against its 0.73. Stronger changes the layout, where a model run
+#: far above its size repeats content: composition first.
+WHOLE_UP_TO = 0.6
+#: ... where that one call fits: regions up to this many pixels (1024²). Above it, tiles.
+WHOLE_MAX_PIXELS = 1024 * 1024
+
+
+def whole(req: SubmitRequest, native: int) -> bool:
+    """Whether the job runs on the region at its own resolution, in one call: image to
+    image at low strength on a region larger than the model's size that fits
+    :data:`WHOLE_MAX_PIXELS` (live drafts and ``refine`` off keep the model's size; a
+    ``tile_size`` asked for means tiles)."""
+    width, height = req.size
+    return (req.kind == "img2img" and req.params["refine"] == "on" and not req.live
+            and not req.params["tile_size"]
+            and req.params["strength"] <= WHOLE_UP_TO
+            and native * native < width * height <= WHOLE_MAX_PIXELS)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a job is painted, and how many denoising steps one variation takes (the
+    progress bar's total): ``scaled`` (the region at the model's size and back), ``whole``
+    (the region at its own size, one call), ``tiled`` (composition, then tiles at 1:1) or
+    ``upscale``."""
+
+    path: Literal["scaled", "whole", "tiled", "upscale"]
+    steps_per_variation: int
+
+
+def plan(req: SubmitRequest, native: int, steps: int) -> Plan:
+    if req.kind == "upscale":
+        return Plan("upscale", upscale_steps(req, native, steps))
+    if whole(req, native):
+        return Plan("whole", pass_steps(steps, req.params["strength"]))
+    if applies(req, native) and not req.live:   # live jobs are drafts: the model's size
+        return Plan("tiled", variation_steps(req, native, steps))
+    return Plan("scaled", steps if req.kind == "txt2img"
+                else pass_steps(steps, req.params["strength"]))
+
+
+def applies(req: SubmitRequest, native: int) -> bool:
+    width, height = req.size
+    return req.params["refine"] == "on" and math.sqrt(width * height) >= REFINE_FROM * native
+
+
+def composes(req: SubmitRequest) -> bool:
+    """Whether the composition pass's result becomes the canvas (else the tiles refine the
+    source itself, and the composition gives only the colours)."""
+    return req.kind != "img2img" or req.params["strength"] > COMPOSE_ABOVE
+
+
+def variation_steps(req: SubmitRequest, native: int, steps: int) -> int:
+    """Denoising steps of one variation (progress totals): the composition pass, then every
+    tile (an upper bound for inpainting, which skips the tiles outside the selection)."""
+    params = req.params
+    width, height = req.size
+    tiles = len(grid(width, height, *tile_side(req, native)))
+    if not composes(req):   # low strength: the tiles alone, on the source
+        return tiles * pass_steps(steps, params["strength"])
+    first = steps if req.kind == "txt2img" else pass_steps(steps, params["strength"])
+    return first + tiles * pass_steps(steps, params["refine_strength"])
+
+
+def tile_side(req: SubmitRequest, native: int) -> tuple[int, int]:
+    """(tile, overlap) in px: ``tile_size`` or the model's size; overlap a quarter."""
+    tile = req.params["tile_size"] or native
+    overlap = req.params["tile_overlap"] or max(16, tile // 4)
+    return tile, min(overlap, tile // 2)
+
+
+def pass_steps(steps: int, strength: float) -> int:
+    """Denoising steps diffusers runs for image to image at ``strength`` (progress totals)."""
+    return max(1, min(int(steps * strength), steps))
+
+
+def upscale_steps(req: SubmitRequest, native: int, steps: int) -> int:
+    """Denoising steps of one upscale variation (progress totals; 1 for the plain upscale
+    when it is not refined)."""
+    if req.params["refine"] != "on":
+        return 1
+    width, height = req.result_size
+    tiles = len(grid(width, height, *tile_side(req, native)))
+    return tiles * pass_steps(steps, req.params["refine_strength"])
