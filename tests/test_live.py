@@ -85,6 +85,9 @@ def test_live_jobs_do_not_starve_other_clients(daemon: DaemonProc) -> None:
         busy = submit(b, SLOW)
         until(b, busy, JobState.RUNNING)
         live1 = submit(a, {**SLOW, "steps": 60}, live=True)
+        # Two sockets have no order between them: a's turn must be taken before b's job
+        # arrives, or b's job is ahead by arrival and the test measures the network.
+        until(a, live1, JobState.QUEUED, 10)
         normal = submit(b, QUICK)
         live2 = submit(a, {**SLOW, "steps": 60}, live=True)   # takes live1's place
         until(a, live1, JobState.CANCELLED, 10)
