@@ -28,6 +28,8 @@ from paintbridge.plugin.shared import ENDPOINT_ENV
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: the most GPUs one cluster replica may take (config and --replica-gpus)
 MAX_REPLICA_GPUS = 64
+#: the largest region painted in one call at low strength (why: backend/jobs/paths.py)
+WHOLE_MAX_PIXELS = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -183,6 +185,11 @@ SETTINGS: tuple[Setting, ...] = (
             "--max-queue-per-client", at_least_one, default=Limits.max_queue_per_client),
     Setting("max_pixels", "largest image accepted, in pixels", _positive, "--max-pixels",
             at_least_one, default=Limits.max_pixels),
+    Setting("whole_max_pixels", "image to image at low strength (up to 0.6) repaints "
+            "regions up to this many pixels in one call at their own resolution, as the "
+            "model's own pipeline would; larger ones in tiles, with memory flat. More: "
+            "fewer tiled regions, more memory (a large GPU may take 4194304, 2048²)",
+            _positive, "--whole-max-pixels", at_least_one, default=WHOLE_MAX_PIXELS),
     Setting("cluster", "run jobs on Ray Serve replicas (pip install 'paintbridge[cluster]'): "
             "'auto' starts Ray on this machine, an address joins a running Ray cluster "
             "(docs/cluster.md)", _optional(_string), "--cluster", metavar="ADDRESS"),

@@ -1,17 +1,14 @@
 """Detail, memory, time and seams on a real canvas, side by side in one run.
 
 Why: artists' regions are far larger than a model's native size. Scaled down to it and back
-(``refine`` off, what paintbridge did before), a result comes back soft; refined at full
-resolution in tiles (``refine`` on, the default, backend/jobs/tiling.py) it keeps the source's
-fine structure. Every figure comes from a real daemon running the embedded model (native
-size 64), so "2x, 4x, 8x the native side" are regions of 128, 256 and 512 px.
+(``refine`` off, what paintbridge did before), a result comes back soft; painted at full
+resolution (``refine`` on, the default: one call or tiles, backend/jobs/paths.py) it keeps
+the source's fine structure. Every figure comes from a real daemon running the embedded
+model (native size 64).
 
-(a) Detail kept: image to image at strength 0.15 on a picture of sharp shapes over 2-px
-    lines (tools/quality.test_picture); the fine-structure correlation with the source
-    (tools/quality.detail: ~0 when the lines are blurred away; the embedded VAE alone
-    reaches about 0.2 at 256 px), SSIM and PSNR (both dominated by the tiny VAE's colour
-    shift), and the tile seam ratio (step across tile boundaries / step anywhere; 1 =
-    invisible). Target: detail at least 0.1 above scale-and-back at every size, seam < 1.3.
+(a) What a result keeps of the source, against the bare diffusers call at full resolution,
+    is bench/fidelity.py's (this file once measured a "fine-structure correlation" that
+    rose while the picture got worse).
 (b) Peak RSS of a fresh daemon per region size (VmHWM), with SD1.5-sized tiles (512 px,
     as a user's model would run) so that the tile count is a real one. Target: 4096² at
     most 1.3x the peak of 1024².
@@ -42,7 +39,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
-from paintbridge.backend.jobs import grid, seams
+from paintbridge.backend.jobs import seams
 from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 from tools import quality
 
@@ -84,43 +81,6 @@ def seam(client: Client, src: np.ndarray, kind: str, params: dict) -> float:
 CASES = (("img2img 0.3", "img2img", {"prompt": "", "strength": 0.3}),
          ("img2img 0.6", "img2img", {"prompt": "", "strength": 0.6}),
          ("inpaint, background prompt", "inpaint", {"prompt": "a blue background"}))
-
-
-def detail_kept(client: Client, sizes: tuple[int, ...]) -> tuple[dict, list[Row]]:
-    data: dict = {}
-    rows = []
-    for side in sizes:
-        picture = quality.test_picture(side)
-        source = picture / 255.0
-        got = {}
-        for refine in ("off", "on"):
-            job = client.wait(client.submit(
-                JobRequest("img2img", {"prompt": "", "seed": 3, "strength": 0.15, "refine": refine},
-                image=Frame(side, side, "rgba8", picture.tobytes()))), 1800)
-            assert job.state is JobState.DONE, job.error_message
-            p = job.patches[0]
-            out = np.frombuffer(p.data, np.uint8).reshape(side, side, 4) / 255.0
-            got[refine] = {"detail": quality.detail(out, source),
-                           "ssim": quality.ssim(out, source),
-                           "psnr": quality.psnr(out, source),
-                           "seconds": float(job.info.get("seconds") or 0)}
-            if refine == "on":
-                tiles = grid.grid(side, side, 64, 16)
-                xs = sorted({t.x + t.left // 2 for t in tiles if t.left})
-                ys = sorted({t.y + t.top // 2 for t in tiles if t.top})
-                got[refine]["tile_seam"] = quality.tile_seam_ratio(out, xs, ys)
-        data[side] = got
-        off, on = got["off"], got["on"]
-        rows.append(Row(f"{side}² ({side // 64}x native) detail: scaled -> tiled",
-                        f"{off['detail']:.3f} -> {on['detail']:.3f}", ">= +0.1",
-                        on["detail"] >= off["detail"] + 0.1))
-        rows.append(Row(f"{side}² SSIM / PSNR: scaled -> tiled",
-                        f"{off['ssim']:.3f} -> {on['ssim']:.3f} / "
-                        f"{off['psnr']:.1f} -> {on['psnr']:.1f} dB"))
-        if len(tiles) > 1:
-            rows.append(Row(f"{side}² tile seam ratio", f"{on['tile_seam']:.2f}", "< 1.3",
-                            on["tile_seam"] < 1.3))
-    return data, rows
 
 
 def _hwm(pid: int) -> int:
@@ -223,7 +183,6 @@ def run(quick: bool) -> tuple[dict, list[Row]]:
     data["upscale"], up_rows = upscale_memory((512, 1024) if quick else (1024, 2048))
     mem_rows += up_rows
     with common.daemon() as d, Client(d.endpoint) as client:
-        data["detail"], rows = detail_kept(client, (128, 256) if quick else (128, 256, 512))
         rows += mem_rows
         for pname, src in pictures().items():
             data["seams"][pname] = {"source": seams.seam_ratio(src, selection())}

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
 from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
+from tools import bare as reference  # noqa: E402
 
 TARGET = 1.05
 PROMPT = "a weathered stone wall with moss"
@@ -67,29 +68,12 @@ def inputs(side: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_bare(model_dir: Path, dtype_name: str) -> Any:
     """The same folder, loaded as the daemon's registry loads it (dtype, channels_last)."""
-    import diffusers
-    import torch
-
-    pipe = diffusers.StableDiffusionInpaintPipeline.from_pretrained(
-        str(model_dir), torch_dtype=getattr(torch, dtype_name), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False, local_files_only=True)
-    pipe.to("cpu")
-    pipe.unet.to(memory_format=torch.channels_last)   # the VAE stays plain on the CPU
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return reference.load(model_dir, dtype_name, channels_last_unet=True)
 
 
 def bare_call(pipe: Any, pixels: np.ndarray, mask: np.ndarray, steps: int) -> np.ndarray:
-    import torch
-
-    side = pixels.shape[0]
-    image = torch.from_numpy(pixels[..., :3].astype(np.float32) / 255).permute(2, 0, 1)[None]
-    mask_t = torch.from_numpy(mask.astype(np.float32) / 255)[None, None]
-    with torch.inference_mode():
-        return pipe(prompt=PROMPT, negative_prompt=None, image=image, mask_image=mask_t,
-                    height=side, width=side, strength=1.0, num_inference_steps=steps,
-                    guidance_scale=GUIDANCE, output_type="np",
-                    generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
+    return reference.call(pipe, pixels, 1.0, seed=SEED, steps=steps, guidance=GUIDANCE,
+                     prompt=PROMPT, mask=mask)
 
 
 def daemon_job(client: Client, s: Setting, pixels: np.ndarray, mask: np.ndarray) -> Any:

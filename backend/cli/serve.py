@@ -177,7 +177,8 @@ def _cluster(s: settings.Resolved, files: Library) -> Any:
 
     setup = ReplicaSetup(files.roots, files.explicit, not s["no_embedded"],
                          files.registry.default_name, s["device"], s["dtype"], s["threads"],
-                         files.upscaler_roots, cache_size=files.registry.cache_size)
+                         files.upscaler_roots, cache_size=files.registry.cache_size,
+                         whole_max_pixels=s["whole_max_pixels"])
     try:
         return Cluster.start(address, s["replicas"], setup, gpus_per_replica=s["replica_gpus"])
     except ClusterError as exc:
@@ -191,7 +192,7 @@ def _daemon(s: settings.Resolved, files: Library, choice: Any, bind: str, auth: 
     limits = Limits(max_queue=s["max_queue"], max_queue_per_client=s["max_queue_per_client"],
                     max_pixels=s["max_pixels"])
     try:
-        return Daemon(bind, files.registry, choice, limits,
+        return Daemon(bind, files.registry, choice, limits, s["whole_max_pixels"],
                       dtype_forced=s["dtype"] not in (None, "auto"), auth=auth,
                       loras=files.loras, embeddings=files.embeddings, upscalers=files.upscalers,
                       cluster=cluster, controlnets=files.controlnets)

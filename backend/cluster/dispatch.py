@@ -44,6 +44,7 @@ import zmq
 from paintbridge.plugin.protocol import ErrorCode, Stage
 
 from ..jobs.job import ActiveJob, Emit, JobRunner
+from ..settings import WHOLE_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ReplicaSetup:
     upscaler_roots: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cache_size: int = 2    # models each replica keeps loaded (--cache-size)
+    whole_max_pixels: int = WHOLE_MAX_PIXELS
 
     def runner(self) -> JobRunner:
         from ..models import device as dev
@@ -90,7 +92,7 @@ class ReplicaSetup:
         registry.scan()
         choice = dev.choose(self.device, self.dtype)
         return JobRunner(registry, choice, Upscalers(self.upscaler_roots, choice.device),
-                         dtype_forced=bool(self.dtype))
+                         dtype_forced=bool(self.dtype), whole_max_pixels=self.whole_max_pixels)
 
 
 def _is_local(address: str) -> bool:

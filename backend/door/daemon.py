@@ -32,6 +32,7 @@ from ..models.embeddings import EmbeddingLibrary
 from ..models.loras import LoraLibrary
 from ..models.registry import ModelRegistry
 from ..models.upscalers import Upscalers
+from ..settings import WHOLE_MAX_PIXELS
 from .admission import Admission
 from .fairqueue import FairQueue, QueueFull
 from .keys import AuthorizedKeys, ServerKeys
@@ -109,8 +110,8 @@ class ClusterWorker(Worker):
 
 class Daemon:
     def __init__(self, bind: str, registry: ModelRegistry, device: DeviceChoice,
-                 limits: Limits | None = None, dtype_forced: bool = False,
-                 auth: ServerKeys | None = None,
+                 limits: Limits | None = None, whole_max_pixels: int = WHOLE_MAX_PIXELS,
+                 dtype_forced: bool = False, auth: ServerKeys | None = None,
                  results: ResultStore | None = None, heartbeat_ms: int = HEARTBEAT_MS,
                  loras: LoraLibrary | None = None,
                  embeddings: EmbeddingLibrary | None = None,
@@ -166,7 +167,7 @@ class Daemon:
         self.admission = Admission(registry, self.loras, self.embeddings, self.controlnets,
                                    self.upscalers, self.limits)
         self.runner = JobRunner(registry, device, self.upscalers, dtype_forced,
-                                stopping=self._stop.is_set)
+                                stopping=self._stop.is_set, whole_max_pixels=whole_max_pixels)
         self.cluster = cluster
         self.workers: list[Worker] = ([ClusterWorker(self, cluster, i)
                                        for i in range(cluster.replicas)]

@@ -27,7 +27,7 @@ from ..models.device import DTYPES, DeviceChoice, is_out_of_memory
 from ..models.embeddings import EmbeddingEntry
 from ..models.registry import LoadedModel, ModelEntry, ModelError, ModelRegistry, empty_device_cache
 from ..models.upscalers import UpscalerError, Upscalers
-from . import pixels, recipe
+from . import paths, pixels, recipe
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ class JobRunner:
 
     def __init__(self, registry: ModelRegistry, device: DeviceChoice, upscalers: Upscalers,
                  dtype_forced: bool = False,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 whole_max_pixels: int = paths.WHOLE_MAX_PIXELS) -> None:
         self.registry = registry
+        self.whole_max_pixels = whole_max_pixels
         self.device = device
         self.upscalers = upscalers
         self.dtype_forced = dtype_forced
@@ -162,7 +164,8 @@ class JobRunner:
         try:
             job.stage = Stage.DENOISING
             results = recipe.run(req, loaded, job.cancel, progress, list(job.admitted.loras),
-                                 list(job.admitted.embeddings), self.upscalers, nets)
+                                 list(job.admitted.embeddings), self.upscalers, nets,
+                                 self.whole_max_pixels)
         except recipe.JobCancelled:
             emit(self.cancelled(job), [], True)
             return
@@ -201,7 +204,7 @@ class JobRunner:
                     "height": r.patch.height, "format": r.patch.format, "seed": r.seed}
                    for r in results]
         emit({"event": "result", "model": entry.name, "patches": patches,
-              "seconds": round(time.monotonic() - started, 3)},
+              "seconds": round(time.monotonic() - started, 3), "path": results[0].path},
              [r.patch.data for r in results], True)
 
     def _load(self, entry: ModelEntry, job: ActiveJob, emit: Emit) -> LoadedModel | None:

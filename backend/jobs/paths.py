@@ -1,7 +1,8 @@
 """Which way a job is painted, decided before any model work, and how many denoising steps
 one variation takes (the progress bar's total): the region at the model's size and back
-(``scaled``), at its own size in one call (``whole``), in tiles (``tiled``, backend/jobs/
-tiling.py) or enlarged (``upscale``)."""
+(``scaled``), at its own size in one call (``whole``), in one call at the largest size that
+fits with its change carried up over the source (``reduced``), in tiles (``tiled``,
+backend/jobs/tiling.py) or enlarged (``upscale``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Literal
 
 from paintbridge.plugin.protocol import SubmitRequest
 
+from .. import settings
+from . import pixels
 from .grid import grid
 
 #: refine when the region's side (square root of its area) is at least this many times the
@@ -26,40 +29,65 @@ COMPOSE_ABOVE = 0.5
 #: the edges' steepness against its 0.73. Stronger changes the layout, where a model run
 #: far above its size repeats content: composition first.
 WHOLE_UP_TO = 0.6
-#: ... where that one call fits: regions up to this many pixels (1024²). Above it, tiles.
-WHOLE_MAX_PIXELS = 1024 * 1024
+#: ... where that one call fits: regions up to this many pixels (1024², the default of the
+#: daemon's ``whole_max_pixels`` setting). The call's memory and time grow faster than its
+#: pixels (the VAE's attention is quadratic in them: the embedded model's bare call takes
+#: 1.5 GB and 91 s at 1024², over ten minutes at 2048² on one CPU thread), so the default
+#: is one that fits every device; a large GPU may take more. Larger regions are
+#: ``reduced``: one call at the largest size that fits, its change (result minus input)
+#: carried up to full resolution over the source, whose own detail stays, so memory stays
+#: flat. Measured (bench/fidelity.py, 1024² with the line at 512²): tiles of the model's
+#: size over the source drew a grid on flat areas at 0.1 (texture 2.09 against the bare
+#: call's 1.15), composing at 512² then tiles kept 0.60 of the edges at 0.6 against its
+#: 0.77; carried up, both within the targets.
+WHOLE_MAX_PIXELS = settings.WHOLE_MAX_PIXELS
 
 
-def whole(req: SubmitRequest, native: int) -> bool:
-    """Whether the job runs on the region at its own resolution, in one call: image to
-    image at low strength on a region larger than the model's size that fits
-    :data:`WHOLE_MAX_PIXELS` (live drafts and ``refine`` off keep the model's size; a
-    ``tile_size`` asked for means tiles)."""
+def polishes(req: SubmitRequest, native: int) -> bool:
+    """Image to image at low strength on a region larger than the model's size: one call
+    (``whole`` or ``reduced``). Live drafts and ``refine`` off keep the model's size; a
+    ``tile_size`` asked for means tiles."""
     width, height = req.size
     return (req.kind == "img2img" and req.params["refine"] == "on" and not req.live
-            and not req.params["tile_size"]
-            and req.params["strength"] <= WHOLE_UP_TO
-            and native * native < width * height <= WHOLE_MAX_PIXELS)
+            and not req.params["tile_size"] and req.params["strength"] <= WHOLE_UP_TO
+            and native * native < width * height)
+
+
+def whole(req: SubmitRequest, native: int, max_pixels: int = WHOLE_MAX_PIXELS) -> bool:
+    """Whether the job runs on the region at its own resolution, in one call (a polish of
+    a region of at most ``max_pixels``)."""
+    width, height = req.size
+    return polishes(req, native) and width * height <= max_pixels
 
 
 @dataclass(frozen=True)
 class Plan:
     """How a job is painted, and how many denoising steps one variation takes (the
     progress bar's total): ``scaled`` (the region at the model's size and back), ``whole``
-    (the region at its own size, one call), ``tiled`` (composition, then tiles at 1:1) or
-    ``upscale``."""
+    (the region at its own size, one call), ``reduced`` (one call at the largest size that
+    fits, its change carried up over the source), ``tiled`` (composition, then tiles at
+    1:1) or ``upscale``."""
 
-    path: Literal["scaled", "whole", "tiled", "upscale"]
+    path: Literal["scaled", "whole", "reduced", "tiled", "upscale"]
     steps_per_variation: int
+    #: ``tiled``: the composition pass's size (width, height), None without one;
+    #: ``reduced``: the size of the one call
+    compose: tuple[int, int] | None = None
 
 
-def plan(req: SubmitRequest, native: int, steps: int) -> Plan:
+def plan(req: SubmitRequest, native: int, steps: int,
+         whole_max_pixels: int = WHOLE_MAX_PIXELS) -> Plan:
     if req.kind == "upscale":
         return Plan("upscale", upscale_steps(req, native, steps))
-    if whole(req, native):
+    if whole(req, native, whole_max_pixels):
         return Plan("whole", pass_steps(steps, req.params["strength"]))
+    if polishes(req, native):   # larger: one call at the largest size that fits
+        width, height = req.size
+        return Plan("reduced", pass_steps(steps, req.params["strength"]),
+                    fitting(width, height, whole_max_pixels))
     if applies(req, native) and not req.live:   # live jobs are drafts: the model's size
-        return Plan("tiled", variation_steps(req, native, steps))
+        return Plan("tiled", variation_steps(req, native, steps),
+                    compose_size(req, native, whole_max_pixels))
     return Plan("scaled", steps if req.kind == "txt2img"
                 else pass_steps(steps, req.params["strength"]))
 
@@ -73,6 +101,30 @@ def composes(req: SubmitRequest) -> bool:
     """Whether the composition pass's result becomes the canvas (else the tiles refine the
     source itself, and the composition gives only the colours)."""
     return req.kind != "img2img" or req.params["strength"] > COMPOSE_ABOVE
+
+
+def compose_size(req: SubmitRequest, native: int, whole_max_pixels: int = WHOLE_MAX_PIXELS
+                 ) -> tuple[int, int] | None:
+    """The composition pass's size; None without one (image to image at low strength
+    refines the source itself). Image to image up to :data:`WHOLE_UP_TO` keeps the layout,
+    as the whole path does: its composition is the largest one call that fits
+    ``whole_max_pixels`` (measured, bench/fidelity.py, 1024² in tiles at 0.6: composed at
+    the model's size and enlarged 16 times it kept 0.08 of the edges' steepness against the
+    bare call's 0.77). Stronger changes the layout: the model's size, where it composes
+    without repeating content."""
+    if not composes(req):
+        return None
+    width, height = req.size
+    if req.kind == "img2img" and req.params["strength"] <= WHOLE_UP_TO:
+        return fitting(width, height, whole_max_pixels)
+    return pixels.model_size(width, height, native)
+
+
+def fitting(width: int, height: int, max_pixels: int, multiple: int = 8) -> tuple[int, int]:
+    """The largest size of the region's aspect, sides × ``multiple``, within ``max_pixels``."""
+    scale = min(1.0, math.sqrt(max_pixels / (width * height)))
+    return (max(multiple, int(width * scale) // multiple * multiple),
+            max(multiple, int(height * scale) // multiple * multiple))
 
 
 def variation_steps(req: SubmitRequest, native: int, steps: int) -> int:

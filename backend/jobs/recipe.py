@@ -55,6 +55,7 @@ class StageFailed(Exception):
 class PatchResult:
     patch: pixels.EncodedPatch
     seed: int
+    path: str = "scaled"   # which way it was painted (paths.Plan.path)
 
 
 ProgressFn = Callable[[int, int, "np.ndarray | None"], None]
@@ -167,12 +168,14 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
         progress: ProgressFn, loras: Sequence[JobLora] = (),
         embeddings: Sequence[EmbeddingEntry] = (),
         upscalers: Upscalers | None = None,
-        controls: Sequence[JobControl] = ()) -> list[PatchResult]:
+        controls: Sequence[JobControl] = (),
+        whole_max_pixels: int = paths.WHOLE_MAX_PIXELS) -> list[PatchResult]:
     """The whole recipe; raises JobCancelled, BadInput, LoraError, EmbeddingError or
     StageFailed (from what broke). The request is read, never written."""
     stages = _Stages()
     try:
-        return _Recipe(req, model, cancel, progress, stages, list(controls)).run(
+        return _Recipe(req, model, cancel, progress, stages, list(controls),
+                       whole_max_pixels).run(
             list(loras), list(embeddings), upscalers)
     except (JobCancelled, BadInput, LoraError, EmbeddingError, UpscalerError):
         raise
@@ -182,6 +185,8 @@ def run(req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
 
 #: the paths that make one pipeline call for the whole region (paths.plan)
 ONE_CALL = ("scaled", "whole")
+#: ... and the paths that make one pipeline call in all (previews come from its steps)
+SINGLE_CALL = (*ONE_CALL, "reduced")
 
 
 def _pad(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -195,12 +200,13 @@ class _Recipe:
     is one pipeline call, which the tiles (``tiling.Denoise``) make as often as they need."""
 
     def __init__(self, req: SubmitRequest, model: LoadedModel, cancel: threading.Event,
-                 progress: ProgressFn, stages: _Stages, controls: list[JobControl]) -> None:
+                 progress: ProgressFn, stages: _Stages, controls: list[JobControl],
+                 whole_max_pixels: int = paths.WHOLE_MAX_PIXELS) -> None:
         self.req, self.model, self.cancel, self.stages = req, model, cancel, stages
         self._progress = progress
         self.controls = controls
         self.sampling = Sampling.resolve(req.params, model.entry.defaults)
-        self.plan = paths.plan(req, model.native_size, self.sampling.steps)
+        self.plan = paths.plan(req, model.native_size, self.sampling.steps, whole_max_pixels)
         self.pipes: dict[str, Any] = {}
         self.controlnet: Any = None
         self.maps: list[np.ndarray] = []
@@ -246,7 +252,7 @@ class _Recipe:
                 # inpainting skips the tiles it leaves alone: the bar ends where it should
                 self.done = (index + 1) * self.plan.steps_per_variation
                 self._progress(self.done, self.total, None)
-            results.append(PatchResult(patch, seed))
+            results.append(PatchResult(patch, seed, self.plan.path))
         return results
 
     # ---------------------------------------------------------------- the steps' helpers
@@ -285,7 +291,7 @@ class _Recipe:
         return self.pipes[kind]
 
     def _upscaler(self, upscalers: Upscalers | None) -> Any:
-        if self.plan.path in ONE_CALL or not self.req.params.get("upscaler"):
+        if self.plan.path in SINGLE_CALL or not self.req.params.get("upscaler"):
             return None
         if upscalers is None:
             raise UpscalerError("this daemon has no upscalers")
@@ -358,7 +364,7 @@ class _Recipe:
         if self.cancel.is_set():
             raise JobCancelled
         self.done += expected
-        self.stages.now = ("refining at full resolution" if self.plan.path not in ONE_CALL
+        self.stages.now = ("refining at full resolution" if self.plan.path not in SINGLE_CALL
                            else "encoding the result")
         return np.asarray(out, np.float32)
 
@@ -424,7 +430,7 @@ class _Recipe:
         """The pipeline's step callback: cancel, soft selection, progress and previews."""
         before = self.done
         prompt = self.req.params["prompt"]
-        previews = self.req.preview and self.plan.path in ONE_CALL
+        previews = self.req.preview and self.plan.path in SINGLE_CALL
 
         def on_step(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict:
             if self.cancel.is_set():
