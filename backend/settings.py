@@ -187,8 +187,10 @@ SETTINGS: tuple[Setting, ...] = (
             at_least_one, default=Limits.max_pixels),
     Setting("whole_max_pixels", "image to image at low strength (up to 0.6) repaints "
             "regions up to this many pixels in one call at their own resolution, as the "
-            "model's own pipeline would; larger ones in tiles, with memory flat. More: "
-            "fewer tiled regions, more memory (a large GPU may take 4194304, 2048²)",
+            "model's own pipeline would; larger ones in one call reduced to this, its change "
+            "carried up over the source's own detail, with memory flat. More: more of the "
+            "model's own detail on large regions, more memory and time (a large GPU may "
+            "take 4194304, 2048²)",
             _positive, "--whole-max-pixels", at_least_one, default=WHOLE_MAX_PIXELS),
     Setting("cluster", "run jobs on Ray Serve replicas (pip install 'paintbridge[cluster]'): "
             "'auto' starts Ray on this machine, an address joins a running Ray cluster "

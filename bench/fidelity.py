@@ -6,6 +6,8 @@ never make the picture worse than the model itself would. The reference is no co
 the model's own pipeline (diffusers' inpainting pipeline of the embedded 9-channel model,
 full mask = image to image), called once on the whole picture at its own size, same seed,
 steps, guidance, scheduler and dtype. The daemon gets the same picture as one img2img job.
+Inpainting at low strength (polishing a selection) is measured the same way inside the
+selection, against the bare inpainting call pasted inside its mask.
 
 Measured against the source (tools/quality): PSNR and SSIM, edge steepness kept on the
 source's edges, texture on the source's flat areas (a tile grid shows here), colour drift.
@@ -48,15 +50,30 @@ CASES: tuple[tuple[int, int | None, str], ...] = (
 MEMORY_SIDES, MEMORY_STRENGTH, MEMORY_MAX = (1024, 4096), 0.3, 1.3
 
 
-def daemon_call(client: Client, picture: np.ndarray, strength: float) -> np.ndarray:
+#: inpainting at low strength (polishing a selection: a centred square of half the side),
+#: measured inside the selection's box, against the bare inpainting call pasted inside the
+#: mask; (side, --whole-max-pixels, the path)
+INPAINT_CASES: tuple[tuple[int, int | None, str], ...] = (
+    (512, None, "whole"), (512, 256 * 256, "reduced"))
+INPAINT_STRENGTHS = (0.3, 0.6)
+
+
+def daemon_call(client: Client, picture: np.ndarray, strength: float,
+                mask: np.ndarray | None = None) -> np.ndarray:
+    """The daemon's result over the source (uint8 (h, w, 4)), (h, w, 3) in 0..1."""
     side = picture.shape[0]
     job = client.wait(client.submit(JobRequest(
-        "img2img", {"prompt": PROMPT, "seed": SEED, "steps": STEPS, "guidance": GUIDANCE,
-                    "strength": strength},
-        image=Frame(side, side, "rgba8", picture.tobytes()))), timeout=3600)
+        "inpaint" if mask is not None else "img2img",
+        {"prompt": PROMPT, "seed": SEED, "steps": STEPS, "guidance": GUIDANCE,
+         "strength": strength},
+        image=Frame(side, side, "rgba8", picture.tobytes()),
+        mask=Frame(side, side, "gray8", mask.tobytes()) if mask is not None else None)),
+        timeout=3600)
     if job.state is not JobState.DONE:
         raise RuntimeError(f"job failed: {job.error_code} {job.error_message}")
-    return quality.placed(job.patches[0], side, side)[..., :3]
+    patch = quality.placed(job.patches[0], side, side)
+    source = picture[..., :3].astype(np.float32) / 255
+    return patch[..., :3] * patch[..., 3:] + source * (1 - patch[..., 3:])
 
 
 def peak_rss(pid: int, reset: bool = False) -> int:
@@ -117,6 +134,41 @@ def quality_rows(args: Any, pipe: Any, pictures_dir: Path) -> tuple[list[Row], l
     return rows, cases
 
 
+def inpaint_rows(pipe: Any, pictures_dir: Path) -> tuple[list[Row], list[dict]]:
+    rows: list[Row] = []
+    cases: list[dict] = []
+    for side, whole_max, path in INPAINT_CASES:
+        lo, hi = side // 4, 3 * side // 4
+        mask = np.zeros((side, side), np.uint8)
+        mask[lo:hi, lo:hi] = 255
+        inside = mask[..., None].astype(np.float32) / 255
+        flags = ("--whole-max-pixels", str(whole_max)) if whole_max else ()
+        with common.daemon("--threads", "1", *flags) as d, Client(d.endpoint) as client:
+            for name, make in PICTURES.items():
+                source8 = make(side)
+                source = source8[..., :3].astype(np.float32) / 255
+                for strength in INPAINT_STRENGTHS:
+                    ref = bare.call(pipe, source8, strength, seed=SEED, steps=STEPS,
+                                    guidance=GUIDANCE, prompt=PROMPT, mask=mask)
+                    ref = ref * inside + source * (1 - inside)
+                    ours = daemon_call(client, source8, strength, mask)
+                    b = bare.measures(ref[lo:hi, lo:hi], source[lo:hi, lo:hi])
+                    o = bare.measures(ours[lo:hi, lo:hi], source[lo:hi, lo:hi])
+                    missed = bare.failures(o, b)
+                    save_side_by_side(pictures_dir / f"inpaint-{name}-{side}-{strength:g}-"
+                                      f"{path}.png", source, ref, ours)
+                    label = f"inpaint {name} {side}² s={strength:g} {path}"
+                    rows.append(Row(f"{label}: PSNR dB / edges / flat, daemon | bare",
+                                    f"{o['psnr']:.1f} / {o['edges']:.2f} / {o['flat']:.2f} | "
+                                    f"{b['psnr']:.1f} / {b['edges']:.2f} / {b['flat']:.2f}",
+                                    "all targets", not missed))
+                    cases.append({"kind": "inpaint", "picture": name, "side": side,
+                                  "strength": strength, "path": path, "daemon": o,
+                                  "bare": b, "missed": missed})
+                    print(label, "daemon", o, "bare", b, missed, flush=True)
+    return rows, cases
+
+
 def memory_rows() -> tuple[list[Row], dict[int, int]]:
     """One daemon; its peak reset before each job: whole at 1024², reduced at 4096²."""
     peaks: dict[int, int] = {}
@@ -146,6 +198,9 @@ def main() -> None:
     rows, cases = quality_rows(args, pipe, pictures_dir)
     peaks: dict[int, int] = {}
     if not args.quick:
+        more, inpaint_cases = inpaint_rows(pipe, pictures_dir)
+        rows += more
+        cases += inpaint_cases
         memory, peaks = memory_rows()
         rows += memory
     common.print_table("fidelity: daemon vs the bare full-resolution call", rows)

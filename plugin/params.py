@@ -232,12 +232,13 @@ PARAMS: tuple[Param, ...] = (
           "selection's edge is a gradual change, not two pictures blended",
           default="on", choices={"on": "On", "off": "Off"}, kinds=("inpaint",), advanced=True),
     Param("refine", str, "_Full-resolution detail",
-          "On a region larger than the model's own size: generate at the model's size, "
-          "then refine at full resolution in overlapping tiles (off: scale the result up)",
+          "On a region larger than the model's own size: image to image up to strength "
+          "0.6 in one call at full resolution; else generate at the model's size, then "
+          "refine at full resolution in overlapping tiles (off: scale the result up)",
           default="on", choices={"on": "On", "off": "Off"}, advanced=True),
     Param("refine_strength", float, "Refine _strength",
           "How much the full-resolution tiles may change the upscaled result (image to "
-          "image at low strength refines the picture itself, at its own strength)",
+          "image up to 0.6 has no tiles: one call on the picture itself)",
           default=0.35, lo=0.0, hi=1.0, lo_open=True, step=0.05, decimals=2, advanced=True),
     Param("tile_overlap", int, "Tile o_verlap",
           "Pixels each full-resolution tile shares with its neighbours, blended so no "

@@ -19,9 +19,12 @@ def parsed(kind: str, side: int, live: bool = False, **params: object) -> protoc
     if kind == "txt2img":
         header = protocol.submit_header("j1", kind, params, [], size=(side, side), live=live)
         return protocol.parse_submit(header, [], Limits())
-    image = Frame(side, side, "rgba8", bytes(side * side * 4))
-    header = protocol.submit_header("j1", kind, params, [image.spec("image")], live=live)
-    return protocol.parse_submit(header, [image.data], Limits())
+    frames = [("image", Frame(side, side, "rgba8", bytes(side * side * 4)))]
+    if kind == "inpaint":
+        frames.append(("mask", Frame(side, side, "gray8", bytes([255]) * side * side)))
+    header = protocol.submit_header("j1", kind, params, [f.spec(role) for role, f in frames],
+                                    live=live)
+    return protocol.parse_submit(header, [f.data for _, f in frames], Limits())
 
 
 @pytest.mark.fast
@@ -36,6 +39,9 @@ def parsed(kind: str, side: int, live: bool = False, **params: object) -> protoc
     ("img2img", 512, {"strength": 0.3}, True, "scaled"),        # live drafts
     ("img2img", 64, {"strength": 0.3}, False, "scaled"),        # the model's own size
     ("txt2img", 512, {}, False, "tiled"),
+    ("inpaint", 512, {}, False, "tiled"),                       # fills: strength 1
+    ("inpaint", 512, {"strength": 0.4}, False, "whole"),        # polishes the selection
+    ("inpaint", 2048, {"strength": 0.4}, False, "reduced"),
     ("img2img", 100, {"strength": 0.3}, False, "whole"),        # above native, below 2x
     ("img2img", 100, {"strength": 0.7}, False, "scaled"),
 ])
@@ -56,11 +62,11 @@ def test_whole_max_pixels_moves_the_line_between_one_call_and_tiles() -> None:
 
 
 def test_the_serve_setting_reaches_the_plan(tmp_path) -> None:
-    """A daemon told ``--whole-max-pixels 65536`` paints a 384² polish reduced (one call at
-    256², its change carried up) and says so; asked for tiles, it tiles."""
-    side = 384
+    """A daemon told ``--whole-max-pixels 16384`` paints a 256² polish reduced (one call at
+    128², its change carried up) and says so; asked for tiles, it tiles."""
+    side = 256
     image = Frame(side, side, "rgba8", bytes([90, 120, 170, 255]) * side * side)
-    d = start_daemon(tmp_path, "--whole-max-pixels", "65536")
+    d = start_daemon(tmp_path, "--whole-max-pixels", "16384")
     try:
         with Client(d.endpoint) as c:
             jobs = [c.submit(JobRequest("img2img", {"strength": 0.3, "steps": STEPS,

@@ -29,6 +29,9 @@ COMPOSE_ABOVE = 0.5
 #: the edges' steepness against its 0.73. Stronger changes the layout, where a model run
 #: far above its size repeats content: composition first.
 WHOLE_UP_TO = 0.6
+#: the kinds that polish at low strength (inpainting: the selection, as the model's own
+#: inpainting call would; measured in bench/fidelity.py)
+POLISHED = ("img2img", "inpaint")
 #: ... where that one call fits: regions up to this many pixels (1024², the default of the
 #: daemon's ``whole_max_pixels`` setting). The call's memory and time grow faster than its
 #: pixels (the VAE's attention is quadratic in them: the embedded model's bare call takes
@@ -44,11 +47,11 @@ WHOLE_MAX_PIXELS = settings.WHOLE_MAX_PIXELS
 
 
 def polishes(req: SubmitRequest, native: int) -> bool:
-    """Image to image at low strength on a region larger than the model's size: one call
-    (``whole`` or ``reduced``). Live drafts and ``refine`` off keep the model's size; a
-    ``tile_size`` asked for means tiles."""
+    """Image to image or inpainting at low strength on a region larger than the model's
+    size: one call (``whole`` or ``reduced``). Live drafts and ``refine`` off keep the
+    model's size; a ``tile_size`` asked for means tiles."""
     width, height = req.size
-    return (req.kind == "img2img" and req.params["refine"] == "on" and not req.live
+    return (req.kind in POLISHED and req.params["refine"] == "on" and not req.live
             and not req.params["tile_size"] and req.params["strength"] <= WHOLE_UP_TO
             and native * native < width * height)
 

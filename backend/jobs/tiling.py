@@ -236,8 +236,9 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
 
 def reduced(req: SubmitRequest, size: tuple[int, int], seed: int, denoise: Denoise,
             cancelled: Callable[[], bool]) -> pixels.EncodedPatch:
-    """Image to image on a region too large for one call (paths.WHOLE_MAX_PIXELS): one call
-    on the region reduced to ``size``; what it changed (its result minus its input, coarser
+    """Image to image or inpainting at low strength on a region too large for one call
+    (paths.WHOLE_MAX_PIXELS): one call on the region (and its grown selection) reduced to
+    ``size``; what it changed (its result minus its input, coarser
     than :data:`CHANGE_SCALE`) is carried up to full resolution, band by band, over the
     source, whose finer detail stays its own: no tiles, no grid, memory flat."""
     region = Region(req)
@@ -246,9 +247,11 @@ def reduced(req: SubmitRequest, size: tuple[int, int], seed: int, denoise: Denoi
     match_scale = max(1, math.ceil(max(width, height) / MATCH_SIDE))
     small_source = np.asarray(Image.fromarray(canvas).reduce(match_scale))
     rw, rh = size
-    small8 = _pil_resize(canvas, rw, rh)
-    small = small8.astype(np.float32) / 255.0
-    out = denoise(small, None, rw, rh, req.params["strength"], seed, "img2img", None)
+    small = _pil_resize(canvas, rw, rh).astype(np.float32) / 255.0
+    grown = region.grown8() if req.kind == "inpaint" else None
+    mask = _pil_resize(grown, rw, rh).astype(np.float32) / 255.0 if grown is not None else None
+    del grown
+    out = denoise(small, mask, rw, rh, req.params["strength"], seed, req.kind, None)
     change = _low_pass(out - small, CHANGE_SCALE)
     if cancelled():
         return _empty(req)
