@@ -44,11 +44,16 @@ from tools import childdaemon  # noqa: E402
 # --------------------------------------------------------------------------- arguments
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(description: str, argv: list[str] | None = None,
+               options: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    """``--quick`` and ``--out``, and a bench's own ``options``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR,
                    help=f"folder for the JSON results (default {RESULTS_DIR})")
+    if options is not None:
+        options(p)
     return p.parse_args(argv)
 
 

@@ -45,6 +45,9 @@ STRENGTHS = (0.1, 0.3, 0.6)
 #: VAE's attention is quadratic.)
 CASES: tuple[tuple[int, int | None, str], ...] = (
     (512, None, "whole"), (1024, None, "whole"), (1024, 512 * 512, "reduced"))
+#: ``--large``: 2048² at the default line (reduced: one call at 1024²) against the bare
+#: call at 2048², which fits in memory here but takes over ten minutes: one case
+LARGE: tuple[int, int | None, str, str, float] = (2048, None, "reduced", "shapes", 0.3)
 #: peak memory: the daemon's own peak (VmHWM, reset before each job), reduced at 4096²
 #: against one call at 1024² (target: at most 1.3 ×)
 MEMORY_SIDES, MEMORY_STRENGTH, MEMORY_MAX = (1024, 4096), 0.3, 1.3
@@ -99,13 +102,18 @@ def quality_rows(args: Any, pipe: Any, pictures_dir: Path) -> tuple[list[Row], l
     rows: list[Row] = []
     cases: list[dict] = []
     references: dict[tuple[str, int, float], np.ndarray] = {}   # the bare call, once each
-    for side, whole_max, path in CASES[:1] if args.quick else CASES:
+    runs = [(side, whole_max, path, tuple(PICTURES), STRENGTHS)
+            for side, whole_max, path in (CASES[:1] if args.quick else CASES)]
+    if args.large:
+        side, whole_max, path, picture, strength = LARGE
+        runs.append((side, whole_max, path, (picture,), (strength,)))
+    for side, whole_max, path, names, strengths in runs:
         flags = ("--whole-max-pixels", str(whole_max)) if whole_max else ()
         with common.daemon("--threads", "1", *flags) as d, Client(d.endpoint) as client:
-            for name, make in PICTURES.items():
-                source8 = make(side)
+            for name in names:
+                source8 = PICTURES[name](side)
                 source = source8[..., :3].astype(np.float32) / 255
-                for strength in STRENGTHS:
+                for strength in strengths:
                     key = (name, side, strength)
                     if key not in references:
                         references[key] = bare.call(pipe, source8, strength, seed=SEED,
@@ -188,7 +196,9 @@ def memory_rows() -> tuple[list[Row], dict[int, int]]:
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0])
+    args = common.parse_args(__doc__.splitlines()[0], options=lambda p: p.add_argument(
+        "--large", action="store_true", help="also 2048² against the bare call at 2048² "
+        "(one case, over ten minutes on one thread)"))
     pictures_dir = args.out / "fidelity"
     pictures_dir.mkdir(parents=True, exist_ok=True)
     import torch
