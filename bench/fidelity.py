@@ -30,6 +30,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Row  # noqa: E402
 
+from paintbridge.backend.jobs import seams  # noqa: E402
 from paintbridge.plugin.client import Client, Frame, JobRequest, JobState  # noqa: E402
 from tools import bare, quality  # noqa: E402
 
@@ -75,8 +76,8 @@ def daemon_call(client: Client, picture: np.ndarray, strength: float,
     if job.state is not JobState.DONE:
         raise RuntimeError(f"job failed: {job.error_code} {job.error_message}")
     patch = quality.placed(job.patches[0], side, side)
-    source = picture[..., :3].astype(np.float32) / 255
-    return patch[..., :3] * patch[..., 3:] + source * (1 - patch[..., 3:])
+    return seams.composite(picture[..., :3].astype(np.float32) / 255, patch[..., :3],
+                           patch[..., 3])
 
 
 def peak_rss(pid: int, reset: bool = False) -> int:
@@ -149,7 +150,7 @@ def inpaint_rows(pipe: Any, pictures_dir: Path) -> tuple[list[Row], list[dict]]:
         lo, hi = side // 4, 3 * side // 4
         mask = np.zeros((side, side), np.uint8)
         mask[lo:hi, lo:hi] = 255
-        inside = mask[..., None].astype(np.float32) / 255
+        inside = mask.astype(np.float32) / 255
         flags = ("--whole-max-pixels", str(whole_max)) if whole_max else ()
         with common.daemon("--threads", "1", *flags) as d, Client(d.endpoint) as client:
             for name, make in PICTURES.items():
@@ -158,7 +159,7 @@ def inpaint_rows(pipe: Any, pictures_dir: Path) -> tuple[list[Row], list[dict]]:
                 for strength in INPAINT_STRENGTHS:
                     ref = bare.call(pipe, source8, strength, seed=SEED, steps=STEPS,
                                     guidance=GUIDANCE, prompt=PROMPT, mask=mask)
-                    ref = ref * inside + source * (1 - inside)
+                    ref = seams.composite(source, ref, inside)
                     ours = daemon_call(client, source8, strength, mask)
                     b = bare.measures(ref[lo:hi, lo:hi], source[lo:hi, lo:hi])
                     o = bare.measures(ours[lo:hi, lo:hi], source[lo:hi, lo:hi])

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from paintbridge.backend.jobs import seams
 from paintbridge.plugin.client import Client, Frame, JobRequest, JobState
 from tools import bare, quality
 
@@ -61,8 +62,8 @@ def daemon_call(d: DaemonProc, picture: np.ndarray, strength: float,
             600)
     assert job.state is JobState.DONE, job.error_message
     patch = quality.placed(job.patches[0], side, side)
-    source = picture[..., :3].astype(np.float32) / 255
-    return patch[..., :3] * patch[..., 3:] + source * (1 - patch[..., 3:])
+    return seams.composite(picture[..., :3].astype(np.float32) / 255, patch[..., :3],
+                           patch[..., 3])
 
 
 @pytest.mark.parametrize(("picture", "strength"), [("shapes", 0.3), ("photo", 0.1)])
@@ -90,8 +91,7 @@ def test_inpainting_at_low_strength_is_not_worse_than_the_bare_call(daemon, pipe
     mask[lo:hi, lo:hi] = 255
     ours = daemon_call(daemon, source8, 0.3, mask)
     ref = bare.call(pipe, source8, 0.3, seed=SEED, steps=STEPS, guidance=GUIDANCE, mask=mask)
-    inside = mask[..., None].astype(np.float32) / 255
-    ref = ref * inside + source * (1 - inside)
+    ref = seams.composite(source, ref, mask.astype(np.float32) / 255)
     box = (slice(lo, hi), slice(lo, hi))
     assert not bare.failures(bare.measures(ours[box], source[box]),
                              bare.measures(ref[box], source[box]))

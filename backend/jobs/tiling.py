@@ -190,6 +190,14 @@ def _upscale_into(canvas: np.ndarray, small: np.ndarray, grown: np.ndarray | Non
             canvas[y0:y1] = np.rint(canvas[y0:y1] * (1 - m) + up * m)
 
 
+def _match_copy(source: np.ndarray | None, width: int, height: int
+                ) -> tuple[np.ndarray | None, int]:
+    """The source reduced to at most MATCH_SIDE (what ``_encode`` matches colours on; None
+    without a source), and the factor it is reduced by."""
+    f = max(1, math.ceil(max(width, height) / MATCH_SIDE))
+    return (np.asarray(Image.fromarray(source).reduce(f)) if source is not None else None), f
+
+
 def _to8(rgb: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -209,9 +217,7 @@ def run(req: SubmitRequest, native: int, seed: int, denoise: Denoise,
 
     source = region.rgb8() if region.image is not None else None
     canvas = source if source is not None else np.full((height, width, 3), 128, np.uint8)
-    match_scale = max(1, math.ceil(max(width, height) / MATCH_SIDE))
-    small_source = (np.asarray(Image.fromarray(source).reduce(match_scale))
-                    if source is not None else None)
+    small_source, match_scale = _match_copy(source, width, height)
 
     if compose is not None:   # the composition pass: the layout
         small, scale = _compose(req, region, canvas, source, grown, compose, seed, denoise,
@@ -244,8 +250,7 @@ def reduced(req: SubmitRequest, size: tuple[int, int], seed: int, denoise: Denoi
     region = Region(req)
     width, height = region.width, region.height
     canvas = region.rgb8()
-    match_scale = max(1, math.ceil(max(width, height) / MATCH_SIDE))
-    small_source = np.asarray(Image.fromarray(canvas).reduce(match_scale))
+    small_source, match_scale = _match_copy(canvas, width, height)
     rw, rh = size
     small = _pil_resize(canvas, rw, rh).astype(np.float32) / 255.0
     grown = region.grown8() if req.kind == "inpaint" else None
@@ -256,10 +261,8 @@ def reduced(req: SubmitRequest, size: tuple[int, int], seed: int, denoise: Denoi
     if cancelled():
         return _empty(req)
     for y0, y1 in region.bands():
-        box = (0.0, y0 * rh / height, float(rw), y1 * rh / height)
-        up = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(change[..., c]), "F")
-                                  .resize((width, y1 - y0), Image.Resampling.BICUBIC,
-                                          box=box)) for c in range(3)], axis=-1)
+        up = upsample_rows(change, y0, y1, 0, width, (width / rw, height / rh),
+                           Image.Resampling.BICUBIC)
         canvas[y0:y1] = _to8(canvas[y0:y1].astype(np.float32) / 255.0 + up)
     return _encode(req, region, canvas, small_source, match_scale)
 
@@ -446,11 +449,14 @@ def _encode(req: SubmitRequest, region: Region, canvas: np.ndarray,
                                 y_hi - y_lo, req.result_format, out)
 
 
-def upsample_rows(small: np.ndarray, y0: int, y1: int, x0: int, x1: int, scale: int
-                 ) -> np.ndarray:
-    """Rows y0..y1, columns x0..x1 of ``small`` (reduced ``scale`` times) bilinearly
-    upsampled to the region's size (each band alone, matching the whole-image upsampling)."""
-    box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+def upsample_rows(small: np.ndarray, y0: int, y1: int, x0: int, x1: int,
+                  scale: float | tuple[float, float],
+                  resample: Image.Resampling = Image.Resampling.BILINEAR) -> np.ndarray:
+    """Rows y0..y1, columns x0..x1 of ``small`` (float, reduced ``scale`` times, or (across,
+    down) times) upsampled to the region's size (each band alone, matching the
+    whole-image upsampling)."""
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    box = (x0 / sx, y0 / sy, x1 / sx, y1 / sy)
     return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(small[..., c]), "F")
-                                .resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR,
-                                        box=box)) for c in range(3)], axis=-1)
+                                .resize((x1 - x0, y1 - y0), resample, box=box))
+                     for c in range(3)], axis=-1)
